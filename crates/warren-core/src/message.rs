@@ -1,0 +1,106 @@
+//! Messages as the core stores them. Cloning is two reference-count bumps, so
+//! fanning one publish out to many queues never copies the body.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::DecodeError;
+use crate::props::{self, Scalars};
+use crate::value::Table;
+
+/// One published message, shared by every queue it was routed to.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The exchange it was published to (shared with the exchange's name).
+    pub exchange: Arc<str>,
+    /// Routing key, followed by the raw AMQP properties, in one buffer.
+    meta: Bytes,
+    key_len: u8,
+    /// The body. Small bodies share the allocation of `meta`.
+    pub body: Bytes,
+    /// True when delivery_mode is 2.
+    pub persistent: bool,
+    /// Priority property (0 when absent).
+    pub priority: u8,
+    /// Per-message TTL from the `expiration` property.
+    pub expiration_ms: Option<u64>,
+    headers: Option<(u32, u32)>,
+}
+
+impl Message {
+    /// Build a message from its parts. `meta` holds the routing key followed
+    /// by the AMQP-encoded properties; the properties are validated here.
+    pub fn new(
+        exchange: Arc<str>,
+        meta: Bytes,
+        key_len: u8,
+        body: Bytes,
+    ) -> Result<Message, DecodeError> {
+        if meta.len() < key_len as usize {
+            return Err(DecodeError::Truncated);
+        }
+        let Scalars {
+            delivery_mode,
+            priority,
+            expiration_ms,
+            headers,
+        } = props::scan(&meta[key_len as usize..])?;
+        Ok(Message {
+            exchange,
+            meta,
+            key_len,
+            body,
+            persistent: delivery_mode == 2,
+            priority,
+            expiration_ms,
+            headers: headers.map(|(a, b)| (a as u32, b as u32)),
+        })
+    }
+
+    /// Convenience constructor for tests and bridges that hold owned parts.
+    pub fn from_parts(exchange: &str, routing_key: &str, properties: &[u8], body: Bytes) -> Result<Message, DecodeError> {
+        let key = &routing_key.as_bytes()[..routing_key.len().min(255)];
+        let mut meta = Vec::with_capacity(key.len() + properties.len());
+        meta.extend_from_slice(key);
+        meta.extend_from_slice(properties);
+        Message::new(Arc::from(exchange), Bytes::from(meta), key.len() as u8, body)
+    }
+
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        // The adapters only build messages from validated UTF-8 keys.
+        std::str::from_utf8(&self.meta[..self.key_len as usize]).unwrap_or("")
+    }
+
+    /// Raw routing key bytes.
+    pub fn routing_key_bytes(&self) -> &[u8] {
+        &self.meta[..self.key_len as usize]
+    }
+
+    /// The AMQP-encoded properties, ready to resend.
+    pub fn raw_properties(&self) -> &[u8] {
+        &self.meta[self.key_len as usize..]
+    }
+
+    /// Decode the headers table; only headers-type routing and bridges call
+    /// this, so ordinary publishes never pay for it.
+    pub fn headers(&self) -> Option<Table> {
+        let (a, b) = self.headers?;
+        let raw = self.raw_properties();
+        Table::decode(&raw[a as usize..b as usize]).ok().map(|(t, _)| t)
+    }
+
+    /// Replace the properties (direct reply-to rewriting), keeping the rest.
+    pub fn with_properties(&self, properties: &[u8]) -> Result<Message, DecodeError> {
+        let mut meta = Vec::with_capacity(self.key_len as usize + properties.len());
+        meta.extend_from_slice(self.routing_key_bytes());
+        meta.extend_from_slice(properties);
+        Message::new(self.exchange.clone(), Bytes::from(meta), self.key_len, self.body.clone())
+    }
+
+    /// Size counted against queue length limits.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}

@@ -1,0 +1,470 @@
+//! Queues: an ordered list of ready messages, the consumers that take them
+//! within their credit, and the count of messages out for acknowledgement.
+//!
+//! Each queue has its own mutex; nothing on the publish path is global. Lock
+//! order: queue -> consumer's channel -> connection outbox (see
+//! docs/architecture.md). Consumers never call back into a queue while
+//! holding their own locks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{CoreError, Result};
+use crate::message::Message;
+use crate::value::Table;
+
+/// A message on its way to, or held by, a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The message, shared with other queues.
+    pub message: Message,
+    /// Position in this queue, so requeued messages return to their place.
+    pub seq: u64,
+    /// True when it was delivered before.
+    pub redelivered: bool,
+    expires_at: Option<Instant>,
+}
+
+/// A protocol adapter's receiving end of a subscription.
+pub trait Consumer: Send + Sync {
+    /// Take one delivery, or hand it back when out of credit (prefetch full,
+    /// connection closing, outbound buffer over its limit).
+    fn offer(&self, queue: &Arc<Queue>, delivery: Delivery) -> std::result::Result<(), Delivery>;
+    /// The queue went away; tell the client (AMQP basic.cancel).
+    fn queue_deleted(&self, queue: &Arc<Queue>);
+}
+
+/// A consumer as registered with a queue.
+#[derive(Clone)]
+pub struct ConsumerSpec {
+    /// Tag unique within the owning channel.
+    pub tag: Arc<str>,
+    /// Identifies the owning channel, so tags of different channels never clash.
+    pub channel_id: u64,
+    /// Messages count as acknowledged once handed over.
+    pub no_ack: bool,
+    /// No other consumer may share the queue.
+    pub exclusive: bool,
+    /// The receiving end.
+    pub consumer: Arc<dyn Consumer>,
+}
+
+/// What happens when a queue reaches its length limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the oldest ready message (RabbitMQ's default).
+    DropHead,
+    /// Refuse the new message (publisher gets a nack).
+    RejectPublish,
+}
+
+/// Limits from the queue's `x-` arguments.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `x-message-ttl`.
+    pub message_ttl: Option<Duration>,
+    /// `x-max-length`.
+    pub max_length: Option<usize>,
+    /// `x-max-length-bytes`.
+    pub max_length_bytes: Option<usize>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+}
+
+impl Limits {
+    /// Read and validate RabbitMQ's queue arguments.
+    pub fn from_args(args: &Table) -> Result<Limits> {
+        let int = |k: &str| -> Result<Option<i64>> {
+            match args.get(k) {
+                None => Ok(None),
+                Some(v) => match v.as_i64() {
+                    Some(n) if n >= 0 => Ok(Some(n)),
+                    _ => Err(CoreError::PreconditionFailed(format!(
+                        "invalid arg '{k}' for queue: {v:?}"
+                    ))),
+                },
+            }
+        };
+        let overflow = match args.get("x-overflow") {
+            None => Overflow::DropHead,
+            Some(v) => match v.as_str() {
+                Some("drop-head") => Overflow::DropHead,
+                Some("reject-publish") | Some("reject-publish-dlx") => Overflow::RejectPublish,
+                _ => {
+                    return Err(CoreError::PreconditionFailed(format!(
+                        "invalid arg 'x-overflow' for queue: {v:?}"
+                    )))
+                }
+            },
+        };
+        Ok(Limits {
+            message_ttl: int("x-message-ttl")?.map(|n| Duration::from_millis(n as u64)),
+            max_length: int("x-max-length")?.map(|n| n as usize),
+            max_length_bytes: int("x-max-length-bytes")?.map(|n| n as usize),
+            overflow,
+        })
+    }
+}
+
+/// Counters for operators.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueStats {
+    /// Ready messages.
+    pub ready: usize,
+    /// Delivered and not yet acknowledged.
+    pub unacked: usize,
+    /// Registered consumers.
+    pub consumers: usize,
+    /// Bytes of ready bodies.
+    pub ready_bytes: usize,
+    /// Messages ever enqueued.
+    pub published: u64,
+    /// Messages ever handed to consumers or basic.get.
+    pub delivered: u64,
+    /// Messages ever acknowledged.
+    pub acked: u64,
+}
+
+struct Inner {
+    ready: VecDeque<Delivery>,
+    ready_bytes: usize,
+    consumers: Vec<ConsumerSpec>,
+    rr: usize,
+    next_seq: u64,
+    had_consumer: bool,
+    stats: QueueStats,
+}
+
+/// A queue.
+pub struct Queue {
+    /// Name within its vhost.
+    pub name: Arc<str>,
+    /// The vhost it lives in.
+    pub vhost: Arc<str>,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Connection that owns an exclusive queue.
+    pub owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub args: Table,
+    /// Parsed limits.
+    pub limits: Limits,
+    /// Internal queues (direct reply-to) are not listed.
+    pub hidden: bool,
+    inner: Mutex<Inner>,
+    deleted: AtomicBool,
+}
+
+/// Outcome of offering a message to a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored or delivered.
+    Accepted,
+    /// Refused by `x-overflow: reject-publish`.
+    Rejected,
+}
+
+impl Queue {
+    /// A new, empty queue.
+    pub fn new(
+        vhost: &Arc<str>,
+        name: &str,
+        durable: bool,
+        owner: Option<u64>,
+        auto_delete: bool,
+        args: Table,
+    ) -> Result<Queue> {
+        let limits = Limits::from_args(&args)?;
+        Ok(Queue {
+            name: Arc::from(name),
+            vhost: vhost.clone(),
+            durable,
+            owner,
+            auto_delete,
+            args,
+            limits,
+            hidden: false,
+            inner: Mutex::new(Inner {
+                ready: VecDeque::new(),
+                ready_bytes: 0,
+                consumers: Vec::new(),
+                rr: 0,
+                next_seq: 0,
+                had_consumer: false,
+                stats: QueueStats::default(),
+            }),
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    /// Mark as internal (not listed to operators).
+    pub fn hidden(mut self) -> Self {
+        self.hidden = true;
+        self
+    }
+
+    /// True once deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Whether the queue is exclusive to a connection.
+    pub fn exclusive(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// Refuse access from other connections to an exclusive queue (405).
+    pub fn check_owner(&self, conn: u64) -> Result<()> {
+        match self.owner {
+            Some(o) if o != conn => Err(CoreError::ResourceLocked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                self.name, self.vhost
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Append a message and hand it to a consumer if one has credit.
+    pub fn enqueue(self: &Arc<Self>, message: Message) -> Enqueued {
+        let mut inner = self.inner.lock();
+        if self.is_deleted() {
+            return Enqueued::Accepted;
+        }
+        if let Some(max) = self.limits.max_length {
+            if inner.ready.len() >= max && !self.make_room(&mut inner, |i| i.ready.len() >= max) {
+                return Enqueued::Rejected;
+            }
+        }
+        if let Some(max) = self.limits.max_length_bytes {
+            let len = message.body_len();
+            if inner.ready_bytes + len > max
+                && !self.make_room(&mut inner, |i| !i.ready.is_empty() && i.ready_bytes + len > max)
+            {
+                return Enqueued::Rejected;
+            }
+        }
+        let ttl = match (self.limits.message_ttl, message.expiration_ms) {
+            (None, None) => None,
+            (a, b) => {
+                let b = b.map(Duration::from_millis);
+                Some(Instant::now() + a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
+            }
+        };
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.stats.published += 1;
+        inner.ready_bytes += message.body_len();
+        inner.ready.push_back(Delivery {
+            message,
+            seq,
+            redelivered: false,
+            expires_at: ttl,
+        });
+        self.dispatch_locked(&mut inner);
+        Enqueued::Accepted
+    }
+
+    /// Apply the overflow rule while `full` holds; false means reject.
+    fn make_room(&self, inner: &mut Inner, full: impl Fn(&Inner) -> bool) -> bool {
+        if self.limits.overflow == Overflow::RejectPublish {
+            return false;
+        }
+        while full(inner) {
+            match inner.ready.pop_front() {
+                Some(d) => inner.ready_bytes -= d.message.body_len(),
+                None => break,
+            }
+        }
+        true
+    }
+
+    fn drop_expired(inner: &mut Inner) {
+        let mut now = None;
+        while let Some(front) = inner.ready.front() {
+            let Some(at) = front.expires_at else { break };
+            let now = *now.get_or_insert_with(Instant::now);
+            if at > now {
+                break;
+            }
+            let d = inner.ready.pop_front().expect("front exists");
+            inner.ready_bytes -= d.message.body_len();
+        }
+    }
+
+    /// Hand ready messages to consumers with credit; call after credit grows.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut inner = self.inner.lock();
+        self.dispatch_locked(&mut inner);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, inner: &mut Inner) {
+        if inner.consumers.is_empty() {
+            return;
+        }
+        Self::drop_expired(inner);
+        'next: while let Some(mut d) = inner.ready.pop_front() {
+            if d.expires_at.is_some_and(|at| at <= Instant::now()) {
+                inner.ready_bytes -= d.message.body_len();
+                continue;
+            }
+            let n = inner.consumers.len();
+            for i in 0..n {
+                let idx = (inner.rr + i) % n;
+                let len = d.message.body_len();
+                let c = &inner.consumers[idx];
+                let no_ack = c.no_ack;
+                match c.consumer.offer(self, d) {
+                    Ok(()) => {
+                        inner.rr = (idx + 1) % n;
+                        inner.ready_bytes -= len;
+                        inner.stats.delivered += 1;
+                        if no_ack {
+                            inner.stats.acked += 1;
+                        } else {
+                            inner.stats.unacked += 1;
+                        }
+                        continue 'next;
+                    }
+                    Err(back) => d = back,
+                }
+            }
+            inner.ready.push_front(d);
+            break;
+        }
+    }
+
+    /// basic.get: the next ready message and how many remain after it.
+    pub fn get(&self, no_ack: bool) -> Option<(Delivery, u32)> {
+        let mut inner = self.inner.lock();
+        Self::drop_expired(&mut inner);
+        let d = inner.ready.pop_front()?;
+        inner.ready_bytes -= d.message.body_len();
+        inner.stats.delivered += 1;
+        if no_ack {
+            inner.stats.acked += 1;
+        } else {
+            inner.stats.unacked += 1;
+        }
+        Some((d, inner.ready.len() as u32))
+    }
+
+    /// `n` delivered messages were acknowledged (or rejected without requeue).
+    pub fn settle(&self, n: usize) {
+        let mut inner = self.inner.lock();
+        inner.stats.unacked = inner.stats.unacked.saturating_sub(n);
+        inner.stats.acked += n as u64;
+    }
+
+    /// Put delivered messages back at their original positions, marked redelivered.
+    pub fn requeue(self: &Arc<Self>, deliveries: impl IntoIterator<Item = Delivery>) {
+        let mut inner = self.inner.lock();
+        let mut n = 0;
+        for mut d in deliveries {
+            n += 1;
+            if self.is_deleted() {
+                continue;
+            }
+            d.redelivered = true;
+            inner.ready_bytes += d.message.body_len();
+            let pos = inner.ready.partition_point(|x| x.seq < d.seq);
+            inner.ready.insert(pos, d);
+        }
+        inner.stats.unacked = inner.stats.unacked.saturating_sub(n);
+        self.dispatch_locked(&mut inner);
+    }
+
+    /// Register a consumer (RabbitMQ's exclusivity rules: 403 on conflict).
+    pub fn add_consumer(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if self.is_deleted() {
+            return Err(CoreError::NotFound(format!("no queue '{}' in vhost '{}'", self.name, self.vhost)));
+        }
+        if inner.consumers.iter().any(|c| c.exclusive) {
+            return Err(CoreError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' has an exclusive consumer",
+                self.name, self.vhost
+            )));
+        }
+        if spec.exclusive && !inner.consumers.is_empty() {
+            return Err(CoreError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.name, self.vhost
+            )));
+        }
+        inner.consumers.push(spec);
+        inner.had_consumer = true;
+        self.dispatch_locked(&mut inner);
+        Ok(())
+    }
+
+    /// Remove a consumer. Returns true when an auto-delete queue lost its
+    /// last consumer and must now be deleted.
+    pub fn remove_consumer(&self, channel_id: u64, tag: &str) -> bool {
+        let mut inner = self.inner.lock();
+        let before = inner.consumers.len();
+        inner
+            .consumers
+            .retain(|c| !(c.channel_id == channel_id && &*c.tag == tag));
+        if inner.rr >= inner.consumers.len() {
+            inner.rr = 0;
+        }
+        before != inner.consumers.len()
+            && inner.consumers.is_empty()
+            && inner.had_consumer
+            && self.auto_delete
+    }
+
+    /// Drop all ready messages; returns how many.
+    pub fn purge(&self) -> u32 {
+        let mut inner = self.inner.lock();
+        let n = inner.ready.len();
+        inner.ready.clear();
+        inner.ready_bytes = 0;
+        n as u32
+    }
+
+    /// Ready message count (after dropping expired heads).
+    pub fn message_count(&self) -> u32 {
+        let mut inner = self.inner.lock();
+        Self::drop_expired(&mut inner);
+        inner.ready.len() as u32
+    }
+
+    /// Consumer count.
+    pub fn consumer_count(&self) -> u32 {
+        self.inner.lock().consumers.len() as u32
+    }
+
+    /// Counters for listing.
+    pub fn stats(&self) -> QueueStats {
+        let inner = self.inner.lock();
+        QueueStats {
+            ready: inner.ready.len(),
+            ready_bytes: inner.ready_bytes,
+            consumers: inner.consumers.len(),
+            ..inner.stats
+        }
+    }
+
+    /// Mark deleted, drop messages and tell consumers; returns the ready count.
+    pub(crate) fn delete(self: &Arc<Self>) -> u32 {
+        let (n, consumers) = {
+            let mut inner = self.inner.lock();
+            self.deleted.store(true, Ordering::Release);
+            let n = inner.ready.len() as u32;
+            inner.ready.clear();
+            inner.ready_bytes = 0;
+            (n, std::mem::take(&mut inner.consumers))
+        };
+        for c in consumers {
+            c.consumer.queue_deleted(self);
+        }
+        n
+    }
+}

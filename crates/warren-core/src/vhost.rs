@@ -1,0 +1,657 @@
+//! A virtual host: its exchanges, queues and bindings, and the publish entry
+//! point every protocol adapter calls.
+//!
+//! Topology changes take the vhost's `topology` lock; publishing only reads
+//! the exchange's own lock and then each queue's lock, never the topology
+//! lock once the adapter has cached the exchange.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{CoreError, Result};
+use crate::exchange::{Binding, BindingId, Destination, Exchange, TypeRegistry};
+use crate::message::Message;
+use crate::queue::{Enqueued, Queue};
+use crate::value::{Table, Value};
+
+/// Scratch space for routing, owned by a channel so publishing never allocates.
+#[derive(Default)]
+pub struct RouteScratch {
+    ids: Vec<BindingId>,
+    dests: Vec<Destination>,
+    seen: Vec<*const Exchange>,
+    /// The queues the last `resolve` found, without duplicates.
+    pub queues: Vec<Arc<Queue>>,
+    /// False when the result depended on exchange-to-exchange bindings and
+    /// so may not be cached under the source exchange's generation alone.
+    pub cacheable: bool,
+}
+
+// SAFETY: the raw pointers in `seen` are only compared, never dereferenced.
+unsafe impl Send for RouteScratch {}
+
+/// What a publish did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Queues that accepted the message.
+    pub queues: usize,
+    /// A queue refused it (`x-overflow: reject-publish`): confirm with a nack.
+    pub rejected: bool,
+}
+
+/// Parameters of queue.declare.
+#[derive(Clone, Debug, Default)]
+pub struct QueueDeclare {
+    /// Empty means "make up a name".
+    pub name: String,
+    /// Only check existence.
+    pub passive: bool,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Owned by the declaring connection.
+    pub exclusive: bool,
+    /// Deleted after its last consumer.
+    pub auto_delete: bool,
+    /// `x-` arguments.
+    pub args: Table,
+}
+
+/// Parameters of exchange.declare.
+#[derive(Clone, Debug, Default)]
+pub struct ExchangeDeclare {
+    /// Exchange name.
+    pub name: String,
+    /// Type name.
+    pub kind: String,
+    /// Only check existence.
+    pub passive: bool,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted after its last binding.
+    pub auto_delete: bool,
+    /// Not publishable by clients.
+    pub internal: bool,
+    /// Arguments.
+    pub args: Table,
+}
+
+/// One binding, as listed to operators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingInfo {
+    /// Source exchange.
+    pub source: String,
+    /// Destination name.
+    pub destination: String,
+    /// "queue" or "exchange".
+    pub destination_kind: &'static str,
+    /// Binding key.
+    pub key: String,
+    /// Binding arguments.
+    pub args: Table,
+}
+
+#[derive(Default)]
+struct Topology {
+    exchanges: HashMap<String, Arc<Exchange>>,
+    queues: HashMap<String, Arc<Queue>>,
+}
+
+/// A virtual host.
+pub struct VHost {
+    /// The vhost's name.
+    pub name: Arc<str>,
+    types: Arc<TypeRegistry>,
+    topology: RwLock<Topology>,
+    name_counter: AtomicU64,
+}
+
+/// Queue arguments whose values must match on redeclare, as in RabbitMQ.
+const EQUIVALENT_QUEUE_ARGS: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-queue-type",
+    "x-single-active-consumer",
+];
+
+fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+        _ => false,
+    }
+}
+
+fn reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+impl VHost {
+    /// A vhost with the default and `amq.*` exchanges.
+    pub fn new(name: &str, types: Arc<TypeRegistry>) -> VHost {
+        let v = VHost {
+            name: Arc::from(name),
+            types,
+            topology: RwLock::new(Topology::default()),
+            name_counter: AtomicU64::new(0),
+        };
+        for (n, t) in [
+            ("", "direct"),
+            ("amq.direct", "direct"),
+            ("amq.fanout", "fanout"),
+            ("amq.topic", "topic"),
+            ("amq.headers", "headers"),
+            ("amq.match", "headers"),
+        ] {
+            let kind = v.types.get(t).expect("builtin type");
+            let x = Exchange::new(n, &kind, true, false, false, Table::default())
+                .expect("builtin exchange");
+            v.topology.write().exchanges.insert(n.to_string(), Arc::new(x));
+        }
+        v
+    }
+
+    fn no_exchange(&self, name: &str) -> CoreError {
+        CoreError::NotFound(format!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> CoreError {
+        CoreError::NotFound(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    /// Look up an exchange.
+    pub fn exchange(&self, name: &str) -> Result<Arc<Exchange>> {
+        self.topology
+            .read()
+            .exchanges
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// Look up a queue.
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        self.topology
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_queue(name))
+    }
+
+    /// All exchanges, sorted by name.
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        let mut v: Vec<_> = self.topology.read().exchanges.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// All listed queues, sorted by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let mut v: Vec<_> = self
+            .topology
+            .read()
+            .queues
+            .values()
+            .filter(|q| !q.hidden)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// All bindings, default-exchange ones included, as RabbitMQ lists them.
+    pub fn bindings(&self) -> Vec<BindingInfo> {
+        let mut out = Vec::new();
+        for x in self.exchanges() {
+            for b in x.bindings() {
+                if matches!(&b.dest, Destination::Queue(q) if q.hidden) {
+                    continue;
+                }
+                out.push(BindingInfo {
+                    source: x.name.to_string(),
+                    destination: b.dest.name().to_string(),
+                    destination_kind: match b.dest {
+                        Destination::Queue(_) => "queue",
+                        Destination::Exchange(_) => "exchange",
+                    },
+                    key: b.key,
+                    args: b.args,
+                });
+            }
+        }
+        out
+    }
+
+    /// exchange.declare with RabbitMQ's checks (403 reserved names, 404
+    /// passive miss, 406 inequivalent, 503 unknown type).
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> Result<Arc<Exchange>> {
+        if d.name.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if d.passive {
+            return self.exchange(&d.name);
+        }
+        let kind = self.types.get(&d.kind).ok_or_else(|| {
+            CoreError::CommandInvalid(format!("invalid exchange type '{}'", d.kind))
+        })?;
+        let mut topo = self.topology.write();
+        if let Some(x) = topo.exchanges.get(&d.name) {
+            let ineq = |field: &str, got: String, cur: String| {
+                CoreError::PreconditionFailed(format!(
+                    "inequivalent arg '{field}' for exchange '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                    d.name, self.name
+                ))
+            };
+            if x.kind != d.kind {
+                return Err(ineq("type", d.kind.clone(), x.kind.clone()));
+            }
+            if x.durable != d.durable {
+                return Err(ineq("durable", d.durable.to_string(), x.durable.to_string()));
+            }
+            if x.auto_delete != d.auto_delete {
+                return Err(ineq(
+                    "auto_delete",
+                    d.auto_delete.to_string(),
+                    x.auto_delete.to_string(),
+                ));
+            }
+            if x.internal != d.internal {
+                return Err(ineq("internal", d.internal.to_string(), x.internal.to_string()));
+            }
+            return Ok(x.clone());
+        }
+        if reserved(&d.name) {
+            return Err(CoreError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let x = Arc::new(Exchange::new(
+            &d.name,
+            &kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.args.clone(),
+        )?);
+        topo.exchanges.insert(d.name.clone(), x.clone());
+        tracing::debug!(vhost = %self.name, exchange = %d.name, kind = %d.kind, "exchange declared");
+        Ok(x)
+    }
+
+    /// exchange.delete; deleting a missing exchange succeeds, as in RabbitMQ 3.x.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        if name.is_empty() || (reserved(name) && self.is_predeclared(name)) {
+            return Err(CoreError::AccessRefused(format!(
+                "operation not permitted on the {} exchange",
+                if name.is_empty() { "default".to_string() } else { format!("'{name}'") }
+            )));
+        }
+        let mut topo = self.topology.write();
+        let Some(x) = topo.exchanges.get(name).cloned() else {
+            return Ok(());
+        };
+        if if_unused && x.binding_count() > 0 {
+            return Err(CoreError::PreconditionFailed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        topo.exchanges.remove(name);
+        x.mark_deleted();
+        // Bindings that lead to the deleted exchange go too.
+        let mut emptied = Vec::new();
+        for other in topo.exchanges.values() {
+            let (removed, left) = other.remove_bindings(
+                |b| matches!(&b.dest, Destination::Exchange(e) if Arc::ptr_eq(e, &x)),
+            );
+            if removed > 0 && left == 0 && other.auto_delete {
+                emptied.push(other.name.to_string());
+            }
+        }
+        x.remove_bindings(|_| true);
+        Self::auto_delete_exchanges(&mut topo, emptied);
+        Ok(())
+    }
+
+    fn is_predeclared(&self, name: &str) -> bool {
+        matches!(
+            name,
+            "amq.direct" | "amq.fanout" | "amq.topic" | "amq.headers" | "amq.match"
+        )
+    }
+
+    fn auto_delete_exchanges(topo: &mut Topology, mut names: Vec<String>) {
+        while let Some(n) = names.pop() {
+            if let Some(x) = topo.exchanges.remove(&n) {
+                x.mark_deleted();
+                for other in topo.exchanges.values() {
+                    let (removed, left) = other.remove_bindings(
+                        |b| matches!(&b.dest, Destination::Exchange(e) if Arc::ptr_eq(e, &x)),
+                    );
+                    if removed > 0 && left == 0 && other.auto_delete {
+                        names.push(other.name.to_string());
+                    }
+                }
+                x.remove_bindings(|_| true);
+            }
+        }
+    }
+
+    /// A server-generated name, as RabbitMQ's `amq.gen-` names.
+    pub fn generate_name(&self, prefix: &str) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let n = self.name_counter.fetch_add(1, Ordering::Relaxed);
+        let mut out = String::from(prefix);
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for round in 0..2u64 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(n);
+            h.write_u64(round);
+            let mut v = h.finish();
+            for _ in 0..11 {
+                out.push(ALPHABET[(v & 63) as usize] as char);
+                v >>= 6;
+            }
+        }
+        out
+    }
+
+    /// queue.declare. Returns the queue, its ready count and consumer count.
+    pub fn declare_queue(&self, d: &QueueDeclare, conn: u64) -> Result<(Arc<Queue>, u32, u32)> {
+        if d.passive && !d.name.is_empty() {
+            let q = self.queue(&d.name)?;
+            q.check_owner(conn)?;
+            let (m, c) = (q.message_count(), q.consumer_count());
+            return Ok((q, m, c));
+        }
+        let name = if d.name.is_empty() {
+            self.generate_name("amq.gen-")
+        } else {
+            d.name.clone()
+        };
+        let mut topo = self.topology.write();
+        if let Some(q) = topo.queues.get(&name).cloned() {
+            drop(topo);
+            q.check_owner(conn)?;
+            self.check_equivalent(&q, d)?;
+            let (m, c) = (q.message_count(), q.consumer_count());
+            return Ok((q, m, c));
+        }
+        if reserved(&name) && !d.name.is_empty() {
+            return Err(CoreError::AccessRefused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let owner = d.exclusive.then_some(conn);
+        let q = Arc::new(Queue::new(
+            &self.name,
+            &name,
+            d.durable,
+            owner,
+            d.auto_delete,
+            d.args.clone(),
+        )?);
+        self.insert_queue(&mut topo, q.clone())?;
+        tracing::debug!(vhost = %self.name, queue = %name, "queue declared");
+        Ok((q, 0, 0))
+    }
+
+    /// Add an internal queue (direct reply-to) under a fixed name.
+    pub fn add_hidden_queue(&self, q: Queue) -> Result<Arc<Queue>> {
+        let q = Arc::new(q);
+        let mut topo = self.topology.write();
+        self.insert_queue(&mut topo, q.clone())?;
+        Ok(q)
+    }
+
+    fn insert_queue(&self, topo: &mut Topology, q: Arc<Queue>) -> Result<()> {
+        let default = topo.exchanges.get("").expect("default exchange").clone();
+        default.add_binding(Binding {
+            dest: Destination::Queue(q.clone()),
+            key: q.name.to_string(),
+            args: Table::default(),
+        })?;
+        topo.queues.insert(q.name.to_string(), q);
+        Ok(())
+    }
+
+    fn check_equivalent(&self, q: &Queue, d: &QueueDeclare) -> Result<()> {
+        let ineq = |field: &str, got: String, cur: String| {
+            CoreError::PreconditionFailed(format!(
+                "inequivalent arg '{field}' for queue '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                q.name, self.name
+            ))
+        };
+        if q.durable != d.durable {
+            return Err(ineq("durable", d.durable.to_string(), q.durable.to_string()));
+        }
+        if q.exclusive() != d.exclusive {
+            return Err(ineq(
+                "exclusive",
+                d.exclusive.to_string(),
+                q.exclusive().to_string(),
+            ));
+        }
+        if q.auto_delete != d.auto_delete {
+            return Err(ineq(
+                "auto_delete",
+                d.auto_delete.to_string(),
+                q.auto_delete.to_string(),
+            ));
+        }
+        for k in EQUIVALENT_QUEUE_ARGS {
+            let (got, cur) = (d.args.get(k), q.args.get(k));
+            if !same_value(got, cur) {
+                let show = |v: Option<&Value>| v.map_or("none".to_string(), |v| format!("{v:?}"));
+                return Err(ineq(k, show(got), show(cur)));
+            }
+        }
+        Ok(())
+    }
+
+    /// queue.delete; returns the number of ready messages dropped.
+    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, conn: u64) -> Result<u32> {
+        let Ok(q) = self.queue(name) else {
+            return Ok(0);
+        };
+        q.check_owner(conn)?;
+        if if_unused && q.consumer_count() > 0 {
+            return Err(CoreError::PreconditionFailed(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && q.message_count() > 0 {
+            return Err(CoreError::PreconditionFailed(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Delete a queue unconditionally (auto-delete, exclusive owner gone).
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        let mut topo = self.topology.write();
+        match topo.queues.get(&*q.name) {
+            Some(cur) if Arc::ptr_eq(cur, q) => {
+                topo.queues.remove(&*q.name);
+            }
+            _ => return 0,
+        }
+        let mut emptied = Vec::new();
+        for x in topo.exchanges.values() {
+            let (removed, left) =
+                x.remove_bindings(|b| matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, q)));
+            if removed > 0 && left == 0 && x.auto_delete {
+                emptied.push(x.name.to_string());
+            }
+        }
+        Self::auto_delete_exchanges(&mut topo, emptied);
+        drop(topo);
+        tracing::debug!(vhost = %self.name, queue = %q.name, "queue deleted");
+        q.delete()
+    }
+
+    /// queue.purge.
+    pub fn purge_queue(&self, name: &str, conn: u64) -> Result<u32> {
+        let q = self.queue(name)?;
+        q.check_owner(conn)?;
+        Ok(q.purge())
+    }
+
+    fn check_binding_source(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(&self, queue: &str, exchange: &str, key: &str, args: &Table, conn: u64) -> Result<()> {
+        self.check_binding_source(exchange)?;
+        let topo = self.topology.read();
+        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
+        let x = topo.exchanges.get(exchange).cloned().ok_or_else(|| self.no_exchange(exchange))?;
+        q.check_owner(conn)?;
+        x.add_binding(Binding {
+            dest: Destination::Queue(q),
+            key: key.to_string(),
+            args: args.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// queue.unbind; a missing binding is not an error.
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &Table, conn: u64) -> Result<()> {
+        self.check_binding_source(exchange)?;
+        let mut topo = self.topology.write();
+        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
+        let x = topo.exchanges.get(exchange).cloned().ok_or_else(|| self.no_exchange(exchange))?;
+        q.check_owner(conn)?;
+        let (removed, left) = x.remove_bindings(|b| {
+            matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, &q)) && b.key == key && &b.args == args
+        });
+        if removed > 0 && left == 0 && x.auto_delete {
+            Self::auto_delete_exchanges(&mut topo, vec![x.name.to_string()]);
+        }
+        Ok(())
+    }
+
+    /// exchange.bind: messages routed by `source` also go through `destination`.
+    pub fn bind_exchange(&self, destination: &str, source: &str, key: &str, args: &Table) -> Result<()> {
+        self.check_binding_source(source)?;
+        self.check_binding_source(destination)?;
+        let topo = self.topology.read();
+        let d = topo.exchanges.get(destination).cloned().ok_or_else(|| self.no_exchange(destination))?;
+        let s = topo.exchanges.get(source).cloned().ok_or_else(|| self.no_exchange(source))?;
+        s.add_binding(Binding {
+            dest: Destination::Exchange(d),
+            key: key.to_string(),
+            args: args.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &Table) -> Result<()> {
+        self.check_binding_source(source)?;
+        self.check_binding_source(destination)?;
+        let mut topo = self.topology.write();
+        let d = topo.exchanges.get(destination).cloned().ok_or_else(|| self.no_exchange(destination))?;
+        let s = topo.exchanges.get(source).cloned().ok_or_else(|| self.no_exchange(source))?;
+        let (removed, left) = s.remove_bindings(|b| {
+            matches!(&b.dest, Destination::Exchange(x) if Arc::ptr_eq(x, &d)) && b.key == key && &b.args == args
+        });
+        if removed > 0 && left == 0 && s.auto_delete {
+            Self::auto_delete_exchanges(&mut topo, vec![s.name.to_string()]);
+        }
+        Ok(())
+    }
+
+    /// Find the queues a message reaches from `exchange`, following
+    /// exchange-to-exchange bindings (cycles are cut). Fills `scratch.queues`.
+    pub fn resolve(&self, exchange: &Arc<Exchange>, msg: &Message, scratch: &mut RouteScratch) -> Result<()> {
+        scratch.queues.clear();
+        scratch.dests.clear();
+        scratch.seen.clear();
+        scratch.cacheable = true;
+        scratch.seen.push(Arc::as_ptr(exchange));
+        exchange.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
+        while let Some(d) = scratch.dests.pop() {
+            match d {
+                Destination::Queue(q) => {
+                    if !scratch.queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
+                        scratch.queues.push(q);
+                    }
+                }
+                Destination::Exchange(x) => {
+                    scratch.cacheable = false;
+                    let p = Arc::as_ptr(&x);
+                    if !scratch.seen.contains(&p) {
+                        scratch.seen.push(p);
+                        x.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand one message to each queue; the body is shared, never copied.
+    pub fn deliver(queues: &[Arc<Queue>], msg: Message) -> Routed {
+        let mut r = Routed::default();
+        let Some((last, rest)) = queues.split_last() else {
+            return r;
+        };
+        for q in rest {
+            match q.enqueue(msg.clone()) {
+                Enqueued::Accepted => r.queues += 1,
+                Enqueued::Rejected => r.rejected = true,
+            }
+        }
+        match last.enqueue(msg) {
+            Enqueued::Accepted => r.queues += 1,
+            Enqueued::Rejected => r.rejected = true,
+        }
+        r
+    }
+
+    /// Route and enqueue in one call, for callers without a route cache.
+    pub fn publish(&self, exchange: &Arc<Exchange>, msg: Message, scratch: &mut RouteScratch) -> Result<Routed> {
+        self.resolve(exchange, &msg, scratch)?;
+        Ok(Self::deliver(&scratch.queues, msg))
+    }
+
+    /// A connection closed: its exclusive queues go with it.
+    pub fn connection_closed(&self, conn: u64) {
+        let owned: Vec<Arc<Queue>> = self
+            .topology
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.owner == Some(conn))
+            .cloned()
+            .collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+}
