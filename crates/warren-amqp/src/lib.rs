@@ -1,1 +1,74 @@
-//! placeholder
+//! The AMQP 0-9-1 adapter of Warren: listener, connection and channel state
+//! machines and the codec. It turns methods into calls on the routing core
+//! and core deliveries into frames; see docs/architecture.md for the path of
+//! one message.
+
+#![deny(missing_docs)]
+
+pub mod channel;
+pub mod codec;
+pub mod connection;
+pub mod deliveries;
+pub mod error;
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warren_core::Broker;
+
+/// Listener settings negotiated with or enforced on clients.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest frame we accept and propose (connection.tune).
+    pub frame_max: u32,
+    /// Highest channel number (connection.tune).
+    pub channel_max: u16,
+    /// Proposed heartbeat in seconds; 0 disables.
+    pub heartbeat: u16,
+    /// Largest message body accepted.
+    pub max_message_size: usize,
+    /// Users that may only connect from loopback (RabbitMQ's loopback_users).
+    pub loopback_users: Vec<String>,
+    /// Time allowed from accept to connection.open.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 << 20,
+            loopback_users: vec!["guest".into()],
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accept connections until `shutdown` turns true, then ask every open
+/// connection to close (320 CONNECTION_FORCED) and wait for them briefly.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cfg: Config, mut shutdown: watch::Receiver<bool>) {
+    let cfg = Arc::new(cfg);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tasks.spawn(connection::handle(stream, peer, broker.clone(), cfg.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}

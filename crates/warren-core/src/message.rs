@@ -26,6 +26,7 @@ pub struct Message {
     /// Per-message TTL from the `expiration` property.
     pub expiration_ms: Option<u64>,
     headers: Option<(u32, u32)>,
+    reply_to: Option<(u32, u32)>,
 }
 
 impl Message {
@@ -45,6 +46,7 @@ impl Message {
             priority,
             expiration_ms,
             headers,
+            reply_to,
         } = props::scan(&meta[key_len as usize..])?;
         Ok(Message {
             exchange,
@@ -55,6 +57,7 @@ impl Message {
             priority,
             expiration_ms,
             headers: headers.map(|(a, b)| (a as u32, b as u32)),
+            reply_to: reply_to.map(|(a, b)| (a as u32, b as u32)),
         })
     }
 
@@ -89,6 +92,12 @@ impl Message {
         let (a, b) = self.headers?;
         let raw = self.raw_properties();
         Table::decode(&raw[a as usize..b as usize]).ok().map(|(t, _)| t)
+    }
+
+    /// The reply_to property, without decoding the rest.
+    pub fn reply_to(&self) -> Option<&[u8]> {
+        let (a, b) = self.reply_to?;
+        Some(&self.raw_properties()[a as usize..b as usize])
     }
 
     /// Replace the properties (direct reply-to rewriting), keeping the rest.

@@ -34,6 +34,8 @@ pub struct Scalars {
     pub expiration_ms: Option<u64>,
     /// Byte range of the headers table (with its length prefix), if present.
     pub headers: Option<(usize, usize)>,
+    /// Byte range of the reply_to text, if present.
+    pub reply_to: Option<(usize, usize)>,
 }
 
 /// Read the scalars the router and queues need. Fails on malformed input so
@@ -63,7 +65,8 @@ pub fn scan(raw: &[u8]) -> Result<Scalars, DecodeError> {
         r.short_str()?;
     }
     if flags & REPLY_TO != 0 {
-        r.short_str()?;
+        let v = r.short_str()?;
+        s.reply_to = Some((r.pos - v.len(), r.pos));
     }
     if flags & EXPIRATION != 0 {
         let e = r.short_str()?;

@@ -1,1 +1,69 @@
-fn main() {}
+//! `warren`: run the broker.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use warren::{Overrides, Settings};
+
+/// Warren message broker (AMQP 0-9-1 and MQTT over one routing core).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (default: config/warren.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// AMQP listen address (overrides amqp.bind).
+    #[arg(long)]
+    amqp_bind: Option<String>,
+    /// MQTT listen address (overrides mqtt.bind).
+    #[arg(long)]
+    mqtt_bind: Option<String>,
+    /// Management HTTP listen address (overrides http.bind).
+    #[arg(long)]
+    http_bind: Option<String>,
+    /// Data directory (overrides store.dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Plugin directory (overrides plugins.dir).
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let flags = Overrides {
+        amqp_bind: args.amqp_bind,
+        mqtt_bind: args.mqtt_bind,
+        http_bind: args.http_bind,
+        data_dir: args.data_dir,
+        plugins_dir: args.plugins_dir,
+    };
+    let settings = Settings::load(args.config.as_deref(), &flags).context("loading configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let running = warren::start(&settings).await?;
+        tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

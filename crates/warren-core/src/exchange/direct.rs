@@ -13,6 +13,9 @@ impl ExchangeType for Direct {
     fn name(&self) -> &str {
         "direct"
     }
+    fn routes_by_key_only(&self) -> bool {
+        true
+    }
     fn create(&self, _args: &Table) -> Result<Box<dyn ExchangeRouter>> {
         Ok(Box::new(DirectRouter::default()))
     }

@@ -11,6 +11,9 @@ impl ExchangeType for Fanout {
     fn name(&self) -> &str {
         "fanout"
     }
+    fn routes_by_key_only(&self) -> bool {
+        true
+    }
     fn create(&self, _args: &Table) -> Result<Box<dyn ExchangeRouter>> {
         Ok(Box::new(FanoutRouter::default()))
     }

@@ -44,6 +44,11 @@ pub trait ExchangeType: Send + Sync {
     fn name(&self) -> &str;
     /// Fresh routing state for one exchange, given its declare arguments.
     fn create(&self, args: &Table) -> Result<Box<dyn ExchangeRouter>>;
+    /// True when routing depends on the routing key alone, which lets
+    /// adapters cache the result per key until the bindings change.
+    fn routes_by_key_only(&self) -> bool {
+        false
+    }
 }
 
 /// Registry of exchange types, built-ins first; plugin types refuse to shadow them.
@@ -152,6 +157,8 @@ pub struct Exchange {
     pub internal: bool,
     /// Declare arguments.
     pub args: Table,
+    /// Routing depends only on the key (see [`ExchangeType::routes_by_key_only`]).
+    pub key_only: bool,
     inner: RwLock<Inner>,
     generation: AtomicU64,
     deleted: AtomicBool,
@@ -175,6 +182,7 @@ impl Exchange {
             auto_delete,
             internal,
             args,
+            key_only: kind.routes_by_key_only(),
             inner: RwLock::new(Inner {
                 router,
                 slots: Vec::new(),

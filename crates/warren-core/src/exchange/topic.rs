@@ -16,6 +16,9 @@ impl ExchangeType for Topic {
     fn name(&self) -> &str {
         "topic"
     }
+    fn routes_by_key_only(&self) -> bool {
+        true
+    }
     fn create(&self, _args: &Table) -> Result<Box<dyn ExchangeRouter>> {
         Ok(Box::new(TopicRouter::default()))
     }

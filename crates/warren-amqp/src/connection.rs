@@ -1,0 +1,608 @@
+//! One AMQP connection: the handshake, the frame read loop, connection-class
+//! methods, channel lifecycle and exception handling. The reader task owns
+//! all channel state; a separate writer task drains the [`Outbox`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{channel, connection, parse_class, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use warren_core::{Broker, Table, VHost};
+
+use crate::channel::{Channel, Ctx};
+use crate::codec::{self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
+use crate::deliveries::ChannelShared;
+use crate::error::{AmqpError, AmqpResult, Scope};
+use crate::outbox::Outbox;
+use crate::Config;
+
+/// Body frames at least this large are sliced out of the read buffer
+/// instead of copied.
+const ZERO_COPY_MIN: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// connection.close sent; waiting for close-ok.
+    Closing,
+    Done,
+}
+
+struct Conn {
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    id: u64,
+    peer: SocketAddr,
+    out: Arc<Outbox>,
+    phase: Phase,
+    user: String,
+    vhost: Option<Arc<VHost>>,
+    frame_max: usize,
+    channel_max: u16,
+    heartbeat: Arc<Mutex<Option<Duration>>>,
+    read_timeout: Option<Duration>,
+    channels: Vec<Option<Channel>>,
+    cancel_notify: bool,
+    confirm_dirty: Vec<u16>,
+}
+
+/// Serve one accepted socket until it closes.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, cfg: Arc<Config>, shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let out = Arc::new(Outbox::default());
+    let heartbeat = Arc::new(Mutex::new(None));
+    let writer = tokio::spawn(out.clone().run_writer(wr, heartbeat.clone()));
+    let mut conn = Conn {
+        id: broker.next_id(),
+        broker,
+        frame_max: cfg.frame_max as usize,
+        channel_max: cfg.channel_max,
+        cfg,
+        peer,
+        out: out.clone(),
+        phase: Phase::StartOk,
+        user: String::new(),
+        vhost: None,
+        heartbeat,
+        read_timeout: None,
+        channels: Vec::new(),
+        cancel_notify: false,
+        confirm_dirty: Vec::new(),
+    };
+    tracing::debug!(peer = %peer, "accepting AMQP connection");
+    if let Err(e) = conn.run(&mut rd, shutdown).await {
+        tracing::info!(peer = %peer, user = %conn.user, "AMQP connection closed: {e}");
+    } else if !conn.user.is_empty() {
+        tracing::info!(peer = %peer, user = %conn.user, "AMQP connection closed");
+    }
+    conn.cleanup();
+    out.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// Why the read loop ended early.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the socket")]
+    Eof,
+    #[error("missed heartbeats from client")]
+    Timeout,
+    #[error("bad protocol header")]
+    BadHeader,
+    #[error("{0}")]
+    Exception(String),
+}
+
+impl Conn {
+    async fn run(&mut self, rd: &mut OwnedReadHalf, mut shutdown: watch::Receiver<bool>) -> Result<(), End> {
+        let mut header = [0u8; 8];
+        match tokio::time::timeout(self.cfg.handshake_timeout, rd.read_exact(&mut header)).await {
+            Err(_) => return Err(End::Timeout),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(_)) => {}
+        }
+        if &header != codec::PROTOCOL_HEADER {
+            // The spec: answer with the header we support, then close.
+            self.out.push(|o| o.extend_from_slice(codec::PROTOCOL_HEADER));
+            return Err(End::BadHeader);
+        }
+        self.send_start();
+        let handshake_deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut shutting_down = false;
+        loop {
+            let timeout = match self.phase {
+                Phase::Running => self.read_timeout,
+                Phase::Closing => Some(Duration::from_secs(3)),
+                _ => Some(handshake_deadline.saturating_duration_since(tokio::time::Instant::now())),
+            };
+            if buf.capacity() - buf.len() < 8 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            let n = tokio::select! {
+                r = read_with_timeout(rd, &mut buf, timeout) => r?,
+                _ = shutdown.changed(), if !shutting_down => {
+                    shutting_down = true;
+                    if matches!(self.phase, Phase::Running) {
+                        self.close_connection(AmqpError::connection(320, "broker forced connection closure with reason 'shutdown'"));
+                    } else {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if n == 0 {
+                return if self.phase == Phase::Done { Ok(()) } else { Err(End::Eof) };
+            }
+            if let Err(e) = self.process(&mut buf) {
+                return Err(e);
+            }
+            for n in std::mem::take(&mut self.confirm_dirty) {
+                if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
+                    ch.flush_confirms();
+                }
+            }
+            if self.phase == Phase::Done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handle every complete frame in `buf`.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        loop {
+            if self.phase == Phase::Done {
+                return Ok(());
+            }
+            let frame = match codec::peek_frame(buf, self.frame_max) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let text = e.to_string();
+                    let code = match e {
+                        FrameError::TooLarge { .. } | FrameError::BadEnd | FrameError::BadType(_) => 501,
+                    };
+                    tracing::warn!(peer = %self.peer, "frame error: {text}");
+                    self.close_connection(AmqpError::connection(code, text.clone()));
+                    // The stream cannot be re-synchronised; stop reading.
+                    self.phase = Phase::Done;
+                    return Err(End::Exception(text));
+                }
+            };
+            let total = frame.size + codec::FRAME_OVERHEAD;
+            let result = if frame.kind == FRAME_BODY && frame.size >= ZERO_COPY_MIN && self.phase == Phase::Running {
+                let mut f = buf.split_to(total);
+                f.advance(7);
+                f.truncate(frame.size);
+                self.on_body_bytes(frame.channel, f.freeze())
+            } else {
+                let r = self.on_frame(frame.kind, frame.channel, &buf[7..7 + frame.size]);
+                buf.advance(total);
+                r
+            };
+            if let Err(e) = result {
+                self.on_error(frame.channel, e);
+            }
+        }
+    }
+
+    fn on_error(&mut self, channel: u16, e: AmqpError) {
+        match e.scope {
+            Scope::Channel if channel != 0 => {
+                tracing::warn!(peer = %self.peer, channel, code = e.code, "channel error: {}", e.text);
+                let ctx_vhost = self.vhost.clone();
+                if let Some(Some(ch)) = self.channels.get_mut(channel as usize) {
+                    if let Some(vhost) = &ctx_vhost {
+                        let ctx = Ctx {
+                            vhost,
+                            conn_id: self.id,
+                            cfg: &self.cfg,
+                        };
+                        ch.shutdown(&ctx);
+                    }
+                    ch.closing = true;
+                }
+                let m = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                    reply_code: e.code,
+                    reply_text: truncate(&e.text).into(),
+                    class_id: e.class_id,
+                    method_id: e.method_id,
+                }));
+                self.out.push(|o| codec::write_method(o, channel, m));
+            }
+            _ => {
+                tracing::warn!(peer = %self.peer, code = e.code, "connection error: {}", e.text);
+                self.close_connection(e);
+            }
+        }
+    }
+
+    fn close_connection(&mut self, e: AmqpError) {
+        if matches!(self.phase, Phase::Closing | Phase::Done) {
+            return;
+        }
+        let m = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: truncate(&e.text).into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        }));
+        self.out.push(|o| codec::write_method(o, 0, m));
+        self.cleanup();
+        self.phase = Phase::Closing;
+    }
+
+    fn on_frame(&mut self, kind: u8, channel: u16, payload: &[u8]) -> AmqpResult {
+        if self.phase == Phase::Closing {
+            // Only connection.close-ok (or a crossing close) matters now.
+            if kind == FRAME_METHOD && channel == 0 {
+                if let Some((10, 50 | 51)) = codec::method_id(payload) {
+                    if codec::method_id(payload) == Some((10, 50)) {
+                        self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                    }
+                    self.phase = Phase::Done;
+                }
+            }
+            return Ok(());
+        }
+        match kind {
+            FRAME_HEARTBEAT => {
+                if channel != 0 {
+                    return Err(AmqpError::connection(501, "heartbeat frame on a non-zero channel"));
+                }
+                Ok(())
+            }
+            FRAME_METHOD if channel == 0 => {
+                let m = parse_method(payload)?;
+                self.on_connection_method(m)
+            }
+            _ if channel == 0 => Err(AmqpError::connection(504, "content frame on channel 0")),
+            _ if self.phase != Phase::Running => Err(AmqpError::connection(504, "channel frame before connection.open")),
+            FRAME_METHOD => self.on_channel_method(channel, payload),
+            FRAME_HEADER => self.with_channel(channel, |ch, ctx| ch.on_header(ctx, payload)),
+            FRAME_BODY => self.with_channel(channel, |ch, ctx| ch.on_body(ctx, payload)),
+            _ => Err(AmqpError::connection(501, format!("unexpected frame type {kind}"))),
+        }
+    }
+
+    fn on_body_bytes(&mut self, channel: u16, payload: bytes::Bytes) -> AmqpResult {
+        if channel == 0 {
+            return Err(AmqpError::connection(504, "content frame on channel 0"));
+        }
+        self.with_channel(channel, |ch, ctx| ch.on_body_bytes(ctx, payload))
+    }
+
+    /// Run `f` on an open channel; frames for closing channels are dropped.
+    fn with_channel(&mut self, number: u16, f: impl FnOnce(&mut Channel, &Ctx<'_>) -> AmqpResult) -> AmqpResult {
+        let vhost = self.vhost.clone().expect("running connection has a vhost");
+        let ctx = Ctx {
+            vhost: &vhost,
+            conn_id: self.id,
+            cfg: &self.cfg,
+        };
+        match self.channels.get_mut(number as usize) {
+            Some(Some(ch)) if ch.closing => Ok(()),
+            Some(Some(ch)) => {
+                let r = f(ch, &ctx);
+                if ch.has_pending_confirms() && !self.confirm_dirty.contains(&number) {
+                    self.confirm_dirty.push(number);
+                }
+                r
+            }
+            _ => Err(AmqpError::connection(504, format!("expected 'channel.open' on channel {number}"))),
+        }
+    }
+
+    fn on_channel_method(&mut self, number: u16, payload: &[u8]) -> AmqpResult {
+        let Some((class, method)) = codec::method_id(payload) else {
+            return Err(AmqpError::connection(502, "method frame too short"));
+        };
+        // While a publish awaits its content, only content frames may come.
+        if let Some(Some(ch)) = self.channels.get(number as usize) {
+            if ch.expects_content() && !ch.closing {
+                return Err(AmqpError::connection(
+                    505,
+                    format!("expected content header for class 60, got non content header frame instead ({class}.{method})"),
+                ));
+            }
+        }
+        match (class, method) {
+            (60, 40) => {
+                let p = codec::parse_publish(payload).map_err(|e| AmqpError::connection(502, e).on(60, 40))?;
+                self.with_channel(number, |ch, _| ch.on_publish(p))
+            }
+            (60, 80 | 90 | 120) => {
+                let s = codec::parse_settle(payload, method).map_err(|e| AmqpError::connection(502, e).on(60, method))?;
+                self.with_channel(number, |ch, _| ch.on_settle(s))
+            }
+            (20, _) => {
+                let m = parse_method(payload)?;
+                self.on_channel_class(number, m)
+            }
+            _ => {
+                let m = parse_method(payload)?;
+                self.with_channel(number, |ch, ctx| ch.on_method(ctx, m))
+            }
+        }
+    }
+
+    fn on_channel_class(&mut self, number: u16, m: AMQPClass) -> AmqpResult {
+        let AMQPClass::Channel(m) = m else { unreachable!("class 20") };
+        let slot = number as usize;
+        let open = matches!(self.channels.get(slot), Some(Some(_)));
+        match m {
+            channel::AMQPMethod::Open(_) => {
+                if open {
+                    return Err(AmqpError::connection(504, "second 'channel.open' seen").on(20, 10));
+                }
+                if number > self.channel_max {
+                    return Err(AmqpError::connection(530, format!("channel number {number} exceeds channel_max {}", self.channel_max)).on(20, 10));
+                }
+                if self.channels.len() <= slot {
+                    self.channels.resize_with(slot + 1, || None);
+                }
+                let shared = Arc::new(ChannelShared::new(number, self.broker.next_id(), self.frame_max, self.out.clone(), self.cancel_notify));
+                self.channels[slot] = Some(Channel::new(shared));
+                self.send(number, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+                Ok(())
+            }
+            _ if !open => Err(AmqpError::connection(504, format!("expected 'channel.open' on channel {number}"))),
+            channel::AMQPMethod::Close(_) => {
+                self.drop_channel(number);
+                self.send(number, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                Ok(())
+            }
+            channel::AMQPMethod::CloseOk(_) => {
+                let closing = matches!(self.channels.get(slot), Some(Some(ch)) if ch.closing);
+                if closing {
+                    self.drop_channel(number);
+                }
+                Ok(())
+            }
+            _ if matches!(self.channels.get(slot), Some(Some(ch)) if ch.closing) => Ok(()),
+            channel::AMQPMethod::Flow(f) => {
+                if !f.active {
+                    return Err(AmqpError::channel(540, "channel.flow active=false").on(20, 20));
+                }
+                self.send(number, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                Ok(())
+            }
+            _ => Err(AmqpError::connection(503, "unexpected channel method")),
+        }
+    }
+
+    fn drop_channel(&mut self, number: u16) {
+        let Some(slot) = self.channels.get_mut(number as usize) else { return };
+        if let Some(mut ch) = slot.take() {
+            if let Some(vhost) = &self.vhost {
+                let ctx = Ctx {
+                    vhost,
+                    conn_id: self.id,
+                    cfg: &self.cfg,
+                };
+                ch.shutdown(&ctx);
+            }
+        }
+    }
+
+    fn on_connection_method(&mut self, m: AMQPClass) -> AmqpResult {
+        let AMQPClass::Connection(m) = m else {
+            return Err(AmqpError::connection(503, "non-connection method on channel 0"));
+        };
+        match (self.phase, m) {
+            (Phase::StartOk, connection::AMQPMethod::StartOk(s)) => self.on_start_ok(s),
+            (Phase::TuneOk, connection::AMQPMethod::TuneOk(t)) => {
+                let server_max = self.cfg.frame_max;
+                let fm = if t.frame_max == 0 { server_max } else { t.frame_max.min(server_max) };
+                if fm < 4096 {
+                    return Err(AmqpError::connection(530, format!("frame_max={fm} < 4096 min size")).on(10, 31));
+                }
+                self.frame_max = fm as usize;
+                self.channel_max = if t.channel_max == 0 { self.cfg.channel_max } else { t.channel_max.min(self.cfg.channel_max) };
+                if t.heartbeat > 0 {
+                    let hb = Duration::from_secs(t.heartbeat as u64);
+                    *self.heartbeat.lock() = Some(hb);
+                    self.read_timeout = Some(hb * 2);
+                }
+                self.phase = Phase::Open;
+                Ok(())
+            }
+            (Phase::Open, connection::AMQPMethod::Open(o)) => {
+                let name = o.virtual_host.as_str();
+                let Some(vhost) = self.broker.vhost(name) else {
+                    return Err(AmqpError::connection(530, format!("vhost '{name}' not found")).on(10, 40));
+                };
+                self.vhost = Some(vhost);
+                self.phase = Phase::Running;
+                tracing::info!(peer = %self.peer, user = %self.user, vhost = %name, "AMQP connection opened");
+                self.send0(AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+                Ok(())
+            }
+            (_, connection::AMQPMethod::Close(c)) => {
+                tracing::debug!(peer = %self.peer, code = c.reply_code, "client closed connection: {}", c.reply_text);
+                self.cleanup();
+                self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            (_, connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => Ok(()),
+            (phase, other) => Err(AmqpError::connection(
+                503,
+                format!("unexpected method {}.{} in state {phase:?}", 10, method_of(&other)),
+            )),
+        }
+    }
+
+    fn on_start_ok(&mut self, s: connection::StartOk) -> AmqpResult {
+        if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
+            self.cancel_notify = matches!(caps.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+        }
+        let (user, pass) = match s.mechanism.as_str() {
+            "PLAIN" => {
+                let mut parts = s.response.as_bytes().split(|b| *b == 0);
+                let _authzid = parts.next();
+                let user = parts.next().unwrap_or_default();
+                let pass = parts.next().unwrap_or_default();
+                (String::from_utf8_lossy(user).into_owned(), String::from_utf8_lossy(pass).into_owned())
+            }
+            "AMQPLAIN" => {
+                let raw = s.response.as_bytes();
+                let mut framed = Vec::with_capacity(raw.len() + 4);
+                framed.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+                framed.extend_from_slice(raw);
+                let t = Table::decode(&framed).map(|(t, _)| t).unwrap_or_default();
+                let get = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                (get("LOGIN"), get("PASSWORD"))
+            }
+            other => {
+                return Err(AmqpError::connection(403, format!("unsupported authentication mechanism '{other}'")).on(10, 11));
+            }
+        };
+        let refused = |why: &str| {
+            tracing::warn!(peer = %self.peer, user = %user, "authentication failed: {why}");
+            AmqpError::connection(
+                403,
+                format!("Login was refused using authentication mechanism {}. For details see the broker logfile.", s.mechanism),
+            )
+            .on(10, 11)
+        };
+        if let Err(e) = self.broker.users.authenticate(&user, &pass) {
+            return Err(refused(&e.to_string()));
+        }
+        if self.cfg.loopback_users.iter().any(|u| u == &user) && !self.peer.ip().is_loopback() {
+            return Err(refused(&format!("user '{user}' can only connect via localhost")));
+        }
+        self.user = user;
+        self.phase = Phase::TuneOk;
+        self.send0(AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+            channel_max: self.cfg.channel_max,
+            frame_max: self.cfg.frame_max,
+            heartbeat: self.cfg.heartbeat,
+        })));
+        Ok(())
+    }
+
+    fn send_start(&self) {
+        let mut caps = FieldTable::default();
+        for c in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "per_consumer_qos",
+            "authentication_failure_close",
+            "direct_reply_to",
+        ] {
+            caps.insert(c.into(), AMQPValue::Boolean(true));
+        }
+        let mut props = FieldTable::default();
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        props.insert("product".into(), s("Warren"));
+        props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+        props.insert("platform".into(), s("Rust"));
+        props.insert("cluster_name".into(), s("warren@localhost"));
+        props.insert("information".into(), s("Warren message broker: AMQP 0-9-1 and MQTT over one routing core"));
+        props.insert("copyright".into(), s("Warren authors"));
+        self.send0(AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: props,
+            mechanisms: "PLAIN AMQPLAIN".into(),
+            locales: "en_US".into(),
+        })));
+    }
+
+    fn send0(&self, m: AMQPClass) {
+        self.send(0, m);
+    }
+
+    fn send(&self, channel: u16, m: AMQPClass) {
+        self.out.push(|o| codec::write_method(o, channel, m));
+    }
+
+    /// Release everything the connection holds: consumers, unacked
+    /// messages (requeued), exclusive queues.
+    fn cleanup(&mut self) {
+        let Some(vhost) = self.vhost.clone() else { return };
+        let ctx = Ctx {
+            vhost: &vhost,
+            conn_id: self.id,
+            cfg: &self.cfg,
+        };
+        for ch in self.channels.iter_mut().flatten() {
+            ch.shutdown(&ctx);
+        }
+        self.channels.clear();
+        vhost.connection_closed(self.id);
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= 255 {
+        return s;
+    }
+    let mut end = 255;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn method_of(m: &connection::AMQPMethod) -> u16 {
+    AMQPClass::Connection(m.clone()).get_amqp_method_id()
+}
+
+/// Methods defined by AMQP 0-9-1 (with RabbitMQ's extensions), by class.
+fn known_method(class: u16, method: u16) -> bool {
+    match class {
+        10 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71),
+        20 => matches!(method, 10 | 11 | 20 | 21 | 40 | 41),
+        30 => matches!(method, 10 | 11),
+        40 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
+        50 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
+        60 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120),
+        85 => matches!(method, 10 | 11),
+        90 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31),
+        _ => false,
+    }
+}
+
+/// Parse a control-plane method with amq-protocol: unknown methods are 540,
+/// malformed arguments 502, both connection exceptions.
+fn parse_method(payload: &[u8]) -> AmqpResult<AMQPClass> {
+    let Some((class, method)) = codec::method_id(payload) else {
+        return Err(AmqpError::connection(502, "method frame too short"));
+    };
+    if !known_method(class, method) {
+        return Err(AmqpError::connection(540, format!("unknown method {class}.{method}")).on(class, method));
+    }
+    match parse_class(payload) {
+        Ok((_, m)) => Ok(m),
+        Err(_) => Err(AmqpError::connection(502, format!("malformed arguments for method {class}.{method}")).on(class, method)),
+    }
+}
+
+async fn read_with_timeout(rd: &mut OwnedReadHalf, buf: &mut BytesMut, timeout: Option<Duration>) -> Result<usize, End> {
+    match timeout {
+        None => Ok(rd.read_buf(buf).await?),
+        Some(t) => match tokio::time::timeout(t, rd.read_buf(buf)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(End::Timeout),
+        },
+    }
+}

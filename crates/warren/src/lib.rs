@@ -1,0 +1,85 @@
+//! The Warren broker process: configuration, listeners and shutdown. Tests
+//! start it in-process through [`start`]; the binary wraps the same call.
+
+#![deny(missing_docs)]
+
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use warren_core::Broker;
+
+pub use settings::{Overrides, Settings};
+
+/// Errors while starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind its address.
+    #[error("cannot bind {what} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started broker.
+pub struct Running {
+    /// The broker state, for in-process inspection.
+    pub broker: Arc<Broker>,
+    /// Where the AMQP listener bound.
+    pub amqp_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Close client connections (320) and stop the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Bind the listeners and start serving.
+pub async fn start(settings: &Settings) -> Result<Running, StartError> {
+    let broker = Arc::new(Broker::new());
+    let u = &settings.default_user;
+    broker.users.put(&u.name, &u.password, vec!["administrator".into()]);
+    let (tx, rx) = watch::channel(false);
+    let listener = TcpListener::bind(&settings.amqp.bind).await.map_err(|source| StartError::Bind {
+        what: "AMQP",
+        addr: settings.amqp.bind.clone(),
+        source,
+    })?;
+    let amqp_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        what: "AMQP",
+        addr: settings.amqp.bind.clone(),
+        source,
+    })?;
+    tracing::info!("AMQP listener bound on {amqp_addr}");
+    let cfg = warren_amqp::Config {
+        frame_max: settings.amqp.frame_max,
+        channel_max: settings.amqp.channel_max,
+        heartbeat: settings.amqp.heartbeat,
+        max_message_size: settings.amqp.max_message_size,
+        loopback_users: if u.loopback_only { vec![u.name.clone()] } else { Vec::new() },
+        ..Default::default()
+    };
+    let amqp = tokio::spawn(warren_amqp::serve(listener, broker.clone(), cfg, rx));
+    Ok(Running {
+        broker,
+        amqp_addr,
+        shutdown: tx,
+        tasks: vec![amqp],
+    })
+}

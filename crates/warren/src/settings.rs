@@ -1,0 +1,164 @@
+//! Configuration: embedded defaults, then config/warren.toml (or --config),
+//! then WARREN_<SECTION>__<KEY> environment variables, then command-line
+//! flags. The key names are a contract that tools and tests rely on.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file named with --config does not exist.
+    #[error("configuration file {0} not found")]
+    Missing(PathBuf),
+    /// Parsing or type errors, with the key named by the config crate.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// AMQP listener.
+    pub amqp: Amqp,
+    /// MQTT listener.
+    pub mqtt: Listener,
+    /// Management HTTP listener.
+    pub http: Listener,
+    /// Storage.
+    pub store: Store,
+    /// Exchange-type plugins.
+    pub plugins: Plugins,
+    /// The user created on first start.
+    pub default_user: DefaultUser,
+}
+
+/// AMQP listener settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Amqp {
+    /// address:port; port 0 picks a free port.
+    pub bind: String,
+    /// Largest frame (bytes).
+    pub frame_max: u32,
+    /// Proposed heartbeat (seconds, 0 = off).
+    pub heartbeat: u16,
+    /// Highest channel number.
+    pub channel_max: u16,
+    /// Largest message body (bytes).
+    pub max_message_size: usize,
+}
+
+/// A plain listener.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Listener {
+    /// address:port.
+    pub bind: String,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Store {
+    /// Data directory.
+    pub dir: PathBuf,
+}
+
+/// Plugin settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Plugins {
+    /// Directory scanned for exchange-type libraries.
+    pub dir: PathBuf,
+    /// When non-empty, only these plugin names are loaded.
+    #[serde(default)]
+    pub enabled: Vec<String>,
+}
+
+/// Default user.
+#[derive(Clone, Debug, Deserialize)]
+pub struct DefaultUser {
+    /// Login.
+    pub name: String,
+    /// Password (hashed in memory at start-up).
+    pub password: String,
+    /// Allowed from loopback addresses only, as RabbitMQ's guest.
+    pub loopback_only: bool,
+}
+
+/// The defaults compiled into the binary; config/warren.toml documents them.
+pub const DEFAULTS: &str = include_str!("../../../config/warren.toml");
+
+/// Flags that override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// --amqp-bind
+    pub amqp_bind: Option<String>,
+    /// --mqtt-bind
+    pub mqtt_bind: Option<String>,
+    /// --http-bind
+    pub http_bind: Option<String>,
+    /// --data-dir
+    pub data_dir: Option<PathBuf>,
+    /// --plugins-dir
+    pub plugins_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Load with the documented precedence. `file` is --config; without it
+    /// config/warren.toml is read when present.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Settings, SettingsError> {
+        let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(p) if !p.exists() => return Err(SettingsError::Missing(p.to_path_buf())),
+            Some(p) => b = b.add_source(config::File::from(p)),
+            None => {
+                let p = Path::new("config/warren.toml");
+                if p.exists() {
+                    b = b.add_source(config::File::from(p));
+                }
+            }
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("WARREN")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>, k: &str, v: &Option<String>| match v {
+            Some(v) => b.set_override(k, v.as_str()),
+            None => Ok(b),
+        };
+        b = set(b, "amqp.bind", &flags.amqp_bind)?;
+        b = set(b, "mqtt.bind", &flags.mqtt_bind)?;
+        b = set(b, "http.bind", &flags.http_bind)?;
+        b = set(b, "store.dir", &flags.data_dir.as_ref().map(|p| p.display().to_string()))?;
+        b = set(b, "plugins.dir", &flags.plugins_dir.as_ref().map(|p| p.display().to_string()))?;
+        Ok(b.build()?.try_deserialize()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_flags_win() {
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.amqp.frame_max, 131072);
+        assert_eq!(s.default_user.name, "guest");
+        let s = Settings::load(
+            None,
+            &Overrides {
+                amqp_bind: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.amqp.bind, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Settings::load(Some(Path::new("/nonexistent/warren.toml")), &Overrides::default());
+        assert!(matches!(e, Err(SettingsError::Missing(_))));
+    }
+}
