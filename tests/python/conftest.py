@@ -1,0 +1,94 @@
+"""Start a real Warren process on an ephemeral port for each test module."""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pika
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("WARREN_BIN", str(ROOT / "target" / "debug" / "warren"))
+
+
+class Broker:
+    def __init__(self, tmp_path, extra_env=None):
+        env = dict(os.environ)
+        env.update(
+            {
+                "WARREN_AMQP__BIND": "127.0.0.1:0",
+                "WARREN_MQTT__BIND": "127.0.0.1:0",
+                "WARREN_HTTP__BIND": "127.0.0.1:0",
+                "WARREN_STORE__DIR": str(tmp_path / "data"),
+                "RUST_LOG": env.get("RUST_LOG", "info"),
+            }
+        )
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [BIN], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self.lines = []
+        self.amqp_port = None
+        bound = threading.Event()
+
+        def pump():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                m = re.search(r"AMQP listener bound on [\d.]+:(\d+)", line)
+                if m:
+                    self.amqp_port = int(m.group(1))
+                    bound.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not bound.wait(30):
+            self.stop()
+            raise RuntimeError("broker did not start:\n" + "".join(self.lines))
+
+    def params(self, **kw):
+        return pika.ConnectionParameters("127.0.0.1", self.amqp_port, **kw)
+
+    def connect(self, **kw):
+        return pika.BlockingConnection(self.params(**kw))
+
+    def log(self):
+        return "".join(self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("warren"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def conn(broker):
+    c = broker.connect()
+    yield c
+    if c.is_open:
+        c.close()
+
+
+def drain(ch, queue, n, timeout=10):
+    """Consume exactly n messages (auto-ack) or fail after timeout."""
+    out = []
+    deadline = time.time() + timeout
+    for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=1):
+        if method is not None:
+            out.append(body)
+        if len(out) == n or time.time() > deadline:
+            break
+    ch.cancel()
+    return out

@@ -1,0 +1,112 @@
+"""Error cases: the codes and texts a pika user sees from RabbitMQ."""
+import socket
+import struct
+
+import pika
+import pytest
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, ProbableAuthenticationError
+
+
+def test_passive_declare_missing_queue_404(conn):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(queue="does-not-exist", passive=True)
+    assert e.value.reply_code == 404
+    assert "NOT_FOUND - no queue 'does-not-exist' in vhost '/'" in e.value.reply_text
+    # The connection survives a channel error.
+    assert conn.channel().queue_declare(queue="", exclusive=True).method.queue
+
+
+def test_redeclare_with_other_flags_406(conn):
+    ch = conn.channel()
+    ch.queue_declare(queue="flags", durable=True)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_declare(queue="flags", durable=False)
+    assert e.value.reply_code == 406
+    assert "inequivalent arg 'durable'" in e.value.reply_text
+    ch = conn.channel()
+    ch.exchange_declare("ex406", "direct")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare("ex406", "fanout")
+    assert e.value.reply_code == 406
+
+
+def test_exclusive_queue_from_other_connection_405(broker):
+    owner = broker.connect()
+    q = owner.channel().queue_declare(queue="mine", exclusive=True).method.queue
+    other = broker.connect()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        other.channel().basic_consume(q, lambda *a: None)
+    assert e.value.reply_code == 405
+    owner.close()
+    # The exclusive queue goes with its connection.
+    with pytest.raises(ChannelClosedByBroker) as e:
+        other.channel().queue_declare(queue="mine", passive=True)
+    assert e.value.reply_code == 404
+    other.close()
+
+
+def test_publish_to_missing_exchange_404(conn):
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("no-such-exchange", "k", b"x")
+    assert e.value.reply_code == 404
+    assert "no exchange 'no-such-exchange'" in e.value.reply_text
+
+
+def test_reserved_names_403_and_unknown_type_503(broker):
+    c = broker.connect()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        c.channel().exchange_declare("amq.custom", "direct")
+    assert e.value.reply_code == 403
+    with pytest.raises(ConnectionClosedByBroker) as e:
+        c.channel().exchange_declare("x-unknown", "no-such-type")
+    assert e.value.reply_code == 503
+
+
+def test_wrong_password_refused(broker):
+    with pytest.raises((ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+        broker.connect(credentials=pika.PlainCredentials("guest", "wrong"))
+    assert "authentication failed" in broker.log()
+
+
+def test_unknown_vhost_530(broker):
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as e:
+        broker.connect(virtual_host="nope")
+    assert "(530) \"NOT_ALLOWED - vhost 'nope' not found\"" in str(e.value)
+
+
+def read_frame(sock):
+    hdr = b""
+    while len(hdr) < 7:
+        chunk = sock.recv(7 - len(hdr))
+        if not chunk:
+            return None
+        hdr += chunk
+    kind, ch, size = struct.unpack(">BHI", hdr)
+    payload = b""
+    while len(payload) < size + 1:
+        payload += sock.recv(size + 1 - len(payload))
+    return kind, ch, payload[:-1]
+
+
+def test_garbage_frame_closes_only_that_connection(broker, conn):
+    ch = conn.channel()
+    ch.queue_declare(queue="survivor")
+    s = socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=5)
+    s.sendall(b"AMQP\x00\x00\x09\x01")
+    kind, _, payload = read_frame(s)  # connection.start
+    assert kind == 1 and payload[:4] == b"\x00\x0a\x00\x0a"
+    s.sendall(b"\x07\x00\x00\xff\xff\xff\xff" + b"junk" * 10)
+    kind, _, payload = read_frame(s)
+    cls, meth, code = struct.unpack(">HHH", payload[:6])
+    assert (cls, meth, code) == (10, 50, 501)
+    s.close()
+    # A wrong protocol header gets our header back.
+    s = socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=5)
+    s.sendall(b"HTTP/1.1 GET /\r\n")
+    assert s.recv(8) == b"AMQP\x00\x00\x09\x01"
+    s.close()
+    ch.basic_publish("", "survivor", b"still here")
+    assert ch.basic_get("survivor", auto_ack=True)[2] == b"still here"
