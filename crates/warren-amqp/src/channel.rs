@@ -21,7 +21,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::Config;
 
 /// Bodies up to this size share one allocation with key and properties.
-const INLINE_BODY: usize = 128 * 1024;
+const INLINE_BODY: usize = 16 * 1024;
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 

@@ -25,7 +25,7 @@ use crate::Config;
 
 /// Body frames at least this large are sliced out of the read buffer
 /// instead of copied.
-const ZERO_COPY_MIN: usize = 64 * 1024;
+const ZERO_COPY_MIN: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
