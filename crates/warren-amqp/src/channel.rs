@@ -109,7 +109,12 @@ fn to_value(v: &AMQPValue) -> Value {
 
 /// Convert declare/bind arguments to the core's table type.
 pub fn to_table(t: &FieldTable) -> Table {
-    Table(t.inner().iter().map(|(k, v)| (k.to_string(), to_value(v))).collect())
+    Table(
+        t.inner()
+            .iter()
+            .map(|(k, v)| (k.to_string(), to_value(v)))
+            .collect(),
+    )
 }
 
 impl Channel {
@@ -172,15 +177,24 @@ impl Channel {
     /// Content header frame.
     pub fn on_header(&mut self, ctx: &Ctx<'_>, payload: &[u8]) -> AmqpResult {
         let Some(p) = self.pending.as_mut() else {
-            return Err(AmqpError::connection(505, "unexpected content header frame"));
+            return Err(AmqpError::connection(
+                505,
+                "unexpected content header frame",
+            ));
         };
         if p.header.is_some() {
-            return Err(AmqpError::connection(505, "unexpected content header frame"));
+            return Err(AmqpError::connection(
+                505,
+                "unexpected content header frame",
+            ));
         }
-        let (class, size, props) = codec::parse_content_header(payload)
-            .map_err(|e| AmqpError::connection(502, e))?;
+        let (class, size, props) =
+            codec::parse_content_header(payload).map_err(|e| AmqpError::connection(502, e))?;
         if class != 60 {
-            return Err(AmqpError::connection(505, format!("content header for class {class}")));
+            return Err(AmqpError::connection(
+                505,
+                format!("content header for class {class}"),
+            ));
         }
         let size = size as usize;
         if size > ctx.cfg.max_message_size {
@@ -211,7 +225,9 @@ impl Channel {
         if size <= INLINE_BODY {
             p.meta.put_slice(payload);
         } else {
-            p.body.get_or_insert_with(|| BytesMut::with_capacity(size)).put_slice(payload);
+            p.body
+                .get_or_insert_with(|| BytesMut::with_capacity(size))
+                .put_slice(payload);
         }
         p.received += payload.len();
         if p.received == size {
@@ -237,10 +253,16 @@ impl Channel {
             return Err(AmqpError::connection(505, "unexpected content body frame"));
         };
         let Some((_, size)) = p.header else {
-            return Err(AmqpError::connection(505, "content body frame before content header"));
+            return Err(AmqpError::connection(
+                505,
+                "content body frame before content header",
+            ));
         };
         if p.received + len > size {
-            return Err(AmqpError::connection(501, "content body exceeds the size in its header"));
+            return Err(AmqpError::connection(
+                501,
+                "content body exceeds the size in its header",
+            ));
         }
         Ok(p)
     }
@@ -251,8 +273,12 @@ impl Channel {
                 return Ok(x.clone());
             }
         }
-        let name = std::str::from_utf8(name).map_err(|_| AmqpError::connection(502, "exchange name is not UTF-8"))?;
-        let x = ctx.vhost.exchange(name).map_err(|e| AmqpError::from(e).on(60, 40))?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| AmqpError::connection(502, "exchange name is not UTF-8"))?;
+        let x = ctx
+            .vhost
+            .exchange(name)
+            .map_err(|e| AmqpError::from(e).on(60, 40))?;
         self.exchange_cache = Some(x.clone());
         Ok(x)
     }
@@ -264,7 +290,10 @@ impl Channel {
         if x.internal {
             return Err(AmqpError::channel(
                 403,
-                format!("cannot publish to internal exchange '{}' in vhost '{}'", x.name, ctx.vhost.name),
+                format!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    x.name, ctx.vhost.name
+                ),
             )
             .on(60, 40));
         }
@@ -301,8 +330,18 @@ impl Channel {
             .map_err(|e| AmqpError::connection(502, format!("invalid content header: {e}")))
     }
 
-    fn route(&mut self, ctx: &Ctx<'_>, x: &Arc<Exchange>, msg: Message, mandatory: bool) -> AmqpResult {
-        let cached = self.cache.exchange.as_ref().is_some_and(|c| Arc::ptr_eq(c, x))
+    fn route(
+        &mut self,
+        ctx: &Ctx<'_>,
+        x: &Arc<Exchange>,
+        msg: Message,
+        mandatory: bool,
+    ) -> AmqpResult {
+        let cached = self
+            .cache
+            .exchange
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, x))
             && self.cache.generation == x.generation()
             && self.cache.key == msg.routing_key_bytes();
         if !cached {
@@ -322,13 +361,24 @@ impl Channel {
             }
         }
         let unroutable = self.cache.queues.is_empty();
-        let returned = if unroutable && mandatory { Some(msg.clone()) } else { None };
+        let returned = if unroutable && mandatory {
+            Some(msg.clone())
+        } else {
+            None
+        };
         let routed = VHost::deliver(&self.cache.queues, msg);
         if let Some(m) = returned {
             let n = self.shared.number;
             let fm = self.shared.frame_max;
             self.shared.out.push(|out| {
-                codec::write_return(out, n, 312, "NO_ROUTE", m.exchange.as_bytes(), m.routing_key_bytes());
+                codec::write_return(
+                    out,
+                    n,
+                    312,
+                    "NO_ROUTE",
+                    m.exchange.as_bytes(),
+                    m.routing_key_bytes(),
+                );
                 codec::write_content(out, n, m.raw_properties(), &m.body, fm);
             });
         }
@@ -337,7 +387,9 @@ impl Channel {
             if routed.rejected {
                 self.flush_confirms();
                 let (n, seq) = (self.shared.number, self.publish_seq);
-                self.shared.out.push(|out| codec::write_confirm(out, n, seq, false, false));
+                self.shared
+                    .out
+                    .push(|out| codec::write_confirm(out, n, seq, false, false));
                 self.confirm_sent = seq;
             } else {
                 self.confirm_pending = self.publish_seq;
@@ -351,7 +403,9 @@ impl Channel {
         if self.confirm_pending > self.confirm_sent {
             let multiple = self.confirm_pending > self.confirm_sent + 1;
             let (n, tag) = (self.shared.number, self.confirm_pending);
-            self.shared.out.push(|out| codec::write_confirm(out, n, tag, multiple, true));
+            self.shared
+                .out
+                .push(|out| codec::write_confirm(out, n, tag, multiple, true));
             self.confirm_sent = self.confirm_pending;
         }
     }
@@ -387,14 +441,22 @@ impl Channel {
                         self.settled.push(st.unacked.pop_front().expect("front"));
                     }
                     if self.settled.is_empty() {
-                        return Err(AmqpError::channel(406, format!("unknown delivery tag {}", s.tag)).on(60, method));
+                        return Err(AmqpError::channel(
+                            406,
+                            format!("unknown delivery tag {}", s.tag),
+                        )
+                        .on(60, method));
                     }
                 }
             } else {
                 match st.unacked.binary_search_by_key(&s.tag, |u| u.tag) {
                     Ok(i) => self.settled.push(st.unacked.remove(i).expect("index")),
                     Err(_) => {
-                        return Err(AmqpError::channel(406, format!("unknown delivery tag {}", s.tag)).on(60, method))
+                        return Err(AmqpError::channel(
+                            406,
+                            format!("unknown delivery tag {}", s.tag),
+                        )
+                        .on(60, method))
                     }
                 }
             }
@@ -481,13 +543,18 @@ impl Channel {
                 };
                 ctx.vhost.declare_exchange(&decl)?;
                 if !d.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
+                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                        exchange::DeclareOk {},
+                    )));
                 }
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
-                ctx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                ctx.vhost
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
+                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(
+                        exchange::DeleteOk {},
+                    )));
                 }
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
@@ -498,7 +565,9 @@ impl Channel {
                     &to_table(&b.arguments),
                 )?;
                 if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
+                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(
+                        exchange::BindOk {},
+                    )));
                 }
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
@@ -509,7 +578,9 @@ impl Channel {
                     &to_table(&b.arguments),
                 )?;
                 if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
+                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(
+                        exchange::UnbindOk {},
+                    )));
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
@@ -524,37 +595,61 @@ impl Channel {
                 let (q, messages, consumers) = ctx.vhost.declare_queue(&decl, conn)?;
                 self.last_queue = Some(q.name.to_string());
                 if !d.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                        queue: q.name.as_ref().into(),
-                        message_count: messages,
-                        consumer_count: consumers,
-                    })));
+                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
+                        queue::DeclareOk {
+                            queue: q.name.as_ref().into(),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        },
+                    )));
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
-                ctx.vhost.bind_queue(&qname, b.exchange.as_str(), b.routing_key.as_str(), &to_table(&b.arguments), conn)?;
+                ctx.vhost.bind_queue(
+                    &qname,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    &to_table(&b.arguments),
+                    conn,
+                )?;
                 if !b.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                    self.reply(AMQPClass::Queue(queue::AMQPMethod::BindOk(
+                        queue::BindOk {},
+                    )));
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
-                ctx.vhost.unbind_queue(&qname, b.exchange.as_str(), b.routing_key.as_str(), &to_table(&b.arguments), conn)?;
-                self.reply(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+                ctx.vhost.unbind_queue(
+                    &qname,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    &to_table(&b.arguments),
+                    conn,
+                )?;
+                self.reply(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
+                    queue::UnbindOk {},
+                )));
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let qname = self.queue_name(p.queue.as_str())?;
                 let n = ctx.vhost.purge_queue(&qname, conn)?;
                 if !p.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: n })));
+                    self.reply(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(
+                        queue::PurgeOk { message_count: n },
+                    )));
                 }
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
                 let qname = self.queue_name(d.queue.as_str())?;
-                let n = ctx.vhost.delete_queue(&qname, d.if_unused, d.if_empty, conn)?;
+                let n = ctx
+                    .vhost
+                    .delete_queue(&qname, d.if_unused, d.if_empty, conn)?;
                 if !d.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: n })));
+                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(
+                        queue::DeleteOk { message_count: n },
+                    )));
                 }
             }
             AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
@@ -577,27 +672,40 @@ impl Channel {
                     if cs.queue.remove_consumer(self.shared.uid, &cs.tag) {
                         ctx.vhost.remove_queue(&cs.queue);
                     }
-                    if self.reply_queue.as_ref().is_some_and(|q| Arc::ptr_eq(q, &cs.queue)) {
+                    if self
+                        .reply_queue
+                        .as_ref()
+                        .is_some_and(|q| Arc::ptr_eq(q, &cs.queue))
+                    {
                         if let Some(q) = self.reply_queue.take() {
                             ctx.vhost.remove_queue(&q);
                         }
                     }
                 }
                 if !c.nowait {
-                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                        consumer_tag: c.consumer_tag,
-                    })));
+                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
+                        basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        },
+                    )));
                 }
             }
-            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => self.get(ctx, &g.queue.to_string(), g.no_ack)?,
+            AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
+                self.get(ctx, &g.queue.to_string(), g.no_ack)?
+            }
             AMQPClass::Basic(basic::AMQPMethod::Recover(r)) => {
                 self.recover(r.requeue)?;
-                self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
+                    basic::RecoverOk {},
+                )));
             }
             AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(r)) => self.recover(r.requeue)?,
             AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
                 if self.confirm {
-                    return Err(AmqpError::channel(406, "cannot switch from confirm to tx mode"));
+                    return Err(AmqpError::channel(
+                        406,
+                        "cannot switch from confirm to tx mode",
+                    ));
                 }
                 if self.tx.is_none() {
                     self.tx = Some(TxBuffer {
@@ -631,11 +739,16 @@ impl Channel {
             }
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 if self.tx.is_some() {
-                    return Err(AmqpError::channel(406, "cannot switch from tx to confirm mode"));
+                    return Err(AmqpError::channel(
+                        406,
+                        "cannot switch from tx to confirm mode",
+                    ));
                 }
                 self.confirm = true;
                 if !s.nowait {
-                    self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                        confirm::SelectOk {},
+                    )));
                 }
             }
             other => {
@@ -669,7 +782,10 @@ impl Channel {
             Arc::from(c.consumer_tag.as_str())
         };
         if self.consumers.contains_key(&tag) {
-            return Err(AmqpError::connection(530, format!("attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::connection(
+                530,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
         }
         let q = if c.queue.as_str() == REPLY_TO {
             self.reply_consumer_queue(ctx, c.no_ack)?
@@ -700,9 +816,11 @@ impl Channel {
         })?;
         self.consumers.insert(tag.clone(), state.clone());
         if !c.nowait {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_ref().into(),
-            })));
+            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                basic::ConsumeOk {
+                    consumer_tag: tag.as_ref().into(),
+                },
+            )));
         }
         // Deliveries start only after consume-ok is in the outbox.
         state.active.store(true, Ordering::Release);
@@ -718,7 +836,15 @@ impl Channel {
             return Err(AmqpError::channel(406, "reply consumer already set"));
         }
         let name = ctx.vhost.generate_name(&format!("{REPLY_TO}."));
-        let q = Queue::new(&ctx.vhost.name, &name, false, Some(ctx.conn_id), false, Table::default())?.hidden();
+        let q = Queue::new(
+            &ctx.vhost.name,
+            &name,
+            false,
+            Some(ctx.conn_id),
+            false,
+            Table::default(),
+        )?
+        .hidden();
         let q = ctx.vhost.add_hidden_queue(q)?;
         self.reply_queue = Some(q.clone());
         Ok(q)
@@ -730,7 +856,9 @@ impl Channel {
         q.check_owner(ctx.conn_id)?;
         let n = self.shared.number;
         let Some((d, remaining)) = q.get(no_ack) else {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
+            self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
+                basic::GetEmpty {},
+            )));
             return Ok(());
         };
         let mut st = self.shared.state.lock();
@@ -739,7 +867,15 @@ impl Channel {
         let m = &d.message;
         let fm = self.shared.frame_max;
         self.shared.out.push(|out| {
-            codec::write_get_ok(out, n, tag, d.redelivered, m.exchange.as_bytes(), m.routing_key_bytes(), remaining);
+            codec::write_get_ok(
+                out,
+                n,
+                tag,
+                d.redelivered,
+                m.exchange.as_bytes(),
+                m.routing_key_bytes(),
+                remaining,
+            );
             codec::write_content(out, n, m.raw_properties(), &m.body, fm);
         });
         if !no_ack {

@@ -60,7 +60,10 @@ pub fn peek_frame(buf: &[u8], frame_max: usize) -> Result<Option<RawFrame>, Fram
         return Ok(None);
     }
     let kind = buf[0];
-    if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+    if !matches!(
+        kind,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
         return Err(FrameError::BadType(kind));
     }
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
@@ -97,7 +100,10 @@ struct Cur<'a> {
 
 impl<'a> Cur<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], SyntaxError> {
-        let s = self.b.get(self.p..self.p + n).ok_or(SyntaxError(self.what))?;
+        let s = self
+            .b
+            .get(self.p..self.p + n)
+            .ok_or(SyntaxError(self.what))?;
         self.p += n;
         Ok(s)
     }
@@ -109,7 +115,9 @@ impl<'a> Cur<'a> {
         Ok(u16::from_be_bytes([s[0], s[1]]))
     }
     fn u64(&mut self) -> Result<u64, SyntaxError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn short(&mut self) -> Result<&'a [u8], SyntaxError> {
         let n = self.u8()? as usize;
@@ -239,7 +247,13 @@ fn end_frame(out: &mut BytesMut, at: usize) {
 }
 
 /// Append a content header and body frames split at `frame_max`.
-pub fn write_content(out: &mut BytesMut, channel: u16, props: &[u8], body: &[u8], frame_max: usize) {
+pub fn write_content(
+    out: &mut BytesMut,
+    channel: u16,
+    props: &[u8],
+    body: &[u8],
+    frame_max: usize,
+) {
     let at = begin_frame(out, FRAME_HEADER, channel);
     out.put_u16(60);
     out.put_u16(0);
@@ -351,7 +365,9 @@ mod tests {
     use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 
     fn reference(frame: AMQPFrame) -> Vec<u8> {
-        gen_frame(&frame)(WriteContext::from(Vec::new())).unwrap().write
+        gen_frame(&frame)(WriteContext::from(Vec::new()))
+            .unwrap()
+            .write
     }
 
     #[test]
@@ -415,7 +431,10 @@ mod tests {
                     requeue: false,
                 })
             };
-            assert_eq!(&out[..], &reference(AMQPFrame::Method(3, AMQPClass::Basic(method)))[..]);
+            assert_eq!(
+                &out[..],
+                &reference(AMQPFrame::Method(3, AMQPClass::Basic(method)))[..]
+            );
         }
     }
 
@@ -503,8 +522,14 @@ mod tests {
     #[test]
     fn frame_errors() {
         assert_eq!(peek_frame(&[1, 0, 0, 0, 0], 4096), Ok(None));
-        assert_eq!(peek_frame(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096), Err(FrameError::BadType(9)));
-        assert_eq!(peek_frame(&[8, 0, 0, 0, 0, 0, 0, 0xCD], 4096), Err(FrameError::BadEnd));
+        assert_eq!(
+            peek_frame(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096),
+            Err(FrameError::BadType(9))
+        );
+        assert_eq!(
+            peek_frame(&[8, 0, 0, 0, 0, 0, 0, 0xCD], 4096),
+            Err(FrameError::BadEnd)
+        );
         assert!(matches!(
             peek_frame(&[3, 0, 1, 0, 1, 0, 0], 4096),
             Err(FrameError::TooLarge { .. })

@@ -57,7 +57,13 @@ struct Conn {
 }
 
 /// Serve one accepted socket until it closes.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, cfg: Arc<Config>, shutdown: watch::Receiver<bool>) {
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::default());
@@ -107,7 +113,11 @@ enum End {
 }
 
 impl Conn {
-    async fn run(&mut self, rd: &mut OwnedReadHalf, mut shutdown: watch::Receiver<bool>) -> Result<(), End> {
+    async fn run(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), End> {
         let mut header = [0u8; 8];
         match tokio::time::timeout(self.cfg.handshake_timeout, rd.read_exact(&mut header)).await {
             Err(_) => return Err(End::Timeout),
@@ -116,7 +126,8 @@ impl Conn {
         }
         if &header != codec::PROTOCOL_HEADER {
             // The spec: answer with the header we support, then close.
-            self.out.push(|o| o.extend_from_slice(codec::PROTOCOL_HEADER));
+            self.out
+                .push(|o| o.extend_from_slice(codec::PROTOCOL_HEADER));
             return Err(End::BadHeader);
         }
         self.send_start();
@@ -127,7 +138,9 @@ impl Conn {
             let timeout = match self.phase {
                 Phase::Running => self.read_timeout,
                 Phase::Closing => Some(Duration::from_secs(3)),
-                _ => Some(handshake_deadline.saturating_duration_since(tokio::time::Instant::now())),
+                _ => {
+                    Some(handshake_deadline.saturating_duration_since(tokio::time::Instant::now()))
+                }
             };
             if buf.capacity() - buf.len() < 8 * 1024 {
                 buf.reserve(64 * 1024);
@@ -145,11 +158,13 @@ impl Conn {
                 }
             };
             if n == 0 {
-                return if self.phase == Phase::Done { Ok(()) } else { Err(End::Eof) };
+                return if self.phase == Phase::Done {
+                    Ok(())
+                } else {
+                    Err(End::Eof)
+                };
             }
-            if let Err(e) = self.process(&mut buf) {
-                return Err(e);
-            }
+            self.process(&mut buf)?;
             for n in std::mem::take(&mut self.confirm_dirty) {
                 if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
                     ch.flush_confirms();
@@ -173,7 +188,9 @@ impl Conn {
                 Err(e) => {
                     let text = e.to_string();
                     let code = match e {
-                        FrameError::TooLarge { .. } | FrameError::BadEnd | FrameError::BadType(_) => 501,
+                        FrameError::TooLarge { .. }
+                        | FrameError::BadEnd
+                        | FrameError::BadType(_) => 501,
                     };
                     tracing::warn!(peer = %self.peer, "frame error: {text}");
                     self.close_connection(AmqpError::connection(code, text.clone()));
@@ -183,7 +200,10 @@ impl Conn {
                 }
             };
             let total = frame.size + codec::FRAME_OVERHEAD;
-            let result = if frame.kind == FRAME_BODY && frame.size >= ZERO_COPY_MIN && self.phase == Phase::Running {
+            let result = if frame.kind == FRAME_BODY
+                && frame.size >= ZERO_COPY_MIN
+                && self.phase == Phase::Running
+            {
                 let mut f = buf.split_to(total);
                 f.advance(7);
                 f.truncate(frame.size);
@@ -251,7 +271,9 @@ impl Conn {
             if kind == FRAME_METHOD && channel == 0 {
                 if let Some((10, 50 | 51)) = codec::method_id(payload) {
                     if codec::method_id(payload) == Some((10, 50)) {
-                        self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )));
                     }
                     self.phase = Phase::Done;
                 }
@@ -261,7 +283,10 @@ impl Conn {
         match kind {
             FRAME_HEARTBEAT => {
                 if channel != 0 {
-                    return Err(AmqpError::connection(501, "heartbeat frame on a non-zero channel"));
+                    return Err(AmqpError::connection(
+                        501,
+                        "heartbeat frame on a non-zero channel",
+                    ));
                 }
                 Ok(())
             }
@@ -270,11 +295,17 @@ impl Conn {
                 self.on_connection_method(m)
             }
             _ if channel == 0 => Err(AmqpError::connection(504, "content frame on channel 0")),
-            _ if self.phase != Phase::Running => Err(AmqpError::connection(504, "channel frame before connection.open")),
+            _ if self.phase != Phase::Running => Err(AmqpError::connection(
+                504,
+                "channel frame before connection.open",
+            )),
             FRAME_METHOD => self.on_channel_method(channel, payload),
             FRAME_HEADER => self.with_channel(channel, |ch, ctx| ch.on_header(ctx, payload)),
             FRAME_BODY => self.with_channel(channel, |ch, ctx| ch.on_body(ctx, payload)),
-            _ => Err(AmqpError::connection(501, format!("unexpected frame type {kind}"))),
+            _ => Err(AmqpError::connection(
+                501,
+                format!("unexpected frame type {kind}"),
+            )),
         }
     }
 
@@ -286,7 +317,11 @@ impl Conn {
     }
 
     /// Run `f` on an open channel; frames for closing channels are dropped.
-    fn with_channel(&mut self, number: u16, f: impl FnOnce(&mut Channel, &Ctx<'_>) -> AmqpResult) -> AmqpResult {
+    fn with_channel(
+        &mut self,
+        number: u16,
+        f: impl FnOnce(&mut Channel, &Ctx<'_>) -> AmqpResult,
+    ) -> AmqpResult {
         let vhost = self.vhost.clone().expect("running connection has a vhost");
         let ctx = Ctx {
             vhost: &vhost,
@@ -302,7 +337,10 @@ impl Conn {
                 }
                 r
             }
-            _ => Err(AmqpError::connection(504, format!("expected 'channel.open' on channel {number}"))),
+            _ => Err(AmqpError::connection(
+                504,
+                format!("expected 'channel.open' on channel {number}"),
+            )),
         }
     }
 
@@ -321,11 +359,13 @@ impl Conn {
         }
         match (class, method) {
             (60, 40) => {
-                let p = codec::parse_publish(payload).map_err(|e| AmqpError::connection(502, e).on(60, 40))?;
+                let p = codec::parse_publish(payload)
+                    .map_err(|e| AmqpError::connection(502, e).on(60, 40))?;
                 self.with_channel(number, |ch, _| ch.on_publish(p))
             }
             (60, 80 | 90 | 120) => {
-                let s = codec::parse_settle(payload, method).map_err(|e| AmqpError::connection(502, e).on(60, method))?;
+                let s = codec::parse_settle(payload, method)
+                    .map_err(|e| AmqpError::connection(502, e).on(60, method))?;
                 self.with_channel(number, |ch, _| ch.on_settle(s))
             }
             (20, _) => {
@@ -340,7 +380,9 @@ impl Conn {
     }
 
     fn on_channel_class(&mut self, number: u16, m: AMQPClass) -> AmqpResult {
-        let AMQPClass::Channel(m) = m else { unreachable!("class 20") };
+        let AMQPClass::Channel(m) = m else {
+            unreachable!("class 20")
+        };
         let slot = number as usize;
         let open = matches!(self.channels.get(slot), Some(Some(_)));
         match m {
@@ -349,20 +391,42 @@ impl Conn {
                     return Err(AmqpError::connection(504, "second 'channel.open' seen").on(20, 10));
                 }
                 if number > self.channel_max {
-                    return Err(AmqpError::connection(530, format!("channel number {number} exceeds channel_max {}", self.channel_max)).on(20, 10));
+                    return Err(AmqpError::connection(
+                        530,
+                        format!(
+                            "channel number {number} exceeds channel_max {}",
+                            self.channel_max
+                        ),
+                    )
+                    .on(20, 10));
                 }
                 if self.channels.len() <= slot {
                     self.channels.resize_with(slot + 1, || None);
                 }
-                let shared = Arc::new(ChannelShared::new(number, self.broker.next_id(), self.frame_max, self.out.clone(), self.cancel_notify));
+                let shared = Arc::new(ChannelShared::new(
+                    number,
+                    self.broker.next_id(),
+                    self.frame_max,
+                    self.out.clone(),
+                    self.cancel_notify,
+                ));
                 self.channels[slot] = Some(Channel::new(shared));
-                self.send(number, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+                self.send(
+                    number,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
                 Ok(())
             }
-            _ if !open => Err(AmqpError::connection(504, format!("expected 'channel.open' on channel {number}"))),
+            _ if !open => Err(AmqpError::connection(
+                504,
+                format!("expected 'channel.open' on channel {number}"),
+            )),
             channel::AMQPMethod::Close(_) => {
                 self.drop_channel(number);
-                self.send(number, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.send(
+                    number,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
                 Ok(())
             }
             channel::AMQPMethod::CloseOk(_) => {
@@ -377,7 +441,12 @@ impl Conn {
                 if !f.active {
                     return Err(AmqpError::channel(540, "channel.flow active=false").on(20, 20));
                 }
-                self.send(number, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                self.send(
+                    number,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
                 Ok(())
             }
             _ => Err(AmqpError::connection(503, "unexpected channel method")),
@@ -385,7 +454,9 @@ impl Conn {
     }
 
     fn drop_channel(&mut self, number: u16) {
-        let Some(slot) = self.channels.get_mut(number as usize) else { return };
+        let Some(slot) = self.channels.get_mut(number as usize) else {
+            return;
+        };
         if let Some(mut ch) = slot.take() {
             if let Some(vhost) = &self.vhost {
                 let ctx = Ctx {
@@ -400,18 +471,33 @@ impl Conn {
 
     fn on_connection_method(&mut self, m: AMQPClass) -> AmqpResult {
         let AMQPClass::Connection(m) = m else {
-            return Err(AmqpError::connection(503, "non-connection method on channel 0"));
+            return Err(AmqpError::connection(
+                503,
+                "non-connection method on channel 0",
+            ));
         };
         match (self.phase, m) {
             (Phase::StartOk, connection::AMQPMethod::StartOk(s)) => self.on_start_ok(s),
             (Phase::TuneOk, connection::AMQPMethod::TuneOk(t)) => {
                 let server_max = self.cfg.frame_max;
-                let fm = if t.frame_max == 0 { server_max } else { t.frame_max.min(server_max) };
+                let fm = if t.frame_max == 0 {
+                    server_max
+                } else {
+                    t.frame_max.min(server_max)
+                };
                 if fm < 4096 {
-                    return Err(AmqpError::connection(530, format!("frame_max={fm} < 4096 min size")).on(10, 31));
+                    return Err(AmqpError::connection(
+                        530,
+                        format!("frame_max={fm} < 4096 min size"),
+                    )
+                    .on(10, 31));
                 }
                 self.frame_max = fm as usize;
-                self.channel_max = if t.channel_max == 0 { self.cfg.channel_max } else { t.channel_max.min(self.cfg.channel_max) };
+                self.channel_max = if t.channel_max == 0 {
+                    self.cfg.channel_max
+                } else {
+                    t.channel_max.min(self.cfg.channel_max)
+                };
                 if t.heartbeat > 0 {
                     let hb = Duration::from_secs(t.heartbeat as u64);
                     *self.heartbeat.lock() = Some(hb);
@@ -423,32 +509,47 @@ impl Conn {
             (Phase::Open, connection::AMQPMethod::Open(o)) => {
                 let name = o.virtual_host.as_str();
                 let Some(vhost) = self.broker.vhost(name) else {
-                    return Err(AmqpError::connection(530, format!("vhost '{name}' not found")).on(10, 40));
+                    return Err(
+                        AmqpError::connection(530, format!("vhost '{name}' not found")).on(10, 40),
+                    );
                 };
                 self.vhost = Some(vhost);
                 self.phase = Phase::Running;
                 tracing::info!(peer = %self.peer, user = %self.user, vhost = %name, "AMQP connection opened");
-                self.send0(AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+                self.send0(AMQPClass::Connection(connection::AMQPMethod::OpenOk(
+                    connection::OpenOk {},
+                )));
                 Ok(())
             }
             (_, connection::AMQPMethod::Close(c)) => {
                 tracing::debug!(peer = %self.peer, code = c.reply_code, "client closed connection: {}", c.reply_text);
                 self.cleanup();
-                self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.send0(AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                    connection::CloseOk {},
+                )));
                 self.phase = Phase::Done;
                 Ok(())
             }
-            (_, connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => Ok(()),
+            (_, connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
+                Ok(())
+            }
             (phase, other) => Err(AmqpError::connection(
                 503,
-                format!("unexpected method {}.{} in state {phase:?}", 10, method_of(&other)),
+                format!(
+                    "unexpected method {}.{} in state {phase:?}",
+                    10,
+                    method_of(&other)
+                ),
             )),
         }
     }
 
     fn on_start_ok(&mut self, s: connection::StartOk) -> AmqpResult {
         if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
-            self.cancel_notify = matches!(caps.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+            self.cancel_notify = matches!(
+                caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            );
         }
         let (user, pass) = match s.mechanism.as_str() {
             "PLAIN" => {
@@ -456,7 +557,10 @@ impl Conn {
                 let _authzid = parts.next();
                 let user = parts.next().unwrap_or_default();
                 let pass = parts.next().unwrap_or_default();
-                (String::from_utf8_lossy(user).into_owned(), String::from_utf8_lossy(pass).into_owned())
+                (
+                    String::from_utf8_lossy(user).into_owned(),
+                    String::from_utf8_lossy(pass).into_owned(),
+                )
             }
             "AMQPLAIN" => {
                 let raw = s.response.as_bytes();
@@ -464,11 +568,20 @@ impl Conn {
                 framed.extend_from_slice(&(raw.len() as u32).to_be_bytes());
                 framed.extend_from_slice(raw);
                 let t = Table::decode(&framed).map(|(t, _)| t).unwrap_or_default();
-                let get = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let get = |k: &str| {
+                    t.get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
                 (get("LOGIN"), get("PASSWORD"))
             }
             other => {
-                return Err(AmqpError::connection(403, format!("unsupported authentication mechanism '{other}'")).on(10, 11));
+                return Err(AmqpError::connection(
+                    403,
+                    format!("unsupported authentication mechanism '{other}'"),
+                )
+                .on(10, 11));
             }
         };
         let refused = |why: &str| {
@@ -483,15 +596,19 @@ impl Conn {
             return Err(refused(&e.to_string()));
         }
         if self.cfg.loopback_users.iter().any(|u| u == &user) && !self.peer.ip().is_loopback() {
-            return Err(refused(&format!("user '{user}' can only connect via localhost")));
+            return Err(refused(&format!(
+                "user '{user}' can only connect via localhost"
+            )));
         }
         self.user = user;
         self.phase = Phase::TuneOk;
-        self.send0(AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
-            channel_max: self.cfg.channel_max,
-            frame_max: self.cfg.frame_max,
-            heartbeat: self.cfg.heartbeat,
-        })));
+        self.send0(AMQPClass::Connection(connection::AMQPMethod::Tune(
+            connection::Tune {
+                channel_max: self.cfg.channel_max,
+                frame_max: self.cfg.frame_max,
+                heartbeat: self.cfg.heartbeat,
+            },
+        )));
         Ok(())
     }
 
@@ -516,15 +633,20 @@ impl Conn {
         props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
         props.insert("platform".into(), s("Rust"));
         props.insert("cluster_name".into(), s("warren@localhost"));
-        props.insert("information".into(), s("Warren message broker: AMQP 0-9-1 and MQTT over one routing core"));
+        props.insert(
+            "information".into(),
+            s("Warren message broker: AMQP 0-9-1 and MQTT over one routing core"),
+        );
         props.insert("copyright".into(), s("Warren authors"));
-        self.send0(AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: props,
-            mechanisms: "PLAIN AMQPLAIN".into(),
-            locales: "en_US".into(),
-        })));
+        self.send0(AMQPClass::Connection(connection::AMQPMethod::Start(
+            connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            },
+        )));
     }
 
     fn send0(&self, m: AMQPClass) {
@@ -538,7 +660,9 @@ impl Conn {
     /// Release everything the connection holds: consumers, unacked
     /// messages (requeued), exclusive queues.
     fn cleanup(&mut self) {
-        let Some(vhost) = self.vhost.clone() else { return };
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
         let ctx = Ctx {
             vhost: &vhost,
             conn_id: self.id,
@@ -570,12 +694,34 @@ fn method_of(m: &connection::AMQPMethod) -> u16 {
 /// Methods defined by AMQP 0-9-1 (with RabbitMQ's extensions), by class.
 fn known_method(class: u16, method: u16) -> bool {
     match class {
-        10 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71),
+        10 => matches!(
+            method,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71
+        ),
         20 => matches!(method, 10 | 11 | 20 | 21 | 40 | 41),
         30 => matches!(method, 10 | 11),
         40 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
         50 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
-        60 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120),
+        60 => matches!(
+            method,
+            10 | 11
+                | 20
+                | 21
+                | 30
+                | 31
+                | 40
+                | 50
+                | 60
+                | 70
+                | 71
+                | 72
+                | 80
+                | 90
+                | 100
+                | 110
+                | 111
+                | 120
+        ),
         85 => matches!(method, 10 | 11),
         90 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31),
         _ => false,
@@ -589,15 +735,26 @@ fn parse_method(payload: &[u8]) -> AmqpResult<AMQPClass> {
         return Err(AmqpError::connection(502, "method frame too short"));
     };
     if !known_method(class, method) {
-        return Err(AmqpError::connection(540, format!("unknown method {class}.{method}")).on(class, method));
+        return Err(
+            AmqpError::connection(540, format!("unknown method {class}.{method}"))
+                .on(class, method),
+        );
     }
     match parse_class(payload) {
         Ok((_, m)) => Ok(m),
-        Err(_) => Err(AmqpError::connection(502, format!("malformed arguments for method {class}.{method}")).on(class, method)),
+        Err(_) => Err(AmqpError::connection(
+            502,
+            format!("malformed arguments for method {class}.{method}"),
+        )
+        .on(class, method)),
     }
 }
 
-async fn read_with_timeout(rd: &mut OwnedReadHalf, buf: &mut BytesMut, timeout: Option<Duration>) -> Result<usize, End> {
+async fn read_with_timeout(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    timeout: Option<Duration>,
+) -> Result<usize, End> {
     match timeout {
         None => Ok(rd.read_buf(buf).await?),
         Some(t) => match tokio::time::timeout(t, rd.read_buf(buf)).await {

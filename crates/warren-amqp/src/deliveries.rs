@@ -71,7 +71,13 @@ pub struct ChannelShared {
 
 impl ChannelShared {
     /// Fresh state for a newly opened channel.
-    pub fn new(number: u16, uid: u64, frame_max: usize, out: Arc<Outbox>, cancel_notify: bool) -> Self {
+    pub fn new(
+        number: u16,
+        uid: u64,
+        frame_max: usize,
+        out: Arc<Outbox>,
+        cancel_notify: bool,
+    ) -> Self {
         ChannelShared {
             number,
             uid,

@@ -51,7 +51,12 @@ impl Default for Config {
 
 /// Accept connections until `shutdown` turns true, then ask every open
 /// connection to close (320 CONNECTION_FORCED) and wait for them briefly.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cfg: Config, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    cfg: Config,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cfg = Arc::new(cfg);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -70,5 +75,8 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cfg: Config, mut 
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -70,7 +70,11 @@ impl Outbox {
             return false;
         }
         if inner.buf.len() > HIGH_WATER {
-            if !inner.waiters.iter().any(|w| w.as_ptr() == Arc::as_ptr(queue)) {
+            if !inner
+                .waiters
+                .iter()
+                .any(|w| w.as_ptr() == Arc::as_ptr(queue))
+            {
                 inner.waiters.push(Arc::downgrade(queue));
             }
             return false;
@@ -97,7 +101,11 @@ impl Outbox {
 
     /// Writer task: flush batches until closed or the socket fails. Sends a
     /// heartbeat when nothing was written for `heartbeat`.
-    pub async fn run_writer(self: Arc<Self>, mut socket: OwnedWriteHalf, heartbeat: Arc<Mutex<Option<Duration>>>) {
+    pub async fn run_writer(
+        self: Arc<Self>,
+        mut socket: OwnedWriteHalf,
+        heartbeat: Arc<Mutex<Option<Duration>>>,
+    ) {
         let mut spare = BytesMut::with_capacity(64 * 1024);
         loop {
             let (mut chunk, waiters, closed) = {
@@ -144,7 +152,10 @@ impl Outbox {
             let hb = *heartbeat.lock();
             match hb {
                 Some(interval) => {
-                    if tokio::time::timeout(interval, self.notify.notified()).await.is_err() {
+                    if tokio::time::timeout(interval, self.notify.notified())
+                        .await
+                        .is_err()
+                    {
                         self.push(codec::write_heartbeat);
                     }
                 }

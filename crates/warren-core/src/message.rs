@@ -62,12 +62,22 @@ impl Message {
     }
 
     /// Convenience constructor for tests and bridges that hold owned parts.
-    pub fn from_parts(exchange: &str, routing_key: &str, properties: &[u8], body: Bytes) -> Result<Message, DecodeError> {
+    pub fn from_parts(
+        exchange: &str,
+        routing_key: &str,
+        properties: &[u8],
+        body: Bytes,
+    ) -> Result<Message, DecodeError> {
         let key = &routing_key.as_bytes()[..routing_key.len().min(255)];
         let mut meta = Vec::with_capacity(key.len() + properties.len());
         meta.extend_from_slice(key);
         meta.extend_from_slice(properties);
-        Message::new(Arc::from(exchange), Bytes::from(meta), key.len() as u8, body)
+        Message::new(
+            Arc::from(exchange),
+            Bytes::from(meta),
+            key.len() as u8,
+            body,
+        )
     }
 
     /// The routing key it was published with.
@@ -91,7 +101,9 @@ impl Message {
     pub fn headers(&self) -> Option<Table> {
         let (a, b) = self.headers?;
         let raw = self.raw_properties();
-        Table::decode(&raw[a as usize..b as usize]).ok().map(|(t, _)| t)
+        Table::decode(&raw[a as usize..b as usize])
+            .ok()
+            .map(|(t, _)| t)
     }
 
     /// The reply_to property, without decoding the rest.
@@ -105,7 +117,12 @@ impl Message {
         let mut meta = Vec::with_capacity(self.key_len as usize + properties.len());
         meta.extend_from_slice(self.routing_key_bytes());
         meta.extend_from_slice(properties);
-        Message::new(self.exchange.clone(), Bytes::from(meta), self.key_len, self.body.clone())
+        Message::new(
+            self.exchange.clone(),
+            Bytes::from(meta),
+            self.key_len,
+            self.body.clone(),
+        )
     }
 
     /// Size counted against queue length limits.

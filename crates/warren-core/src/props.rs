@@ -189,7 +189,12 @@ impl Properties {
         let mut flags = 0u16;
         out.put_u16(0);
         short(&mut out, &mut flags, CONTENT_TYPE, &self.content_type);
-        short(&mut out, &mut flags, CONTENT_ENCODING, &self.content_encoding);
+        short(
+            &mut out,
+            &mut flags,
+            CONTENT_ENCODING,
+            &self.content_encoding,
+        );
         if let Some(h) = &self.headers {
             flags |= HEADERS;
             h.encode(&mut out);

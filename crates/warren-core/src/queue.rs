@@ -33,6 +33,8 @@ pub struct Delivery {
 pub trait Consumer: Send + Sync {
     /// Take one delivery, or hand it back when out of credit (prefetch full,
     /// connection closing, outbound buffer over its limit).
+    // Handing the delivery back by value avoids a per-message Box.
+    #[allow(clippy::result_large_err)]
     fn offer(&self, queue: &Arc<Queue>, delivery: Delivery) -> std::result::Result<(), Delivery>;
     /// The queue went away; tell the client (AMQP basic.cancel).
     fn queue_deleted(&self, queue: &Arc<Queue>);
@@ -244,7 +246,9 @@ impl Queue {
         if let Some(max) = self.limits.max_length_bytes {
             let len = message.body_len();
             if inner.ready_bytes + len > max
-                && !self.make_room(&mut inner, |i| !i.ready.is_empty() && i.ready_bytes + len > max)
+                && !self.make_room(&mut inner, |i| {
+                    !i.ready.is_empty() && i.ready_bytes + len > max
+                })
             {
                 return Enqueued::Rejected;
             }
@@ -383,7 +387,10 @@ impl Queue {
     pub fn add_consumer(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
         let mut inner = self.inner.lock();
         if self.is_deleted() {
-            return Err(CoreError::NotFound(format!("no queue '{}' in vhost '{}'", self.name, self.vhost)));
+            return Err(CoreError::NotFound(format!(
+                "no queue '{}' in vhost '{}'",
+                self.name, self.vhost
+            )));
         }
         if inner.consumers.iter().any(|c| c.exclusive) {
             return Err(CoreError::AccessRefused(format!(

@@ -323,7 +323,10 @@ mod tests {
         let t = Table(vec![
             ("a".into(), Value::str("x")),
             ("b".into(), Value::Table(inner)),
-            ("c".into(), Value::Array(vec![Value::Bool(true), Value::Void])),
+            (
+                "c".into(),
+                Value::Array(vec![Value::Bool(true), Value::Void]),
+            ),
             ("d".into(), Value::F64(1.5)),
         ]);
         let mut b = BytesMut::new();

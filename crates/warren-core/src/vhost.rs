@@ -157,7 +157,10 @@ impl VHost {
             let kind = v.types.get(t).expect("builtin type");
             let x = Exchange::new(n, &kind, true, false, false, Table::default())
                 .expect("builtin exchange");
-            v.topology.write().exchanges.insert(n.to_string(), Arc::new(x));
+            v.topology
+                .write()
+                .exchanges
+                .insert(n.to_string(), Arc::new(x));
         }
         v
     }
@@ -260,7 +263,11 @@ impl VHost {
                 return Err(ineq("type", d.kind.clone(), x.kind.clone()));
             }
             if x.durable != d.durable {
-                return Err(ineq("durable", d.durable.to_string(), x.durable.to_string()));
+                return Err(ineq(
+                    "durable",
+                    d.durable.to_string(),
+                    x.durable.to_string(),
+                ));
             }
             if x.auto_delete != d.auto_delete {
                 return Err(ineq(
@@ -270,7 +277,11 @@ impl VHost {
                 ));
             }
             if x.internal != d.internal {
-                return Err(ineq("internal", d.internal.to_string(), x.internal.to_string()));
+                return Err(ineq(
+                    "internal",
+                    d.internal.to_string(),
+                    x.internal.to_string(),
+                ));
             }
             return Ok(x.clone());
         }
@@ -298,7 +309,11 @@ impl VHost {
         if name.is_empty() || (reserved(name) && self.is_predeclared(name)) {
             return Err(CoreError::AccessRefused(format!(
                 "operation not permitted on the {} exchange",
-                if name.is_empty() { "default".to_string() } else { format!("'{name}'") }
+                if name.is_empty() {
+                    "default".to_string()
+                } else {
+                    format!("'{name}'")
+                }
             )));
         }
         let mut topo = self.topology.write();
@@ -438,7 +453,11 @@ impl VHost {
             ))
         };
         if q.durable != d.durable {
-            return Err(ineq("durable", d.durable.to_string(), q.durable.to_string()));
+            return Err(ineq(
+                "durable",
+                d.durable.to_string(),
+                q.durable.to_string(),
+            ));
         }
         if q.exclusive() != d.exclusive {
             return Err(ineq(
@@ -465,7 +484,13 @@ impl VHost {
     }
 
     /// queue.delete; returns the number of ready messages dropped.
-    pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, conn: u64) -> Result<u32> {
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> Result<u32> {
         let Ok(q) = self.queue(name) else {
             return Ok(0);
         };
@@ -496,8 +521,8 @@ impl VHost {
         }
         let mut emptied = Vec::new();
         for x in topo.exchanges.values() {
-            let (removed, left) =
-                x.remove_bindings(|b| matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, q)));
+            let (removed, left) = x
+                .remove_bindings(|b| matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, q)));
             if removed > 0 && left == 0 && x.auto_delete {
                 emptied.push(x.name.to_string());
             }
@@ -525,11 +550,26 @@ impl VHost {
     }
 
     /// queue.bind.
-    pub fn bind_queue(&self, queue: &str, exchange: &str, key: &str, args: &Table, conn: u64) -> Result<()> {
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &Table,
+        conn: u64,
+    ) -> Result<()> {
         self.check_binding_source(exchange)?;
         let topo = self.topology.read();
-        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
-        let x = topo.exchanges.get(exchange).cloned().ok_or_else(|| self.no_exchange(exchange))?;
+        let q = topo
+            .queues
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| self.no_queue(queue))?;
+        let x = topo
+            .exchanges
+            .get(exchange)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(exchange))?;
         q.check_owner(conn)?;
         x.add_binding(Binding {
             dest: Destination::Queue(q),
@@ -540,14 +580,31 @@ impl VHost {
     }
 
     /// queue.unbind; a missing binding is not an error.
-    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &Table, conn: u64) -> Result<()> {
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &Table,
+        conn: u64,
+    ) -> Result<()> {
         self.check_binding_source(exchange)?;
         let mut topo = self.topology.write();
-        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
-        let x = topo.exchanges.get(exchange).cloned().ok_or_else(|| self.no_exchange(exchange))?;
+        let q = topo
+            .queues
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| self.no_queue(queue))?;
+        let x = topo
+            .exchanges
+            .get(exchange)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(exchange))?;
         q.check_owner(conn)?;
         let (removed, left) = x.remove_bindings(|b| {
-            matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, &q)) && b.key == key && &b.args == args
+            matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, &q))
+                && b.key == key
+                && &b.args == args
         });
         if removed > 0 && left == 0 && x.auto_delete {
             Self::auto_delete_exchanges(&mut topo, vec![x.name.to_string()]);
@@ -556,12 +613,26 @@ impl VHost {
     }
 
     /// exchange.bind: messages routed by `source` also go through `destination`.
-    pub fn bind_exchange(&self, destination: &str, source: &str, key: &str, args: &Table) -> Result<()> {
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &Table,
+    ) -> Result<()> {
         self.check_binding_source(source)?;
         self.check_binding_source(destination)?;
         let topo = self.topology.read();
-        let d = topo.exchanges.get(destination).cloned().ok_or_else(|| self.no_exchange(destination))?;
-        let s = topo.exchanges.get(source).cloned().ok_or_else(|| self.no_exchange(source))?;
+        let d = topo
+            .exchanges
+            .get(destination)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(destination))?;
+        let s = topo
+            .exchanges
+            .get(source)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(source))?;
         s.add_binding(Binding {
             dest: Destination::Exchange(d),
             key: key.to_string(),
@@ -571,14 +642,30 @@ impl VHost {
     }
 
     /// exchange.unbind.
-    pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &Table) -> Result<()> {
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &Table,
+    ) -> Result<()> {
         self.check_binding_source(source)?;
         self.check_binding_source(destination)?;
         let mut topo = self.topology.write();
-        let d = topo.exchanges.get(destination).cloned().ok_or_else(|| self.no_exchange(destination))?;
-        let s = topo.exchanges.get(source).cloned().ok_or_else(|| self.no_exchange(source))?;
+        let d = topo
+            .exchanges
+            .get(destination)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(destination))?;
+        let s = topo
+            .exchanges
+            .get(source)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(source))?;
         let (removed, left) = s.remove_bindings(|b| {
-            matches!(&b.dest, Destination::Exchange(x) if Arc::ptr_eq(x, &d)) && b.key == key && &b.args == args
+            matches!(&b.dest, Destination::Exchange(x) if Arc::ptr_eq(x, &d))
+                && b.key == key
+                && &b.args == args
         });
         if removed > 0 && left == 0 && s.auto_delete {
             Self::auto_delete_exchanges(&mut topo, vec![s.name.to_string()]);
@@ -588,7 +675,12 @@ impl VHost {
 
     /// Find the queues a message reaches from `exchange`, following
     /// exchange-to-exchange bindings (cycles are cut). Fills `scratch.queues`.
-    pub fn resolve(&self, exchange: &Arc<Exchange>, msg: &Message, scratch: &mut RouteScratch) -> Result<()> {
+    pub fn resolve(
+        &self,
+        exchange: &Arc<Exchange>,
+        msg: &Message,
+        scratch: &mut RouteScratch,
+    ) -> Result<()> {
         scratch.queues.clear();
         scratch.dests.clear();
         scratch.seen.clear();
@@ -635,7 +727,12 @@ impl VHost {
     }
 
     /// Route and enqueue in one call, for callers without a route cache.
-    pub fn publish(&self, exchange: &Arc<Exchange>, msg: Message, scratch: &mut RouteScratch) -> Result<Routed> {
+    pub fn publish(
+        &self,
+        exchange: &Arc<Exchange>,
+        msg: Message,
+        scratch: &mut RouteScratch,
+    ) -> Result<Routed> {
         self.resolve(exchange, &msg, scratch)?;
         Ok(Self::deliver(&scratch.queues, msg))
     }

@@ -54,13 +54,17 @@ impl Running {
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let broker = Arc::new(Broker::new());
     let u = &settings.default_user;
-    broker.users.put(&u.name, &u.password, vec!["administrator".into()]);
+    broker
+        .users
+        .put(&u.name, &u.password, vec!["administrator".into()]);
     let (tx, rx) = watch::channel(false);
-    let listener = TcpListener::bind(&settings.amqp.bind).await.map_err(|source| StartError::Bind {
-        what: "AMQP",
-        addr: settings.amqp.bind.clone(),
-        source,
-    })?;
+    let listener = TcpListener::bind(&settings.amqp.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "AMQP",
+            addr: settings.amqp.bind.clone(),
+            source,
+        })?;
     let amqp_addr = listener.local_addr().map_err(|source| StartError::Bind {
         what: "AMQP",
         addr: settings.amqp.bind.clone(),
@@ -72,7 +76,11 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         channel_max: settings.amqp.channel_max,
         heartbeat: settings.amqp.heartbeat,
         max_message_size: settings.amqp.max_message_size,
-        loopback_users: if u.loopback_only { vec![u.name.clone()] } else { Vec::new() },
+        loopback_users: if u.loopback_only {
+            vec![u.name.clone()]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let amqp = tokio::spawn(warren_amqp::serve(listener, broker.clone(), cfg, rx));

@@ -46,8 +46,11 @@ fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         plugins_dir: args.plugins_dir,
     };
-    let settings = Settings::load(args.config.as_deref(), &flags).context("loading configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let settings =
+        Settings::load(args.config.as_deref(), &flags).context("loading configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let running = warren::start(&settings).await?;
         tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));

@@ -106,7 +106,8 @@ impl Settings {
     /// Load with the documented precedence. `file` is --config; without it
     /// config/warren.toml is read when present.
     pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Settings, SettingsError> {
-        let mut b = config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         match file {
             Some(p) if !p.exists() => return Err(SettingsError::Missing(p.to_path_buf())),
             Some(p) => b = b.add_source(config::File::from(p)),
@@ -123,15 +124,25 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true),
         );
-        let set = |b: config::ConfigBuilder<config::builder::DefaultState>, k: &str, v: &Option<String>| match v {
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+                   k: &str,
+                   v: &Option<String>| match v {
             Some(v) => b.set_override(k, v.as_str()),
             None => Ok(b),
         };
         b = set(b, "amqp.bind", &flags.amqp_bind)?;
         b = set(b, "mqtt.bind", &flags.mqtt_bind)?;
         b = set(b, "http.bind", &flags.http_bind)?;
-        b = set(b, "store.dir", &flags.data_dir.as_ref().map(|p| p.display().to_string()))?;
-        b = set(b, "plugins.dir", &flags.plugins_dir.as_ref().map(|p| p.display().to_string()))?;
+        b = set(
+            b,
+            "store.dir",
+            &flags.data_dir.as_ref().map(|p| p.display().to_string()),
+        )?;
+        b = set(
+            b,
+            "plugins.dir",
+            &flags.plugins_dir.as_ref().map(|p| p.display().to_string()),
+        )?;
         Ok(b.build()?.try_deserialize()?)
     }
 }
@@ -158,7 +169,10 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let e = Settings::load(Some(Path::new("/nonexistent/warren.toml")), &Overrides::default());
+        let e = Settings::load(
+            Some(Path::new("/nonexistent/warren.toml")),
+            &Overrides::default(),
+        );
         assert!(matches!(e, Err(SettingsError::Missing(_))));
     }
 }

@@ -28,7 +28,10 @@ struct DirectRouter {
 
 impl ExchangeRouter for DirectRouter {
     fn bind(&mut self, id: BindingId, key: &str, _args: &Table) -> Result<()> {
-        self.by_key.entry(key.as_bytes().into()).or_default().push(id);
+        self.by_key
+            .entry(key.as_bytes().into())
+            .or_default()
+            .push(id);
         Ok(())
     }
     fn unbind(&mut self, id: BindingId, key: &str, _args: &Table) {

@@ -116,20 +116,38 @@ mod tests {
     use super::*;
 
     fn rule(args: &[(&str, Value)]) -> Rule {
-        let t = Table(args.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
-        Rule { id: 0, mode: parse_mode(&t).unwrap(), args: t.0 }
+        let t = Table(
+            args.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        );
+        Rule {
+            id: 0,
+            mode: parse_mode(&t).unwrap(),
+            args: t.0,
+        }
     }
 
     #[test]
     fn all_and_any() {
-        let h = Table(vec![("format".into(), Value::str("pdf")), ("type".into(), Value::I32(1))]);
+        let h = Table(vec![
+            ("format".into(), Value::str("pdf")),
+            ("type".into(), Value::I32(1)),
+        ]);
         let all = rule(&[("format", Value::str("pdf")), ("type", Value::I64(1))]);
         assert!(all.matches(Some(&h)));
         let all_miss = rule(&[("format", Value::str("pdf")), ("x", Value::I64(1))]);
         assert!(!all_miss.matches(Some(&h)));
-        let any = rule(&[("x-match", Value::str("any")), ("format", Value::str("zip")), ("type", Value::U8(1))]);
+        let any = rule(&[
+            ("x-match", Value::str("any")),
+            ("format", Value::str("zip")),
+            ("type", Value::U8(1)),
+        ]);
         assert!(any.matches(Some(&h)));
-        let any_none = rule(&[("x-match", Value::str("any")), ("format", Value::str("zip"))]);
+        let any_none = rule(&[
+            ("x-match", Value::str("any")),
+            ("format", Value::str("zip")),
+        ]);
         assert!(!any_none.matches(Some(&h)));
         assert!(!any_none.matches(None));
         let empty_all = rule(&[]);
@@ -138,7 +156,10 @@ mod tests {
         assert!(presence.matches(Some(&h)));
         let x_ignored = rule(&[("x-foo", Value::str("1"))]);
         assert!(x_ignored.matches(None));
-        let x_used = rule(&[("x-match", Value::str("all-with-x")), ("x-foo", Value::str("1"))]);
+        let x_used = rule(&[
+            ("x-match", Value::str("all-with-x")),
+            ("x-foo", Value::str("1")),
+        ]);
         assert!(!x_used.matches(None));
     }
 }

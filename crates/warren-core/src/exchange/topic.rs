@@ -37,7 +37,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.children.is_empty() && self.star.is_none() && self.hash.is_none()
+        self.ids.is_empty()
+            && self.children.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
     }
 
     fn insert(&mut self, words: &[&[u8]], id: BindingId) {
@@ -135,7 +138,10 @@ impl ExchangeRouter for TopicRouter {
             let n = split(key.as_bytes(), &mut words);
             self.trie.insert(&words[..n], id);
         } else {
-            self.exact.entry(key.as_bytes().into()).or_default().push(id);
+            self.exact
+                .entry(key.as_bytes().into())
+                .or_default()
+                .push(id);
         }
         Ok(())
     }
@@ -189,7 +195,10 @@ mod tests {
             r.bind(i as BindingId, b, &Table::default()).unwrap();
         }
         let mut out = Vec::new();
-        let input = RouteInput { routing_key: key.as_bytes(), message: None };
+        let input = RouteInput {
+            routing_key: key.as_bytes(),
+            message: None,
+        };
         r.route(&input, &mut out).unwrap();
         let mut v: Vec<usize> = out.into_iter().map(|x| x as usize).collect();
         v.sort();

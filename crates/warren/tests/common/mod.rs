@@ -48,9 +48,13 @@ impl TestBroker {
 
 /// Declare a queue with default flags.
 pub async fn declare(ch: &Channel, name: &str) -> lapin::Queue {
-    ch.queue_declare(name.into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .expect("queue.declare")
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare")
 }
 
 /// Start a consumer.
