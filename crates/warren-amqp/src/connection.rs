@@ -26,6 +26,9 @@ use crate::Config;
 /// Body frames at least this large are sliced out of the read buffer
 /// instead of copied.
 const ZERO_COPY_MIN: usize = 16 * 1024;
+/// Frames handled before the reader yields to other tasks (about 100
+/// publishes of a small message).
+const FRAMES_PER_SLICE: usize = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -132,7 +135,7 @@ impl Conn {
         }
         self.send_start();
         let handshake_deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut buf = BytesMut::with_capacity(4096);
         let mut shutting_down = false;
         loop {
             let timeout = match self.phase {
@@ -142,8 +145,9 @@ impl Conn {
                     Some(handshake_deadline.saturating_duration_since(tokio::time::Instant::now()))
                 }
             };
-            if buf.capacity() - buf.len() < 8 * 1024 {
-                buf.reserve(64 * 1024);
+            if buf.capacity() - buf.len() < 2048 {
+                // Doubles while a busy client keeps it full; idle ones stay at 4 KiB.
+                buf.reserve(buf.capacity().clamp(4096, 256 * 1024));
             }
             let n = tokio::select! {
                 r = read_with_timeout(rd, &mut buf, timeout) => r?,
@@ -164,27 +168,39 @@ impl Conn {
                     Err(End::Eof)
                 };
             }
-            self.process(&mut buf)?;
-            for n in std::mem::take(&mut self.confirm_dirty) {
-                if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
-                    ch.flush_confirms();
-                }
+            // Handle what was read in slices of FRAMES_PER_SLICE frames,
+            // yielding between slices: a busy publisher always finds its
+            // socket readable, so without this its task would keep the worker
+            // to itself, and the consumers' writers it woke would wait.
+            while self.process(&mut buf)? {
+                self.flush_confirms();
+                tokio::task::yield_now().await;
             }
+            self.flush_confirms();
             if self.phase == Phase::Done {
                 return Ok(());
             }
         }
     }
 
-    /// Handle every complete frame in `buf`.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), End> {
-        loop {
+    fn flush_confirms(&mut self) {
+        for n in std::mem::take(&mut self.confirm_dirty) {
+            if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
+                ch.flush_confirms();
+            }
+        }
+    }
+
+    /// Handle up to FRAMES_PER_SLICE complete frames from `buf`; true when
+    /// more complete frames may remain.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<bool, End> {
+        for _ in 0..FRAMES_PER_SLICE {
             if self.phase == Phase::Done {
-                return Ok(());
+                return Ok(false);
             }
             let frame = match codec::peek_frame(buf, self.frame_max) {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(false),
                 Err(e) => {
                     let text = e.to_string();
                     let code = match e {
@@ -217,6 +233,7 @@ impl Conn {
                 self.on_error(frame.channel, e);
             }
         }
+        Ok(true)
     }
 
     fn on_error(&mut self, channel: u16, e: AmqpError) {

@@ -108,6 +108,11 @@ impl Consumer for AmqpConsumer {
         if !cs.active.load(Ordering::Acquire) {
             return Err(d);
         }
+        // Lock-free early refusal: publishers probing a full consumer must
+        // not contend with that consumer's acks.
+        if !cs.no_ack && cs.prefetch > 0 && cs.unacked.load(Ordering::Relaxed) >= cs.prefetch {
+            return Err(d);
+        }
         let ch = &self.channel;
         let mut st = ch.state.lock();
         if st.closed {

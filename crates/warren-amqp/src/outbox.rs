@@ -38,7 +38,8 @@ impl Default for Outbox {
     fn default() -> Self {
         Outbox {
             inner: Mutex::new(Inner {
-                buf: BytesMut::with_capacity(64 * 1024),
+                // Grows on first use; idle connections stay small.
+                buf: BytesMut::new(),
                 waiters: Vec::new(),
                 closed: false,
             }),
@@ -106,7 +107,7 @@ impl Outbox {
         mut socket: OwnedWriteHalf,
         heartbeat: Arc<Mutex<Option<Duration>>>,
     ) {
-        let mut spare = BytesMut::with_capacity(64 * 1024);
+        let mut spare = BytesMut::new();
         loop {
             let (mut chunk, waiters, closed) = {
                 let mut inner = self.inner.lock();
@@ -128,7 +129,7 @@ impl Outbox {
             chunk.clear();
             // Keep one buffer of bounded size for reuse.
             spare = if chunk.capacity() > 1 << 20 {
-                BytesMut::with_capacity(64 * 1024)
+                BytesMut::new()
             } else {
                 chunk
             };

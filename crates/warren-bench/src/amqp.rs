@@ -41,7 +41,9 @@ pub enum Event<'a> {
 impl Client {
     /// Connect and open channel 1 as `user`.
     pub async fn connect(addr: &str, user: &str, pass: &str) -> Result<Client> {
-        let s = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let s = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
         let (rd, wr) = s.into_split();
         let mut c = Client {
@@ -50,7 +52,8 @@ impl Client {
             buf: BytesMut::with_capacity(256 * 1024),
         };
         c.wr.write_all(codec::PROTOCOL_HEADER).await?;
-        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Start(_)))).await?;
+        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Start(_))))
+            .await?;
         c.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
@@ -61,7 +64,8 @@ impl Client {
             })),
         )
         .await?;
-        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))).await?;
+        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Tune(_))))
+            .await?;
         c.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
@@ -73,12 +77,20 @@ impl Client {
         .await?;
         c.send(
             0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open { virtual_host: "/".into() })),
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: "/".into(),
+            })),
         )
         .await?;
-        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))).await?;
-        c.send(1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}))).await?;
-        c.expect(|m| matches!(m, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))).await?;
+        c.expect(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))))
+            .await?;
+        c.send(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await?;
+        c.expect(|m| matches!(m, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))))
+            .await?;
         Ok(c)
     }
 
@@ -99,11 +111,22 @@ impl Client {
                 self.buf.advance(used);
                 match f {
                     AMQPFrame::Method(_, m) if pred(&m) => return Ok(m),
-                    AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
-                        bail!("connection closed by broker: {} {}", c.reply_code, c.reply_text)
+                    AMQPFrame::Method(
+                        _,
+                        AMQPClass::Connection(connection::AMQPMethod::Close(c)),
+                    ) => {
+                        bail!(
+                            "connection closed by broker: {} {}",
+                            c.reply_code,
+                            c.reply_text
+                        )
                     }
                     AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => {
-                        bail!("channel closed by broker: {} {}", c.reply_code, c.reply_text)
+                        bail!(
+                            "channel closed by broker: {} {}",
+                            c.reply_code,
+                            c.reply_text
+                        )
                     }
                     _ => continue,
                 }
@@ -132,10 +155,18 @@ impl Client {
             })),
         )
         .await?;
-        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))).await?;
-        self.send(1, AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge { queue: name.into(), nowait: false })))
+        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))))
             .await?;
-        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(_)))).await?;
+        self.send(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+                queue: name.into(),
+                nowait: false,
+            })),
+        )
+        .await?;
+        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(_))))
+            .await?;
         Ok(())
     }
 
@@ -151,7 +182,8 @@ impl Client {
             })),
         )
         .await?;
-        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_)))).await?;
+        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_))))
+            .await?;
         Ok(())
     }
 
@@ -171,7 +203,8 @@ impl Client {
             })),
         )
         .await?;
-        self.expect(|m| matches!(m, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_)))).await?;
+        self.expect(|m| matches!(m, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_))))
+            .await?;
         Ok(())
     }
 
@@ -188,16 +221,24 @@ impl Client {
             })),
         )
         .await?;
-        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::BindOk(_)))).await?;
+        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::BindOk(_))))
+            .await?;
         Ok(())
     }
 
     /// basic.qos(prefetch) then basic.consume.
     pub async fn consume(&mut self, q: &str, no_ack: bool, prefetch: u16) -> Result<()> {
         if prefetch > 0 {
-            self.send(1, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: prefetch, global: false })))
+            self.send(
+                1,
+                AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+                    prefetch_count: prefetch,
+                    global: false,
+                })),
+            )
+            .await?;
+            self.expect(|m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::QosOk(_))))
                 .await?;
-            self.expect(|m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::QosOk(_)))).await?;
         }
         self.send(
             1,
@@ -212,15 +253,22 @@ impl Client {
             })),
         )
         .await?;
-        self.expect(|m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))).await?;
+        self.expect(|m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))))
+            .await?;
         Ok(())
     }
 
     /// confirm.select.
     pub async fn confirm_select(&mut self) -> Result<()> {
-        self.send(1, AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })))
+        self.send(
+            1,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                nowait: false,
+            })),
+        )
+        .await?;
+        self.expect(|m| matches!(m, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))))
             .await?;
-        self.expect(|m| matches!(m, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)))).await?;
         Ok(())
     }
 
@@ -234,7 +282,9 @@ impl Client {
 
     /// Take the next complete frame from the buffer, if any.
     pub fn next_event(&mut self) -> Result<Option<(Event<'_>, usize)>> {
-        let Some(f) = codec::peek_frame(&self.buf, FRAME_MAX + 8).map_err(|e| anyhow::anyhow!("{e}"))? else {
+        let Some(f) =
+            codec::peek_frame(&self.buf, FRAME_MAX + 8).map_err(|e| anyhow::anyhow!("{e}"))?
+        else {
             return Ok(None);
         };
         let total = f.size + codec::FRAME_OVERHEAD;
@@ -276,7 +326,11 @@ pub fn put_publish(out: &mut BytesMut, exchange: &str, key: &str, body: &[u8], p
     out[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
     out.put_u8(codec::FRAME_END);
     // delivery_mode property only.
-    let props: &[u8] = if persistent { &[0x10, 0x00, 2] } else { &[0x10, 0x00, 1] };
+    let props: &[u8] = if persistent {
+        &[0x10, 0x00, 2]
+    } else {
+        &[0x10, 0x00, 1]
+    };
     codec::write_content(out, 1, props, body, FRAME_MAX);
 }
 

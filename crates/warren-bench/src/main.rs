@@ -87,17 +87,91 @@ const BASE: Spec = Spec {
 
 fn scenarios() -> Vec<Spec> {
     vec![
-        Spec { name: "1to1-autoack-open", ..BASE },
-        Spec { name: "1to1-autoack-closed", window: Some(5000), ..BASE },
-        Spec { name: "1to1-ack-p100-open", no_ack: false, prefetch: 100, ..BASE },
-        Spec { name: "1to1-ack-p100-closed", no_ack: false, prefetch: 100, window: Some(5000), ..BASE },
-        Spec { name: "fanout-4", exchange: "bench.fanout", kind: "fanout", queues: 4, bindings_per_queue: 1, window: Some(5000), ..BASE },
-        Spec { name: "topic-1000-bindings", exchange: "bench.topic", kind: "topic", queues: 4, bindings_per_queue: 250, window: Some(5000), ..BASE },
-        Spec { name: "latency-5k", rate: Some(5000), ..BASE },
-        Spec { name: "persistent-16b-1pub", persistent: true, durable: true, confirms: Some(100), no_ack: false, prefetch: 100, ..BASE },
-        Spec { name: "persistent-16b-8pub", persistent: true, durable: true, confirms: Some(100), publishers: 8, no_ack: false, prefetch: 100, ..BASE },
-        Spec { name: "persistent-1k-1pub", persistent: true, durable: true, confirms: Some(100), body: 1024, no_ack: false, prefetch: 100, ..BASE },
-        Spec { name: "persistent-1k-8pub", persistent: true, durable: true, confirms: Some(100), body: 1024, publishers: 8, no_ack: false, prefetch: 100, ..BASE },
+        Spec {
+            name: "1to1-autoack-open",
+            ..BASE
+        },
+        Spec {
+            name: "1to1-autoack-closed",
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "1to1-ack-p100-open",
+            no_ack: false,
+            prefetch: 100,
+            ..BASE
+        },
+        Spec {
+            name: "1to1-ack-p100-closed",
+            no_ack: false,
+            prefetch: 100,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "fanout-4",
+            exchange: "bench.fanout",
+            kind: "fanout",
+            queues: 4,
+            bindings_per_queue: 1,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "topic-1000-bindings",
+            exchange: "bench.topic",
+            kind: "topic",
+            queues: 4,
+            bindings_per_queue: 250,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "latency-5k",
+            rate: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "persistent-16b-1pub",
+            persistent: true,
+            durable: true,
+            confirms: Some(100),
+            no_ack: false,
+            prefetch: 100,
+            ..BASE
+        },
+        Spec {
+            name: "persistent-16b-8pub",
+            persistent: true,
+            durable: true,
+            confirms: Some(100),
+            publishers: 8,
+            no_ack: false,
+            prefetch: 100,
+            ..BASE
+        },
+        Spec {
+            name: "persistent-1k-1pub",
+            persistent: true,
+            durable: true,
+            confirms: Some(100),
+            body: 1024,
+            no_ack: false,
+            prefetch: 100,
+            ..BASE
+        },
+        Spec {
+            name: "persistent-1k-8pub",
+            persistent: true,
+            durable: true,
+            confirms: Some(100),
+            body: 1024,
+            publishers: 8,
+            no_ack: false,
+            prefetch: 100,
+            ..BASE
+        },
     ]
 }
 
@@ -193,22 +267,39 @@ async fn run_consumer(args: Args, spec: Spec, queue: String, shared: Arc<Shared>
     Ok(())
 }
 
-async fn run_publisher(args: Args, spec: Spec, queue_names: Vec<String>, shared: Arc<Shared>, deadline: Instant) -> Result<()> {
+async fn run_publisher(
+    args: Args,
+    spec: Spec,
+    queue_names: Vec<String>,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) -> Result<()> {
     let mut c = Client::connect(&args.addr, &args.user, &args.password).await?;
-    let fanout = if spec.kind == "fanout" { spec.queues as u64 } else { 1 };
+    let fanout = if spec.kind == "fanout" {
+        spec.queues as u64
+    } else {
+        1
+    };
     let confirmed_local = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     if spec.confirms.is_some() {
         c.confirm_select().await?;
     }
-    let Client { mut rd, mut wr, mut buf } = c;
+    let Client {
+        mut rd,
+        mut wr,
+        mut buf,
+    } = c;
     // Confirms arrive on the read side; count them in a task of their own.
     let reader = {
         let confirmed_local = confirmed_local.clone();
         let shared = shared.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            let mut c2 = ReadOnly { rd: &mut rd, buf: &mut buf };
+            let mut c2 = ReadOnly {
+                rd: &mut rd,
+                buf: &mut buf,
+            };
             let mut acked = 0u64;
             loop {
                 match tokio::time::timeout(Duration::from_millis(100), c2.fill()).await {
@@ -218,7 +309,11 @@ async fn run_publisher(args: Args, spec: Spec, queue_names: Vec<String>, shared:
                     _ => break,
                 }
                 while let Some((tag, multiple, used)) = c2.next_confirm() {
-                    let newly = if multiple { tag.saturating_sub(acked) } else { 1 };
+                    let newly = if multiple {
+                        tag.saturating_sub(acked)
+                    } else {
+                        1
+                    };
                     acked = acked.max(tag);
                     confirmed_local.fetch_add(newly, Ordering::Relaxed);
                     shared.confirmed.fetch_add(newly, Ordering::Relaxed);
@@ -236,7 +331,8 @@ async fn run_publisher(args: Args, spec: Spec, queue_names: Vec<String>, shared:
     while Instant::now() < deadline {
         let mut batch = 200u64;
         if let Some(w) = spec.window {
-            let in_flight = shared.published.load(Ordering::Relaxed) * fanout - shared.delivered.load(Ordering::Relaxed);
+            let in_flight = shared.published.load(Ordering::Relaxed) * fanout
+                - shared.delivered.load(Ordering::Relaxed);
             let room = (w * fanout).saturating_sub(in_flight) / fanout;
             batch = batch.min(room / spec.publishers as u64);
         }
@@ -251,7 +347,8 @@ async fn run_publisher(args: Args, spec: Spec, queue_names: Vec<String>, shared:
             if spec.rate.is_some() {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             } else {
-                let _ = tokio::time::timeout(Duration::from_millis(2), shared.progress.notified()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(2), shared.progress.notified())
+                    .await;
             }
             continue;
         }
@@ -297,7 +394,9 @@ impl ReadOnly<'_> {
             let f = warren_amqp::codec::peek_frame(self.buf, amqp::FRAME_MAX + 8).ok()??;
             let total = f.size + warren_amqp::codec::FRAME_OVERHEAD;
             let p = &self.buf[7..7 + f.size];
-            if f.kind == warren_amqp::codec::FRAME_METHOD && warren_amqp::codec::method_id(p) == Some((60, 80)) {
+            if f.kind == warren_amqp::codec::FRAME_METHOD
+                && warren_amqp::codec::method_id(p) == Some((60, 80))
+            {
                 let s = warren_amqp::codec::parse_settle(p, 80).ok()?;
                 return Some((s.tag, s.multiple, total));
             }
@@ -320,14 +419,18 @@ struct Outcome {
 
 async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     let mut setup = Client::connect(&args.addr, &args.user, &args.password).await?;
-    let queue_names: Vec<String> = (0..spec.queues).map(|i| format!("bench.{}.{i}", spec.name)).collect();
+    let queue_names: Vec<String> = (0..spec.queues)
+        .map(|i| format!("bench.{}.{i}", spec.name))
+        .collect();
     if !spec.exchange.is_empty() {
         setup.exchange(spec.exchange, spec.kind).await?;
     }
     for (i, q) in queue_names.iter().enumerate() {
         setup.queue(q, spec.durable).await?;
         for b in 0..spec.bindings_per_queue {
-            setup.bind(q, spec.exchange, &binding_key(spec, i, b)).await?;
+            setup
+                .bind(q, spec.exchange, &binding_key(spec, i, b))
+                .await?;
         }
     }
     let shared = Arc::new(Shared {
@@ -341,7 +444,12 @@ async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     });
     let mut consumers = Vec::new();
     for q in &queue_names {
-        consumers.push(tokio::spawn(run_consumer(args.clone(), spec.clone(), q.clone(), shared.clone())));
+        consumers.push(tokio::spawn(run_consumer(
+            args.clone(),
+            spec.clone(),
+            q.clone(),
+            shared.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = Sample::take(args.pid);
@@ -349,7 +457,13 @@ async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     let deadline = start + Duration::from_secs(args.seconds);
     let mut pubs = Vec::new();
     for _ in 0..spec.publishers {
-        pubs.push(tokio::spawn(run_publisher(args.clone(), spec.clone(), queue_names.clone(), shared.clone(), deadline)));
+        pubs.push(tokio::spawn(run_publisher(
+            args.clone(),
+            spec.clone(),
+            queue_names.clone(),
+            shared.clone(),
+            deadline,
+        )));
     }
     tokio::time::sleep_until(deadline.into()).await;
     let delivered_in_window = shared.delivered.load(Ordering::Relaxed);
@@ -367,7 +481,13 @@ async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     }
     let mut lat = std::mem::take(&mut *shared.latencies.lock());
     lat.sort_unstable();
-    let pct = |p: f64| if lat.is_empty() { 0 } else { lat[((lat.len() - 1) as f64 * p) as usize] };
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            0
+        } else {
+            lat[((lat.len() - 1) as f64 * p) as usize]
+        }
+    };
     Ok(Outcome {
         published: shared.published.load(Ordering::Relaxed),
         delivered: delivered_in_window,
@@ -405,7 +525,10 @@ async fn run_idle(args: &Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let wanted: Vec<&str> = args.scenarios.split(',').collect();
         let all = wanted.contains(&"all");

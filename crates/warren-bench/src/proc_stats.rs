@@ -46,7 +46,10 @@ impl Sample {
 
 /// Broker CPU (fraction of one core) and RSS at the end.
 pub fn broker_usage(a: &Sample, b: &Sample, secs: f64) -> Option<(f64, u64)> {
-    Some(((b.broker_ticks? - a.broker_ticks?) as f64 / TICKS / secs, b.broker_rss?))
+    Some((
+        (b.broker_ticks? - a.broker_ticks?) as f64 / TICKS / secs,
+        b.broker_rss?,
+    ))
 }
 
 /// Generator CPU (fraction of one core).

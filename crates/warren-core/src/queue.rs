@@ -7,11 +7,11 @@
 //! holding their own locks.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{CoreError, Result};
 use crate::message::Message;
@@ -161,6 +161,8 @@ pub struct Queue {
     pub hidden: bool,
     inner: Mutex<Inner>,
     deleted: AtomicBool,
+    unacked: AtomicUsize,
+    acked: AtomicU64,
 }
 
 /// Outcome of offering a message to a queue.
@@ -192,6 +194,8 @@ impl Queue {
             args,
             limits,
             hidden: false,
+            unacked: AtomicUsize::new(0),
+            acked: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 ready: VecDeque::new(),
                 ready_bytes: 0,
@@ -216,6 +220,10 @@ impl Queue {
         self.deleted.load(Ordering::Acquire)
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
     /// Whether the queue is exclusive to a connection.
     pub fn exclusive(&self) -> bool {
         self.owner.is_some()
@@ -234,7 +242,7 @@ impl Queue {
 
     /// Append a message and hand it to a consumer if one has credit.
     pub fn enqueue(self: &Arc<Self>, message: Message) -> Enqueued {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if self.is_deleted() {
             return Enqueued::Accepted;
         }
@@ -257,7 +265,9 @@ impl Queue {
             (None, None) => None,
             (a, b) => {
                 let b = b.map(Duration::from_millis);
-                Some(Instant::now() + a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
+                // A TTL too large to represent never expires.
+                Instant::now()
+                    .checked_add(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
             }
         };
         let seq = inner.next_seq;
@@ -303,7 +313,7 @@ impl Queue {
 
     /// Hand ready messages to consumers with credit; call after credit grows.
     pub fn dispatch(self: &Arc<Self>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.dispatch_locked(&mut inner);
     }
 
@@ -329,9 +339,9 @@ impl Queue {
                         inner.ready_bytes -= len;
                         inner.stats.delivered += 1;
                         if no_ack {
-                            inner.stats.acked += 1;
+                            self.acked.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            inner.stats.unacked += 1;
+                            self.unacked.fetch_add(1, Ordering::Relaxed);
                         }
                         continue 'next;
                     }
@@ -345,29 +355,29 @@ impl Queue {
 
     /// basic.get: the next ready message and how many remain after it.
     pub fn get(&self, no_ack: bool) -> Option<(Delivery, u32)> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         Self::drop_expired(&mut inner);
         let d = inner.ready.pop_front()?;
         inner.ready_bytes -= d.message.body_len();
         inner.stats.delivered += 1;
         if no_ack {
-            inner.stats.acked += 1;
+            self.acked.fetch_add(1, Ordering::Relaxed);
         } else {
-            inner.stats.unacked += 1;
+            self.unacked.fetch_add(1, Ordering::Relaxed);
         }
         Some((d, inner.ready.len() as u32))
     }
 
     /// `n` delivered messages were acknowledged (or rejected without requeue).
+    /// Lock-free, so acks never wait behind publishers.
     pub fn settle(&self, n: usize) {
-        let mut inner = self.inner.lock();
-        inner.stats.unacked = inner.stats.unacked.saturating_sub(n);
-        inner.stats.acked += n as u64;
+        self.unacked.fetch_sub(n, Ordering::Relaxed);
+        self.acked.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Put delivered messages back at their original positions, marked redelivered.
     pub fn requeue(self: &Arc<Self>, deliveries: impl IntoIterator<Item = Delivery>) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let mut n = 0;
         for mut d in deliveries {
             n += 1;
@@ -379,13 +389,13 @@ impl Queue {
             let pos = inner.ready.partition_point(|x| x.seq < d.seq);
             inner.ready.insert(pos, d);
         }
-        inner.stats.unacked = inner.stats.unacked.saturating_sub(n);
+        self.unacked.fetch_sub(n, Ordering::Relaxed);
         self.dispatch_locked(&mut inner);
     }
 
     /// Register a consumer (RabbitMQ's exclusivity rules: 403 on conflict).
     pub fn add_consumer(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if self.is_deleted() {
             return Err(CoreError::NotFound(format!(
                 "no queue '{}' in vhost '{}'",
@@ -413,7 +423,7 @@ impl Queue {
     /// Remove a consumer. Returns true when an auto-delete queue lost its
     /// last consumer and must now be deleted.
     pub fn remove_consumer(&self, channel_id: u64, tag: &str) -> bool {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let before = inner.consumers.len();
         inner
             .consumers
@@ -429,7 +439,7 @@ impl Queue {
 
     /// Drop all ready messages; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let n = inner.ready.len();
         inner.ready.clear();
         inner.ready_bytes = 0;
@@ -438,23 +448,25 @@ impl Queue {
 
     /// Ready message count (after dropping expired heads).
     pub fn message_count(&self) -> u32 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         Self::drop_expired(&mut inner);
         inner.ready.len() as u32
     }
 
     /// Consumer count.
     pub fn consumer_count(&self) -> u32 {
-        self.inner.lock().consumers.len() as u32
+        self.lock().consumers.len() as u32
     }
 
     /// Counters for listing.
     pub fn stats(&self) -> QueueStats {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         QueueStats {
             ready: inner.ready.len(),
             ready_bytes: inner.ready_bytes,
             consumers: inner.consumers.len(),
+            unacked: self.unacked.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
             ..inner.stats
         }
     }
@@ -462,7 +474,7 @@ impl Queue {
     /// Mark deleted, drop messages and tell consumers; returns the ready count.
     pub(crate) fn delete(self: &Arc<Self>) -> u32 {
         let (n, consumers) = {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
             inner.ready.clear();
