@@ -82,6 +82,9 @@ pub struct Channel {
     settled: Vec<Unacked>,
     last_queue: Option<String>,
     reply_queue: Option<Arc<Queue>>,
+    /// Set when a publish hit a backlogged queue; the connection pauses
+    /// reading briefly (flow control) and clears it.
+    pub backlogged: bool,
 }
 
 fn to_value(v: &AMQPValue) -> Value {
@@ -137,6 +140,7 @@ impl Channel {
             settled: Vec::new(),
             last_queue: None,
             reply_queue: None,
+            backlogged: false,
         }
     }
 
@@ -367,6 +371,7 @@ impl Channel {
             None
         };
         let routed = VHost::deliver(&self.cache.queues, msg);
+        self.backlogged |= routed.backlogged;
         if let Some(m) = returned {
             let n = self.shared.number;
             let fm = self.shared.frame_max;

@@ -174,12 +174,28 @@ impl Conn {
             // to itself, and the consumers' writers it woke would wait.
             while self.process(&mut buf)? {
                 self.flush_confirms();
-                tokio::task::yield_now().await;
+                self.yield_or_pause().await;
             }
             self.flush_confirms();
+            self.yield_or_pause().await;
             if self.phase == Phase::Done {
                 return Ok(());
             }
+        }
+    }
+
+    /// Yield to other tasks; pause for a millisecond when a publish on this
+    /// connection reached a queue whose consumers are far behind, so that
+    /// publishers slow to the rate consumers keep up with.
+    async fn yield_or_pause(&mut self) {
+        let mut backlogged = false;
+        for ch in self.channels.iter_mut().flatten() {
+            backlogged |= std::mem::take(&mut ch.backlogged);
+        }
+        if backlogged {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            tokio::task::yield_now().await;
         }
     }
 

@@ -165,11 +165,18 @@ pub struct Queue {
     acked: AtomicU64,
 }
 
+/// Ready messages beyond which a queue with consumers asks publishers to
+/// slow down. Without consumers a queue buffers freely.
+pub const FLOW_BACKLOG: usize = 100_000;
+
 /// Outcome of offering a message to a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {
     /// Stored or delivered.
     Accepted,
+    /// Stored, but consumers are behind by more than [`FLOW_BACKLOG`]
+    /// messages: the publisher should slow down (RabbitMQ's credit flow).
+    Backlogged,
     /// Refused by `x-overflow: reject-publish`.
     Rejected,
 }
@@ -281,7 +288,11 @@ impl Queue {
             expires_at: ttl,
         });
         self.dispatch_locked(&mut inner);
-        Enqueued::Accepted
+        if inner.ready.len() > FLOW_BACKLOG && !inner.consumers.is_empty() {
+            Enqueued::Backlogged
+        } else {
+            Enqueued::Accepted
+        }
     }
 
     /// Apply the overflow rule while `full` holds; false means reject.

@@ -40,6 +40,8 @@ pub struct Routed {
     pub queues: usize,
     /// A queue refused it (`x-overflow: reject-publish`): confirm with a nack.
     pub rejected: bool,
+    /// A queue's consumers are far behind: the publisher should pause.
+    pub backlogged: bool,
 }
 
 /// Parameters of queue.declare.
@@ -713,16 +715,18 @@ impl VHost {
         let Some((last, rest)) = queues.split_last() else {
             return r;
         };
-        for q in rest {
-            match q.enqueue(msg.clone()) {
-                Enqueued::Accepted => r.queues += 1,
-                Enqueued::Rejected => r.rejected = true,
-            }
-        }
-        match last.enqueue(msg) {
+        let mut tally = |e: Enqueued| match e {
             Enqueued::Accepted => r.queues += 1,
+            Enqueued::Backlogged => {
+                r.queues += 1;
+                r.backlogged = true;
+            }
             Enqueued::Rejected => r.rejected = true,
+        };
+        for q in rest {
+            tally(q.enqueue(msg.clone()));
         }
+        tally(last.enqueue(msg));
         r
     }
 
