@@ -16,6 +16,12 @@ BIN = os.environ.get("WARREN_BIN", str(ROOT / "target" / "debug" / "warren"))
 
 class Broker:
     def __init__(self, tmp_path, extra_env=None):
+        self.tmp_path = tmp_path
+        self.extra_env = extra_env
+        self.start()
+
+    def start(self):
+        tmp_path, extra_env = self.tmp_path, self.extra_env
         env = dict(os.environ)
         env.update(
             {
@@ -55,6 +61,14 @@ class Broker:
 
     def log(self):
         return "".join(self.lines)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def kill9(self):
+        self.proc.kill()  # SIGKILL
+        self.proc.wait()
 
     def stop(self):
         if self.proc.poll() is None:

@@ -3,7 +3,7 @@
 //! acknowledgements. Owned by the connection's reader task; the part that
 //! queues touch lives in [`ChannelShared`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{Exchange, Message, Queue, RouteScratch, Table, VHost, Value};
+use warren_store::SyncState;
 
 use crate::codec::{self, Settle};
 use crate::deliveries::{AmqpConsumer, ChannelShared, ConsumerState, Unacked};
@@ -57,6 +58,15 @@ struct RouteCache {
     queues: Vec<Arc<Queue>>,
 }
 
+/// Why a publish's confirm cannot be sent right away.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// On disk once the store's synced sequence reaches this.
+    Sync(u64),
+    /// Refused by a queue (reject-publish).
+    Nack,
+}
+
 struct TxBuffer {
     publishes: Vec<(Arc<Exchange>, Message, bool)>,
     settles: Vec<Settle>,
@@ -72,8 +82,11 @@ pub struct Channel {
     prefetch: u32,
     confirm: bool,
     publish_seq: u64,
-    confirm_pending: u64,
+    /// Every confirm up to this tag has been sent.
     confirm_sent: u64,
+    /// Publishes whose confirm is not a plain immediate ack: waiting for the
+    /// store's group commit, or to be nacked. In tag order.
+    confirm_waits: VecDeque<(u64, Wait)>,
     tx: Option<TxBuffer>,
     pending: Option<Pending>,
     exchange_cache: Option<Arc<Exchange>>,
@@ -130,8 +143,8 @@ impl Channel {
             prefetch: 0,
             confirm: false,
             publish_seq: 0,
-            confirm_pending: 0,
             confirm_sent: 0,
+            confirm_waits: VecDeque::new(),
             tx: None,
             pending: None,
             exchange_cache: None,
@@ -370,7 +383,14 @@ impl Channel {
         } else {
             None
         };
-        let routed = VHost::deliver(&self.cache.queues, msg);
+        if msg.persistent && !ctx.vhost.store_healthy() {
+            return Err(AmqpError::channel(
+                506,
+                "cannot write to the message store (disk full?); persistent publishes are refused",
+            )
+            .on(60, 40));
+        }
+        let routed = ctx.vhost.deliver(&self.cache.queues, msg);
         self.backlogged |= routed.backlogged;
         if let Some(m) = returned {
             let n = self.shared.number;
@@ -390,34 +410,55 @@ impl Channel {
         if self.confirm {
             self.publish_seq += 1;
             if routed.rejected {
-                self.flush_confirms();
-                let (n, seq) = (self.shared.number, self.publish_seq);
-                self.shared
-                    .out
-                    .push(|out| codec::write_confirm(out, n, seq, false, false));
-                self.confirm_sent = seq;
-            } else {
-                self.confirm_pending = self.publish_seq;
+                self.confirm_waits.push_back((self.publish_seq, Wait::Nack));
+            } else if let Some(seq) = routed.sync_seq {
+                self.confirm_waits
+                    .push_back((self.publish_seq, Wait::Sync(seq)));
             }
         }
         Ok(())
     }
 
-    /// Send one ack covering every confirm decided since the last flush.
-    pub fn flush_confirms(&mut self) {
-        if self.confirm_pending > self.confirm_sent {
-            let multiple = self.confirm_pending > self.confirm_sent + 1;
-            let (n, tag) = (self.shared.number, self.confirm_pending);
-            self.shared
-                .out
-                .push(|out| codec::write_confirm(out, n, tag, multiple, true));
-            self.confirm_sent = self.confirm_pending;
+    /// Send the confirms decided so far: one multiple-ack for each run of
+    /// positive outcomes, a nack for each refused or lost publish. A
+    /// persistent message is confirmed only once the store has synced it.
+    pub fn flush_confirms(&mut self, sync: SyncState) {
+        let n = self.shared.number;
+        loop {
+            let (upto, nack) = match self.confirm_waits.front() {
+                None => (self.publish_seq, None),
+                Some(&(tag, Wait::Sync(s))) if s <= sync.synced && s > sync.failed => {
+                    self.confirm_waits.pop_front();
+                    let _ = tag;
+                    continue;
+                }
+                Some(&(tag, Wait::Sync(s))) if s <= sync.failed => (tag - 1, Some(tag)),
+                Some(&(tag, Wait::Nack)) => (tag - 1, Some(tag)),
+                Some(&(tag, Wait::Sync(_))) => (tag - 1, None),
+            };
+            if upto > self.confirm_sent {
+                let multiple = upto > self.confirm_sent + 1;
+                self.shared
+                    .out
+                    .push(|out| codec::write_confirm(out, n, upto, multiple, true));
+                self.confirm_sent = upto;
+            }
+            match nack {
+                Some(tag) => {
+                    self.shared
+                        .out
+                        .push(|out| codec::write_confirm(out, n, tag, false, false));
+                    self.confirm_sent = tag;
+                    self.confirm_waits.pop_front();
+                }
+                None => return,
+            }
         }
     }
 
-    /// Whether confirms wait for [`Channel::flush_confirms`].
+    /// Whether some confirm is still owed to the client.
     pub fn has_pending_confirms(&self) -> bool {
-        self.confirm_pending > self.confirm_sent
+        self.publish_seq > self.confirm_sent
     }
 
     // ---- acknowledgements -------------------------------------------------
@@ -489,7 +530,7 @@ impl Channel {
             if requeue {
                 q.requeue(settled[i..j].iter().map(|u| u.delivery.clone()));
             } else {
-                q.settle(j - i);
+                q.settle(settled[i..j].iter().map(|u| &u.delivery));
             }
             i = j;
         }

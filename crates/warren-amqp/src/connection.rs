@@ -15,6 +15,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use warren_core::{Broker, Table, VHost};
+use warren_store::SyncState;
 
 use crate::channel::{Channel, Ctx};
 use crate::codec::{self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
@@ -56,7 +57,6 @@ struct Conn {
     read_timeout: Option<Duration>,
     channels: Vec<Option<Channel>>,
     cancel_notify: bool,
-    confirm_dirty: Vec<u16>,
 }
 
 /// Serve one accepted socket until it closes.
@@ -87,7 +87,6 @@ pub async fn handle(
         read_timeout: None,
         channels: Vec::new(),
         cancel_notify: false,
-        confirm_dirty: Vec::new(),
     };
     tracing::debug!(peer = %peer, "accepting AMQP connection");
     if let Err(e) = conn.run(&mut rd, shutdown).await {
@@ -137,6 +136,9 @@ impl Conn {
         let handshake_deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
         let mut buf = BytesMut::with_capacity(4096);
         let mut shutting_down = false;
+        // Group-commit progress of the store drives publisher confirms.
+        let mut sync_rx = self.broker.store().map(|s| s.log.subscribe());
+        let has_store = sync_rx.is_some();
         loop {
             let timeout = match self.phase {
                 Phase::Running => self.read_timeout,
@@ -160,6 +162,13 @@ impl Conn {
                     }
                     continue;
                 }
+                r = async { sync_rx.as_mut().expect("store").changed().await }, if has_store => {
+                    if r.is_err() {
+                        sync_rx = None;
+                    }
+                    self.flush_confirms(sync_rx.as_ref());
+                    continue;
+                }
             };
             if n == 0 {
                 return if self.phase == Phase::Done {
@@ -173,10 +182,10 @@ impl Conn {
             // socket readable, so without this its task would keep the worker
             // to itself, and the consumers' writers it woke would wait.
             while self.process(&mut buf)? {
-                self.flush_confirms();
+                self.flush_confirms(sync_rx.as_ref());
                 self.yield_or_pause().await;
             }
-            self.flush_confirms();
+            self.flush_confirms(sync_rx.as_ref());
             self.yield_or_pause().await;
             if self.phase == Phase::Done {
                 return Ok(());
@@ -199,10 +208,18 @@ impl Conn {
         }
     }
 
-    fn flush_confirms(&mut self) {
-        for n in std::mem::take(&mut self.confirm_dirty) {
-            if let Some(Some(ch)) = self.channels.get_mut(n as usize) {
-                ch.flush_confirms();
+    fn flush_confirms(&mut self, sync: Option<&tokio::sync::watch::Receiver<SyncState>>) {
+        let state = match sync {
+            Some(rx) => *rx.borrow(),
+            // No store: nothing waits for a sync.
+            None => SyncState {
+                synced: u64::MAX,
+                failed: 0,
+            },
+        };
+        for ch in self.channels.iter_mut().flatten() {
+            if ch.has_pending_confirms() && !ch.closing {
+                ch.flush_confirms(state);
             }
         }
     }
@@ -363,13 +380,7 @@ impl Conn {
         };
         match self.channels.get_mut(number as usize) {
             Some(Some(ch)) if ch.closing => Ok(()),
-            Some(Some(ch)) => {
-                let r = f(ch, &ctx);
-                if ch.has_pending_confirms() && !self.confirm_dirty.contains(&number) {
-                    self.confirm_dirty.push(number);
-                }
-                r
-            }
+            Some(Some(ch)) => f(ch, &ctx),
             _ => Err(AmqpError::connection(
                 504,
                 format!("expected 'channel.open' on channel {number}"),

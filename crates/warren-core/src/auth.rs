@@ -71,6 +71,11 @@ impl Users {
         );
     }
 
+    /// Put back a user with its stored hash (recovery, definitions import).
+    pub fn restore(&self, user: User) {
+        self.users.write().insert(user.name.clone(), user);
+    }
+
     /// Check credentials; the error text never says which part was wrong.
     pub fn authenticate(&self, name: &str, password: &str) -> Result<User> {
         let users = self.users.read();

@@ -14,10 +14,11 @@ pub mod value;
 pub mod vhost;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use warren_store::{Definitions, ExchangeDef, Recovery, Store, UserDef};
 
 pub use error::{CoreError, DecodeError, Result};
 pub use exchange::{Exchange, ExchangeRouter, ExchangeType, TypeRegistry};
@@ -26,7 +27,7 @@ pub use queue::{Consumer, ConsumerSpec, Delivery, Queue};
 pub use value::{Table, Value};
 pub use vhost::{RouteScratch, Routed, VHost};
 
-/// The broker: every vhost, the users and the exchange types.
+/// The broker: every vhost, the users, the exchange types and the store.
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     /// The user database.
@@ -34,34 +35,70 @@ pub struct Broker {
     /// Exchange types, built-in and from plugins.
     pub types: Arc<TypeRegistry>,
     next_id: AtomicU64,
-}
-
-impl Default for Broker {
-    fn default() -> Self {
-        Self::new()
-    }
+    store: Option<Arc<Store>>,
+    me: Weak<Broker>,
+    /// True while start-up recovery runs: definitions are not re-saved.
+    recovering: AtomicBool,
+    /// Durable exchanges whose type is not loaded (a missing plugin): kept
+    /// in the definitions so that they come back once the plugin does.
+    orphans: Mutex<Vec<ExchangeDef>>,
 }
 
 impl Broker {
     /// A broker with the built-in exchange types and the default vhost `/`.
-    pub fn new() -> Broker {
-        let b = Broker {
+    /// With a store, durable definitions and persistent messages are saved.
+    pub fn new(store: Option<Arc<Store>>) -> Arc<Broker> {
+        let b = Arc::new_cyclic(|me| Broker {
             vhosts: RwLock::new(HashMap::new()),
             users: auth::Users::default(),
             types: Arc::new(TypeRegistry::with_builtins()),
             next_id: AtomicU64::new(1),
-        };
-        b.add_vhost("/");
+            store,
+            me: me.clone(),
+            recovering: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+        });
+        b.vhost_or_create("/");
         b
+    }
+
+    /// The store, when the broker persists anything.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    fn vhost_or_create(&self, name: &str) -> (Arc<VHost>, bool) {
+        let mut vhosts = self.vhosts.write();
+        if let Some(v) = vhosts.get(name) {
+            return (v.clone(), false);
+        }
+        let hook: Option<vhost::DefinitionsHook> = self.store.as_ref().map(|_| {
+            let me = self.me.clone();
+            Arc::new(move || {
+                if let Some(b) = me.upgrade() {
+                    b.save_definitions();
+                }
+            }) as vhost::DefinitionsHook
+        });
+        let log = self.store.as_ref().map(|s| s.log.clone());
+        let v = Arc::new(VHost::new(name, self.types.clone(), log, hook));
+        vhosts.insert(name.to_string(), v.clone());
+        (v, true)
     }
 
     /// Create a vhost if missing and return it.
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
-        self.vhosts
-            .write()
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name, self.types.clone())))
-            .clone()
+        let (v, created) = self.vhost_or_create(name);
+        if created {
+            self.save_definitions();
+        }
+        v
+    }
+
+    /// Add or replace a user (password hashed here) and persist it.
+    pub fn put_user(&self, name: &str, password: &str, tags: Vec<String>) {
+        self.users.put(name, password, tags);
+        self.save_definitions();
     }
 
     /// Look a vhost up.
@@ -79,5 +116,155 @@ impl Broker {
     /// A process-unique id for connections and channels.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Everything durable except messages, as the store keeps it.
+    pub fn definitions(&self) -> Definitions {
+        let mut d = Definitions::default();
+        for v in self.vhosts() {
+            d.vhosts.push(v.name.to_string());
+            let (xs, qs, bs) = v.durable_definitions();
+            d.exchanges.extend(xs);
+            d.queues.extend(qs);
+            d.bindings.extend(bs);
+        }
+        d.exchanges.extend(self.orphans.lock().iter().cloned());
+        d.users = self
+            .users
+            .list()
+            .into_iter()
+            .map(|u| UserDef {
+                name: u.name,
+                password_hash: u.password_hash,
+                tags: u.tags,
+            })
+            .collect();
+        d
+    }
+
+    /// Write the durable definitions (called after each durable change).
+    pub fn save_definitions(&self) {
+        let Some(store) = &self.store else { return };
+        if self.recovering.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = store.save_definitions(&self.definitions()) {
+            tracing::error!("cannot save definitions: {e}");
+        }
+    }
+
+    /// Rebuild durable state at start-up: definitions first, then messages.
+    pub fn recover(&self, defs: &Definitions, recovery: Recovery) {
+        self.recovering.store(true, Ordering::Release);
+        for v in &defs.vhosts {
+            self.vhost_or_create(v);
+        }
+        for u in &defs.users {
+            self.users.restore(auth::User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                tags: u.tags.clone(),
+            });
+        }
+        for x in &defs.exchanges {
+            let vh = self.vhost_or_create(&x.vhost).0;
+            if self.types.get(&x.kind).is_none() {
+                tracing::error!(
+                    "exchange '{}' in vhost '{}' has type '{}', which no loaded plugin provides; it stays defined but is not available until the plugin is installed",
+                    x.name, x.vhost, x.kind
+                );
+                self.orphans.lock().push(x.clone());
+                continue;
+            }
+            let d = vhost::ExchangeDeclare {
+                name: x.name.clone(),
+                kind: x.kind.clone(),
+                passive: false,
+                durable: true,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                args: vhost::args_from_b64(&x.arguments),
+            };
+            if let Err(e) = vh.declare_exchange(&d) {
+                tracing::error!(
+                    "cannot restore exchange '{}' in vhost '{}': {e}",
+                    x.name,
+                    x.vhost
+                );
+            }
+        }
+        for q in &defs.queues {
+            let vh = self.vhost_or_create(&q.vhost).0;
+            let d = vhost::QueueDeclare {
+                name: q.name.clone(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: q.auto_delete,
+                args: vhost::args_from_b64(&q.arguments),
+            };
+            if let Err(e) = vh.declare_queue(&d, 0) {
+                tracing::error!(
+                    "cannot restore queue '{}' in vhost '{}': {e}",
+                    q.name,
+                    q.vhost
+                );
+            }
+        }
+        for b in &defs.bindings {
+            let vh = self.vhost_or_create(&b.vhost).0;
+            let args = vhost::args_from_b64(&b.arguments);
+            let r = if b.destination_type == "exchange" {
+                vh.bind_exchange(&b.destination, &b.source, &b.routing_key, &args)
+            } else {
+                vh.bind_queue(&b.destination, &b.source, &b.routing_key, &args, 0)
+            };
+            if let Err(e) = r {
+                tracing::warn!(
+                    "binding {} -> {} in vhost '{}' not restored: {e}",
+                    b.source,
+                    b.destination,
+                    b.vhost
+                );
+            }
+        }
+        let mut messages = 0usize;
+        let queues = recovery.queues.len();
+        for (key, msgs) in recovery.queues {
+            let q = self
+                .vhost(&key.vhost)
+                .and_then(|v| v.queue(&key.queue).ok());
+            let Some(q) = q.filter(|q| q.store().is_some()) else {
+                tracing::warn!(
+                    "{} stored messages for unknown queue '{}' in vhost '{}' dropped",
+                    msgs.len(),
+                    key.queue,
+                    key.vhost
+                );
+                if let Some(s) = &self.store {
+                    for m in &msgs {
+                        s.log.append_remove(m.id, &key);
+                    }
+                }
+                continue;
+            };
+            messages += msgs.len();
+            q.restore(msgs.into_iter().filter_map(|m| {
+                let mut msg =
+                    Message::new(Arc::from(m.exchange.as_str()), m.meta, m.key_len, m.body).ok()?;
+                msg.store_id = m.id;
+                Some((msg, m.redelivered))
+            }));
+        }
+        self.recovering.store(false, Ordering::Release);
+        tracing::info!(
+            "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records in {:.1?}{}",
+            defs.exchanges.len(),
+            defs.queues.len(),
+            defs.bindings.len(),
+            recovery.records,
+            recovery.elapsed,
+            if recovery.truncated > 0 { format!(" ({} corrupt tail bytes truncated)", recovery.truncated) } else { String::new() }
+        );
     }
 }

@@ -27,6 +27,9 @@ pub struct Message {
     pub expiration_ms: Option<u64>,
     headers: Option<(u32, u32)>,
     reply_to: Option<(u32, u32)>,
+    /// Id in the message store; 0 when not stored (transient, or routed to
+    /// no durable queue).
+    pub store_id: u64,
 }
 
 impl Message {
@@ -58,6 +61,7 @@ impl Message {
             expiration_ms,
             headers: headers.map(|(a, b)| (a as u32, b as u32)),
             reply_to: reply_to.map(|(a, b)| (a as u32, b as u32)),
+            store_id: 0,
         })
     }
 
@@ -123,6 +127,11 @@ impl Message {
             self.key_len,
             self.body.clone(),
         )
+    }
+
+    /// Key and properties as one buffer, with the key length, for storage.
+    pub fn meta(&self) -> (&bytes::Bytes, u8) {
+        (&self.meta, self.key_len)
     }
 
     /// Size counted against queue length limits.

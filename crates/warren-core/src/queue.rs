@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use warren_store::{Log, QueueKey};
+
 use crate::error::{CoreError, Result};
 use crate::message::Message;
 use crate::value::Table;
@@ -159,6 +161,8 @@ pub struct Queue {
     pub limits: Limits,
     /// Internal queues (direct reply-to) are not listed.
     pub hidden: bool,
+    /// The message log, for durable queues of a broker with a store.
+    store: Option<(Arc<Log>, QueueKey)>,
     inner: Mutex<Inner>,
     deleted: AtomicBool,
     unacked: AtomicUsize,
@@ -201,6 +205,7 @@ impl Queue {
             args,
             limits,
             hidden: false,
+            store: None,
             unacked: AtomicUsize::new(0),
             acked: AtomicU64::new(0),
             inner: Mutex::new(Inner {
@@ -214,6 +219,59 @@ impl Queue {
             }),
             deleted: AtomicBool::new(false),
         })
+    }
+
+    /// Attach the message log (durable queues only).
+    pub fn with_store(mut self, log: Option<Arc<Log>>) -> Self {
+        if self.durable {
+            self.store = log.map(|l| {
+                let key = QueueKey {
+                    vhost: self.vhost.to_string(),
+                    queue: self.name.to_string(),
+                };
+                (l, key)
+            });
+        }
+        self
+    }
+
+    /// The log and this queue's key in it, when messages here are stored.
+    pub fn store(&self) -> Option<&(Arc<Log>, QueueKey)> {
+        self.store.as_ref()
+    }
+
+    /// This queue no longer holds `d`: log the removal of a stored message.
+    fn forget(&self, m: &Message) {
+        if let (Some((log, key)), id) = (&self.store, m.store_id) {
+            if id != 0 {
+                log.append_remove(id, key);
+            }
+        }
+    }
+
+    /// `d` went to a consumer: after a crash it comes back redelivered.
+    fn mark_delivered(&self, d: &Delivery) {
+        if let (Some((log, key)), id) = (&self.store, d.message.store_id) {
+            if id != 0 {
+                log.append_delivered(id, key);
+            }
+        }
+    }
+
+    /// Put recovered messages back, in order, without logging them again.
+    pub fn restore(&self, messages: impl IntoIterator<Item = (Message, bool)>) {
+        let mut inner = self.lock();
+        for (message, redelivered) in messages {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.ready_bytes += message.body_len();
+            inner.ready.push_back(Delivery {
+                message,
+                seq,
+                redelivered,
+                expires_at: None,
+            });
+        }
     }
 
     /// Mark as internal (not listed to operators).
@@ -251,10 +309,12 @@ impl Queue {
     pub fn enqueue(self: &Arc<Self>, message: Message) -> Enqueued {
         let mut inner = self.lock();
         if self.is_deleted() {
+            self.forget(&message);
             return Enqueued::Accepted;
         }
         if let Some(max) = self.limits.max_length {
             if inner.ready.len() >= max && !self.make_room(&mut inner, |i| i.ready.len() >= max) {
+                self.forget(&message);
                 return Enqueued::Rejected;
             }
         }
@@ -265,6 +325,7 @@ impl Queue {
                     !i.ready.is_empty() && i.ready_bytes + len > max
                 })
             {
+                self.forget(&message);
                 return Enqueued::Rejected;
             }
         }
@@ -302,14 +363,17 @@ impl Queue {
         }
         while full(inner) {
             match inner.ready.pop_front() {
-                Some(d) => inner.ready_bytes -= d.message.body_len(),
+                Some(d) => {
+                    inner.ready_bytes -= d.message.body_len();
+                    self.forget(&d.message);
+                }
                 None => break,
             }
         }
         true
     }
 
-    fn drop_expired(inner: &mut Inner) {
+    fn drop_expired(&self, inner: &mut Inner) {
         let mut now = None;
         while let Some(front) = inner.ready.front() {
             let Some(at) = front.expires_at else { break };
@@ -319,6 +383,7 @@ impl Queue {
             }
             let d = inner.ready.pop_front().expect("front exists");
             inner.ready_bytes -= d.message.body_len();
+            self.forget(&d.message);
         }
     }
 
@@ -332,10 +397,11 @@ impl Queue {
         if inner.consumers.is_empty() {
             return;
         }
-        Self::drop_expired(inner);
+        self.drop_expired(inner);
         'next: while let Some(mut d) = inner.ready.pop_front() {
             if d.expires_at.is_some_and(|at| at <= Instant::now()) {
                 inner.ready_bytes -= d.message.body_len();
+                self.forget(&d.message);
                 continue;
             }
             let n = inner.consumers.len();
@@ -344,6 +410,9 @@ impl Queue {
                 let len = d.message.body_len();
                 let c = &inner.consumers[idx];
                 let no_ack = c.no_ack;
+                // Log before handing over: afterwards the delivery is gone.
+                let stored = d.message.store_id != 0 && self.store.is_some();
+                let for_log = stored.then(|| d.clone());
                 match c.consumer.offer(self, d) {
                     Ok(()) => {
                         inner.rr = (idx + 1) % n;
@@ -353,6 +422,13 @@ impl Queue {
                             self.acked.fetch_add(1, Ordering::Relaxed);
                         } else {
                             self.unacked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(d) = for_log {
+                            if no_ack {
+                                self.forget(&d.message);
+                            } else {
+                                self.mark_delivered(&d);
+                            }
                         }
                         continue 'next;
                     }
@@ -367,21 +443,29 @@ impl Queue {
     /// basic.get: the next ready message and how many remain after it.
     pub fn get(&self, no_ack: bool) -> Option<(Delivery, u32)> {
         let mut inner = self.lock();
-        Self::drop_expired(&mut inner);
+        self.drop_expired(&mut inner);
         let d = inner.ready.pop_front()?;
         inner.ready_bytes -= d.message.body_len();
         inner.stats.delivered += 1;
         if no_ack {
             self.acked.fetch_add(1, Ordering::Relaxed);
+            self.forget(&d.message);
         } else {
             self.unacked.fetch_add(1, Ordering::Relaxed);
+            self.mark_delivered(&d);
         }
         Some((d, inner.ready.len() as u32))
     }
 
     /// `n` delivered messages were acknowledged (or rejected without requeue).
-    /// Lock-free, so acks never wait behind publishers.
-    pub fn settle(&self, n: usize) {
+    /// Delivered messages were acknowledged (or rejected without requeue).
+    /// Takes no queue lock, so acks never wait behind publishers.
+    pub fn settle<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+        let mut n = 0;
+        for d in deliveries {
+            n += 1;
+            self.forget(&d.message);
+        }
         self.unacked.fetch_sub(n, Ordering::Relaxed);
         self.acked.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -393,6 +477,7 @@ impl Queue {
         for mut d in deliveries {
             n += 1;
             if self.is_deleted() {
+                self.forget(&d.message);
                 continue;
             }
             d.redelivered = true;
@@ -452,7 +537,9 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut inner = self.lock();
         let n = inner.ready.len();
-        inner.ready.clear();
+        for d in inner.ready.drain(..) {
+            self.forget(&d.message);
+        }
         inner.ready_bytes = 0;
         n as u32
     }
@@ -460,7 +547,7 @@ impl Queue {
     /// Ready message count (after dropping expired heads).
     pub fn message_count(&self) -> u32 {
         let mut inner = self.lock();
-        Self::drop_expired(&mut inner);
+        self.drop_expired(&mut inner);
         inner.ready.len() as u32
     }
 
@@ -488,7 +575,9 @@ impl Queue {
             let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
-            inner.ready.clear();
+            for d in inner.ready.drain(..) {
+                self.forget(&d.message);
+            }
             inner.ready_bytes = 0;
             (n, std::mem::take(&mut inner.consumers))
         };

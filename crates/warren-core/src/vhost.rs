@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use warren_store::{BindingDef, ExchangeDef, Log, QueueDef, QueueKey};
 
 use crate::error::{CoreError, Result};
 use crate::exchange::{Binding, BindingId, Destination, Exchange, TypeRegistry};
@@ -42,6 +43,8 @@ pub struct Routed {
     pub rejected: bool,
     /// A queue's consumers are far behind: the publisher should pause.
     pub backlogged: bool,
+    /// The message went to the store; confirm once this sequence is synced.
+    pub sync_seq: Option<u64>,
 }
 
 /// Parameters of queue.declare.
@@ -106,8 +109,31 @@ pub struct VHost {
     /// The vhost's name.
     pub name: Arc<str>,
     types: Arc<TypeRegistry>,
+    log: Option<Arc<Log>>,
+    on_change: Option<DefinitionsHook>,
     topology: RwLock<Topology>,
     name_counter: AtomicU64,
+}
+
+/// Called, without locks held, after a durable definition changed.
+pub type DefinitionsHook = Arc<dyn Fn() + Send + Sync>;
+
+fn args_b64(t: &Table) -> String {
+    use base64::Engine;
+    let mut b = bytes::BytesMut::new();
+    t.encode(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(&b)
+}
+
+/// Decode arguments stored by [`VHost::durable_definitions`].
+pub fn args_from_b64(s: &str) -> Table {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| Table::decode(&b).ok())
+        .map(|(t, _)| t)
+        .unwrap_or_default()
 }
 
 /// Queue arguments whose values must match on redeclare, as in RabbitMQ.
@@ -140,11 +166,20 @@ fn reserved(name: &str) -> bool {
 }
 
 impl VHost {
-    /// A vhost with the default and `amq.*` exchanges.
-    pub fn new(name: &str, types: Arc<TypeRegistry>) -> VHost {
+    /// A vhost with the default and `amq.*` exchanges. `log` stores
+    /// persistent messages of durable queues; `on_change` persists
+    /// definitions.
+    pub fn new(
+        name: &str,
+        types: Arc<TypeRegistry>,
+        log: Option<Arc<Log>>,
+        on_change: Option<DefinitionsHook>,
+    ) -> VHost {
         let v = VHost {
             name: Arc::from(name),
             types,
+            log,
+            on_change,
             topology: RwLock::new(Topology::default()),
             name_counter: AtomicU64::new(0),
         };
@@ -165,6 +200,79 @@ impl VHost {
                 .insert(n.to_string(), Arc::new(x));
         }
         v
+    }
+
+    fn changed(&self) {
+        if let Some(f) = &self.on_change {
+            f();
+        }
+    }
+
+    /// False when the store failed to write (e.g. disk full).
+    pub fn store_healthy(&self) -> bool {
+        self.log.as_ref().is_none_or(|l| l.healthy())
+    }
+
+    /// Durable exchanges, queues and bindings, for the store.
+    pub fn durable_definitions(&self) -> (Vec<ExchangeDef>, Vec<QueueDef>, Vec<BindingDef>) {
+        let topo = self.topology.read();
+        let vhost = self.name.to_string();
+        let mut xs: Vec<ExchangeDef> = topo
+            .exchanges
+            .values()
+            .filter(|x| x.durable && !x.name.is_empty() && !self.is_predeclared(&x.name))
+            .map(|x| ExchangeDef {
+                vhost: vhost.clone(),
+                name: x.name.to_string(),
+                kind: x.kind.clone(),
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: args_b64(&x.args),
+            })
+            .collect();
+        xs.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut qs: Vec<QueueDef> = topo
+            .queues
+            .values()
+            .filter(|q| q.durable && !q.hidden)
+            .map(|q| QueueDef {
+                vhost: vhost.clone(),
+                name: q.name.to_string(),
+                auto_delete: q.auto_delete,
+                arguments: args_b64(&q.args),
+            })
+            .collect();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut bs = Vec::new();
+        for x in topo.exchanges.values() {
+            if x.name.is_empty() || !x.durable {
+                continue;
+            }
+            for b in x.bindings() {
+                let (durable, kind) = match &b.dest {
+                    Destination::Queue(q) => (q.durable, "queue"),
+                    Destination::Exchange(e) => (e.durable, "exchange"),
+                };
+                if durable {
+                    bs.push(BindingDef {
+                        vhost: vhost.clone(),
+                        source: x.name.to_string(),
+                        destination: b.dest.name().to_string(),
+                        destination_type: kind.into(),
+                        routing_key: b.key.clone(),
+                        arguments: args_b64(&b.args),
+                    });
+                }
+            }
+        }
+        bs.sort_by(|a, b| {
+            (&a.source, &a.destination, &a.routing_key).cmp(&(
+                &b.source,
+                &b.destination,
+                &b.routing_key,
+            ))
+        });
+        (xs, qs, bs)
     }
 
     fn no_exchange(&self, name: &str) -> CoreError {
@@ -302,7 +410,11 @@ impl VHost {
             d.args.clone(),
         )?);
         topo.exchanges.insert(d.name.clone(), x.clone());
+        drop(topo);
         tracing::debug!(vhost = %self.name, exchange = %d.name, kind = %d.kind, "exchange declared");
+        if x.durable {
+            self.changed();
+        }
         Ok(x)
     }
 
@@ -342,6 +454,10 @@ impl VHost {
         }
         x.remove_bindings(|_| true);
         Self::auto_delete_exchanges(&mut topo, emptied);
+        drop(topo);
+        if x.durable {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -415,16 +531,23 @@ impl VHost {
             )));
         }
         let owner = d.exclusive.then_some(conn);
-        let q = Arc::new(Queue::new(
-            &self.name,
-            &name,
-            d.durable,
-            owner,
-            d.auto_delete,
-            d.args.clone(),
-        )?);
+        let q = Arc::new(
+            Queue::new(
+                &self.name,
+                &name,
+                d.durable,
+                owner,
+                d.auto_delete,
+                d.args.clone(),
+            )?
+            .with_store(self.log.clone()),
+        );
         self.insert_queue(&mut topo, q.clone())?;
+        drop(topo);
         tracing::debug!(vhost = %self.name, queue = %name, "queue declared");
+        if q.durable {
+            self.changed();
+        }
         Ok((q, 0, 0))
     }
 
@@ -532,7 +655,11 @@ impl VHost {
         Self::auto_delete_exchanges(&mut topo, emptied);
         drop(topo);
         tracing::debug!(vhost = %self.name, queue = %q.name, "queue deleted");
-        q.delete()
+        let n = q.delete();
+        if q.durable {
+            self.changed();
+        }
+        n
     }
 
     /// queue.purge.
@@ -573,11 +700,16 @@ impl VHost {
             .cloned()
             .ok_or_else(|| self.no_exchange(exchange))?;
         q.check_owner(conn)?;
-        x.add_binding(Binding {
+        drop(topo);
+        let durable = q.durable && x.durable;
+        if x.add_binding(Binding {
             dest: Destination::Queue(q),
             key: key.to_string(),
             args: args.clone(),
-        })?;
+        })? && durable
+        {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -610,6 +742,10 @@ impl VHost {
         });
         if removed > 0 && left == 0 && x.auto_delete {
             Self::auto_delete_exchanges(&mut topo, vec![x.name.to_string()]);
+        }
+        drop(topo);
+        if removed > 0 && q.durable && x.durable {
+            self.changed();
         }
         Ok(())
     }
@@ -672,6 +808,10 @@ impl VHost {
         if removed > 0 && left == 0 && s.auto_delete {
             Self::auto_delete_exchanges(&mut topo, vec![s.name.to_string()]);
         }
+        drop(topo);
+        if removed > 0 && s.durable && d.durable {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -710,8 +850,34 @@ impl VHost {
     }
 
     /// Hand one message to each queue; the body is shared, never copied.
-    pub fn deliver(queues: &[Arc<Queue>], msg: Message) -> Routed {
+    /// A persistent message bound for durable queues is appended to the
+    /// store first, so its removal can never reach the log before it.
+    pub fn deliver(&self, queues: &[Arc<Queue>], mut msg: Message) -> Routed {
         let mut r = Routed::default();
+        if msg.persistent {
+            if let Some(log) = &self.log {
+                let keys: Vec<QueueKey> = queues
+                    .iter()
+                    .filter_map(|q| q.store().map(|(_, k)| k.clone()))
+                    .collect();
+                if !keys.is_empty() {
+                    let id = log.next_id();
+                    msg.store_id = id;
+                    let (meta, key_len) = msg.meta();
+                    let mut rec = Vec::with_capacity(64 + meta.len() + msg.body.len());
+                    warren_store::log::encode_enqueue(
+                        &mut rec,
+                        id,
+                        &keys,
+                        &msg.exchange,
+                        meta,
+                        key_len,
+                        &msg.body,
+                    );
+                    r.sync_seq = Some(log.append_enqueue(id, keys.len() as u32, &rec));
+                }
+            }
+        }
         let Some((last, rest)) = queues.split_last() else {
             return r;
         };
@@ -738,7 +904,7 @@ impl VHost {
         scratch: &mut RouteScratch,
     ) -> Result<Routed> {
         self.resolve(exchange, &msg, scratch)?;
-        Ok(Self::deliver(&scratch.queues, msg))
+        Ok(self.deliver(&scratch.queues, msg))
     }
 
     /// A connection closed: its exclusive queues go with it.

@@ -28,6 +28,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The data directory cannot be opened (in use, unreadable).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] warren_store::StoreError),
 }
 
 /// A started broker.
@@ -38,6 +41,7 @@ pub struct Running {
     pub amqp_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    store: Arc<warren_store::Store>,
 }
 
 impl Running {
@@ -47,16 +51,28 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Flush the log and release the data directory lock.
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        drop(self.broker);
     }
 }
 
 /// Bind the listeners and start serving.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
-    let broker = Arc::new(Broker::new());
+    let opened = warren_store::Store::open(&settings.store.dir)?;
+    let store = opened.store.clone();
+    tracing::info!("data directory {}", settings.store.dir.display());
+    let broker = Broker::new(Some(opened.store));
     let u = &settings.default_user;
-    broker
-        .users
-        .put(&u.name, &u.password, vec!["administrator".into()]);
+    match &opened.definitions {
+        Some(defs) => broker.recover(defs, opened.recovery),
+        None => {
+            // First start on this directory: create the default user, as RabbitMQ does.
+            broker.recover(&Default::default(), opened.recovery);
+            broker.put_user(&u.name, &u.password, vec!["administrator".into()]);
+        }
+    }
     let (tx, rx) = watch::channel(false);
     let listener = TcpListener::bind(&settings.amqp.bind)
         .await
@@ -89,5 +105,6 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         amqp_addr,
         shutdown: tx,
         tasks: vec![amqp],
+        store,
     })
 }

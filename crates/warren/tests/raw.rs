@@ -295,3 +295,40 @@ async fn random_garbage_never_panics_the_broker() {
     }
     broker_still_serves(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_delivery_tag_is_406_channel_error() {
+    let b = TestBroker::start().await;
+    let mut r = Raw::open(&b, 0).await;
+    r.send(AMQPFrame::Method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 999,
+            multiple: false,
+        })),
+    ))
+    .await;
+    match r.method().await {
+        AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
+            assert_eq!(c.reply_code, 406);
+            assert!(c.reply_text.as_str().contains("unknown delivery tag 999"));
+            assert_eq!((c.class_id, c.method_id), (60, 80));
+        }
+        other => panic!("expected channel.close, got {other:?}"),
+    }
+    // The connection is still usable: close-ok, then reopen the channel.
+    r.send(AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+    ))
+    .await;
+    r.send(AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    ))
+    .await;
+    assert!(matches!(
+        r.method().await,
+        AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
+    ));
+}

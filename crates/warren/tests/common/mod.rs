@@ -13,20 +13,40 @@ use warren::{Overrides, Running, Settings};
 
 pub struct TestBroker {
     pub running: Running,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// A fresh, unique data directory under the system temp dir.
+pub fn temp_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "warren-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
+        Self::start_in(temp_data_dir()).await
+    }
+
+    /// Start on an existing data directory (restart tests).
+    pub async fn start_in(data_dir: std::path::PathBuf) -> TestBroker {
         let settings = Settings::load(
             None,
             &Overrides {
                 amqp_bind: Some("127.0.0.1:0".into()),
+                data_dir: Some(data_dir.clone()),
                 ..Default::default()
             },
         )
         .expect("settings");
         let running = warren::start(&settings).await.expect("broker starts");
-        TestBroker { running }
+        TestBroker { running, data_dir }
     }
 
     pub fn uri(&self) -> String {
