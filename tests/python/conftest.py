@@ -62,6 +62,15 @@ class Broker:
     def log(self):
         return "".join(self.lines)
 
+    def wait_log(self, text, timeout=5):
+        """True once `text` appears in the broker's log (read asynchronously)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.02)
+        return False
+
     def restart(self):
         self.stop()
         self.start()

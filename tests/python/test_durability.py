@@ -52,7 +52,7 @@ def test_durable_queue_and_persistent_message_survive_restart(fresh):
     ch.confirm_delivery()
     ch.basic_publish("durable_x", "jobs.nightly", b"via binding", PERSISTENT, mandatory=True)
     assert ch.basic_get("task_queue", auto_ack=True)[2] == b"via binding"
-    assert "recovered" in fresh.log()
+    assert fresh.wait_log("recovered")
 
 
 def test_ten_thousand_messages_half_acked_then_restart(fresh):
@@ -171,7 +171,7 @@ def test_corrupt_tail_is_truncated_and_the_rest_recovered(fresh):
     got = drain(ch, "tail", 98, timeout=10)
     assert got == [str(i).encode() for i in range(98)]
     assert ch.basic_get("tail")[0] is None
-    assert "truncating" in fresh.log()
+    assert fresh.wait_log("truncating")
 
 
 def test_second_broker_on_same_directory_is_refused(fresh):
@@ -195,3 +195,41 @@ def test_large_persistent_message_round_trips(fresh):
     ch = fresh.connect().channel()
     m, _, got = ch.basic_get("large", auto_ack=True)
     assert len(got) == len(body) and got == body
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_full_disk_refuses_persistent_publishes_clearly(tmp_path, small_disk):
+    b = Broker(tmp_path, {"WARREN_STORE__DIR": str(small_disk / "data")})
+    try:
+        c = b.connect()
+        ch = c.channel()
+        ch.queue_declare(queue="full", durable=True)
+        ch.confirm_delivery()
+        confirmed = 0
+        body = b"x" * (512 * 1024)
+        with pytest.raises((pika.exceptions.NackError, pika.exceptions.ChannelClosedByBroker)) as e:
+            for _ in range(40):  # 20 MiB into a 6 MiB disk
+                ch.basic_publish("", "full", body, PERSISTENT)
+                confirmed += 1
+        assert 0 < confirmed < 12
+        if isinstance(e.value, pika.exceptions.ChannelClosedByBroker):
+            assert e.value.reply_code == 506
+        assert b.wait_log("message store write failed")
+        # Nothing confirmed was lost, and the broker still serves.
+        ch = b.connect().channel()
+        assert ch.queue_declare(queue="full", passive=True).method.message_count >= confirmed
+        ch.queue_declare(queue="still-works")
+        ch.basic_publish("", "still-works", b"transient")
+        assert ch.basic_get("still-works", auto_ack=True)[2] == b"transient"
+    finally:
+        b.stop()

@@ -68,7 +68,7 @@ def test_reserved_names_403_and_unknown_type_503(broker):
 def test_wrong_password_refused(broker):
     with pytest.raises((ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
         broker.connect(credentials=pika.PlainCredentials("guest", "wrong"))
-    assert "authentication failed" in broker.log()
+    assert broker.wait_log("authentication failed")
 
 
 def test_unknown_vhost_530(broker):

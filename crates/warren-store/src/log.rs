@@ -420,8 +420,16 @@ impl Log {
                 files.insert(seg, f);
             }
             let f = files.get_mut(&seg).expect("opened above");
-            f.write_all(&bytes)
-                .map_err(|e| StoreError::io(&self.dir, e))?;
+            let before = f
+                .metadata()
+                .map_err(|e| StoreError::io(&self.dir, e))?
+                .len();
+            if let Err(e) = f.write_all(&bytes) {
+                // Cut the partial write so that later batches do not sit
+                // behind a torn record (recovery stops at the first one).
+                let _ = f.set_len(before);
+                return Err(StoreError::io(&segment_path(&self.dir, seg), e));
+            }
             if !touched.contains(&seg) {
                 touched.push(seg);
             }
