@@ -45,6 +45,10 @@ struct Args {
     /// Connections for the idle scenario.
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
+    /// Instead of scenarios: leave this many persistent 16-byte messages in
+    /// the durable queue `bench.fill` (for recovery measurements).
+    #[arg(long)]
+    fill: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -501,6 +505,52 @@ async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     })
 }
 
+/// Publish `n` persistent messages with confirms (1000 outstanding) and
+/// leave them queued.
+async fn run_fill(args: &Args, n: u64) -> Result<()> {
+    let mut c = Client::connect(&args.addr, &args.user, &args.password).await?;
+    c.queue("bench.fill", true).await?;
+    c.confirm_select().await?;
+    let start = Instant::now();
+    let mut out = BytesMut::with_capacity(1 << 20);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let body = [7u8; 16];
+    while acked < n {
+        while sent < n && sent - acked < 1000 {
+            amqp::put_publish(&mut out, "", "bench.fill", &body, true);
+            sent += 1;
+        }
+        if !out.is_empty() {
+            c.wr.write_all(&out).await?;
+            out.clear();
+        }
+        if !c.fill().await? {
+            anyhow::bail!("broker closed the connection");
+        }
+        loop {
+            let Some(f) = warren_amqp::codec::peek_frame(&c.buf, amqp::FRAME_MAX + 8)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            else {
+                break;
+            };
+            let total = f.size + warren_amqp::codec::FRAME_OVERHEAD;
+            let p = &c.buf[7..7 + f.size];
+            if warren_amqp::codec::method_id(p) == Some((60, 80)) {
+                let s = warren_amqp::codec::parse_settle(p, 80)?;
+                acked = if s.multiple { s.tag } else { acked.max(s.tag) };
+            } else if warren_amqp::codec::method_id(p) == Some((60, 120)) {
+                anyhow::bail!("broker nacked a publish");
+            }
+            bytes::Buf::advance(&mut c.buf, total);
+        }
+    }
+    println!(
+        "filled bench.fill with {n} persistent messages in {:.1?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
 async fn run_idle(args: &Args) -> Result<()> {
     let before = Sample::take(args.pid);
     let mut conns = Vec::with_capacity(args.idle_connections);
@@ -530,6 +580,9 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        if let Some(n) = args.fill {
+            return run_fill(&args, n).await;
+        }
         let wanted: Vec<&str> = args.scenarios.split(',').collect();
         let all = wanted.contains(&"all");
         println!("| broker | scenario | published msg/s | delivered msg/s | confirmed msg/s | p50 us | p99 us | p99.9 us | broker CPU | broker RSS MiB | generator CPU |");

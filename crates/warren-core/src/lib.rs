@@ -250,8 +250,7 @@ impl Broker {
             };
             messages += msgs.len();
             q.restore(msgs.into_iter().filter_map(|m| {
-                let mut msg =
-                    Message::new(Arc::from(m.exchange.as_str()), m.meta, m.key_len, m.body).ok()?;
+                let mut msg = Message::new(m.exchange, m.meta, m.key_len, m.body).ok()?;
                 msg.store_id = m.id;
                 Some((msg, m.redelivered))
             }));

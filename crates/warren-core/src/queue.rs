@@ -261,6 +261,8 @@ impl Queue {
     /// Put recovered messages back, in order, without logging them again.
     pub fn restore(&self, messages: impl IntoIterator<Item = (Message, bool)>) {
         let mut inner = self.lock();
+        let messages = messages.into_iter();
+        inner.ready.reserve(messages.size_hint().1.unwrap_or(0));
         for (message, redelivered) in messages {
             let seq = inner.next_seq;
             inner.next_seq += 1;

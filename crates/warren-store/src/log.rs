@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,8 +50,8 @@ pub struct Recovered {
     pub id: u64,
     /// Delivered before the restart and not acknowledged.
     pub redelivered: bool,
-    /// Exchange it was published to.
-    pub exchange: String,
+    /// Exchange it was published to (interned: one allocation per name).
+    pub exchange: Arc<str>,
     /// Routing key then AMQP properties.
     pub meta: Bytes,
     /// Length of the routing key inside `meta`.
@@ -67,7 +67,7 @@ struct Pending {
     segment: u64,
     segment_bytes: u64,
     /// id -> (segment, queues still holding it)
-    index: HashMap<u64, (u64, u32)>,
+    index: IdMap<(u64, u32)>,
     /// segment -> messages still live in it
     live: BTreeMap<u64, u64>,
     closed: bool,
@@ -174,16 +174,6 @@ impl<'a> Cur<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn str(&mut self) -> Option<String> {
-        let n = self.u16()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn key(&mut self) -> Option<QueueKey> {
-        Some(QueueKey {
-            vhost: self.str()?,
-            queue: self.str()?,
-        })
-    }
 }
 
 /// What recovery found.
@@ -200,9 +190,88 @@ pub struct Recovery {
 
 struct Entry {
     seg: u64,
-    queues: Vec<QueueKey>,
-    delivered: Vec<QueueKey>,
+    /// Interned queue keys still holding the message.
+    queues: Vec<u32>,
+    delivered: Vec<u32>,
     msg: Recovered,
+}
+
+/// Hashes message ids (sequential u64s) with one multiply instead of SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Recovery state: live entries and interned names.
+#[derive(Default)]
+struct Scan {
+    /// Entries by `id - base`: ids are handed out sequentially, so a vector
+    /// beats a map.
+    entries: Vec<Option<Entry>>,
+    base: u64,
+    keys: Vec<QueueKey>,
+    key_ids: HashMap<Box<[u8]>, u32>,
+    exchanges: HashMap<Box<[u8]>, Arc<str>>,
+    lookup: Vec<u8>,
+    max_id: u64,
+}
+
+impl Scan {
+    /// The slot for `id`, growing the vector; None for ids below the base
+    /// (older than anything kept, so already dead).
+    fn slot(&mut self, id: u64) -> Option<&mut Option<Entry>> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        if i >= self.entries.len() {
+            self.entries.resize_with(i + 1, || None);
+        }
+        self.entries.get_mut(i)
+    }
+
+    fn existing(&mut self, id: u64) -> Option<&mut Option<Entry>> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.entries.get_mut(i)
+    }
+
+    fn key(&mut self, vhost: &[u8], queue: &[u8]) -> Option<u32> {
+        self.lookup.clear();
+        self.lookup.extend_from_slice(vhost);
+        self.lookup.push(0);
+        self.lookup.extend_from_slice(queue);
+        if let Some(k) = self.key_ids.get(self.lookup.as_slice()) {
+            return Some(*k);
+        }
+        let k = QueueKey {
+            vhost: String::from_utf8(vhost.to_vec()).ok()?,
+            queue: String::from_utf8(queue.to_vec()).ok()?,
+        };
+        let id = self.keys.len() as u32;
+        self.keys.push(k);
+        self.key_ids.insert(self.lookup.as_slice().into(), id);
+        Some(id)
+    }
+
+    fn exchange(&mut self, name: &[u8]) -> Option<Arc<str>> {
+        if let Some(x) = self.exchanges.get(name) {
+            return Some(x.clone());
+        }
+        let x: Arc<str> = Arc::from(std::str::from_utf8(name).ok()?);
+        self.exchanges.insert(name.into(), x.clone());
+        Some(x)
+    }
 }
 
 impl Log {
@@ -217,34 +286,40 @@ impl Log {
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
             .collect();
         segments.sort_unstable();
-        let mut entries: HashMap<u64, Entry> = HashMap::new();
+        let mut scan = Scan::default();
         let mut records = 0u64;
         let mut truncated = 0u64;
-        let mut max_id = 0u64;
         for &seg in &segments {
             let path = segment_path(dir, seg);
-            let (n, cut) = read_segment(&path, seg, &mut entries, &mut max_id)?;
+            let (n, cut) = read_segment(&path, seg, &mut scan)?;
             records += n;
             truncated += cut;
         }
+        let max_id = scan.max_id;
         // Rebuild the index and live counts from what survived.
-        let mut index = HashMap::new();
+        let mut index = IdMap::default();
+        index.reserve(scan.entries.len());
         let mut live: BTreeMap<u64, u64> = segments.iter().map(|s| (*s, 0)).collect();
-        let mut queues: HashMap<QueueKey, Vec<Recovered>> = HashMap::new();
-        for (id, e) in entries {
+        let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
+        for e in scan.entries.into_iter().flatten() {
+            let id = e.msg.id;
             if e.queues.is_empty() {
                 continue;
             }
             index.insert(id, (e.seg, e.queues.len() as u32));
             *live.entry(e.seg).or_default() += 1;
-            for q in e.queues {
+            for &q in &e.queues {
                 let mut m = e.msg.clone();
                 m.redelivered = e.delivered.contains(&q);
-                queues.entry(q).or_default().push(m);
+                by_key[q as usize].push(m);
             }
         }
-        for v in queues.values_mut() {
-            v.sort_unstable_by_key(|m| m.id);
+        let mut queues = HashMap::new();
+        // Entries were visited in id order, so each list is already sorted.
+        for (k, v) in scan.keys.into_iter().zip(by_key) {
+            if !v.is_empty() {
+                queues.insert(k, v);
+            }
         }
         let segment = segments.last().map_or(1, |s| s + 1);
         let (state, _) = watch::channel(SyncState::default());
@@ -488,111 +563,138 @@ impl Log {
     }
 }
 
-/// Read one segment into `entries`; truncates a torn or corrupt tail.
-fn read_segment(
-    path: &Path,
-    seg: u64,
-    entries: &mut HashMap<u64, Entry>,
-    max_id: &mut u64,
-) -> Result<(u64, u64), StoreError> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| StoreError::io(path, e))?;
-    let size = f.metadata().map_err(|e| StoreError::io(path, e))?.len();
-    let mut r = BufReader::with_capacity(1 << 20, &mut f);
-    let mut pos = 0u64;
+/// A read-only mapping of a sealed segment. Recovered message bodies are
+/// slices of it, so they cost no heap and, once recovery is done, no resident
+/// memory until a consumer reads them (the page cache serves them).
+struct Mapped(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Read one segment; truncates a torn or corrupt tail. Segments are never
+/// written again after a restart (new writes go to a new segment), so the
+/// mapping stays valid; truncation only cuts bytes no slice refers to.
+fn read_segment(path: &Path, seg: u64, scan: &mut Scan) -> Result<(u64, u64), StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    if file.metadata().map_err(|e| StoreError::io(path, e))?.len() == 0 {
+        return Ok((0, 0));
+    }
+    // SAFETY: the file is private to this process (the data directory is
+    // locked) and no one writes to or shrinks the mapped range while mapped.
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(path, e))?);
+    let data = Bytes::from_owner(Mapped(map.clone()));
+    let size = data.len();
+    let mut pos = 0usize;
     let mut records = 0u64;
-    let mut header = [0u8; 8];
-    let mut payload = Vec::new();
-    let good_end = loop {
-        if pos == size {
-            break pos;
+    while pos + 8 <= size {
+        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
+        let end = pos + 8 + len;
+        if len == 0 || end > size || crc32fast::hash(&data[pos + 8..end]) != crc {
+            break;
         }
-        if size - pos < 8 || r.read_exact(&mut header).is_err() {
-            break pos;
-        }
-        let len = u32::from_be_bytes(header[..4].try_into().expect("4")) as u64;
-        let crc = u32::from_be_bytes(header[4..].try_into().expect("4"));
-        if len == 0 || pos + 8 + len > size {
-            break pos;
-        }
-        payload.resize(len as usize, 0);
-        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            break pos;
-        }
-        if !apply(&payload, seg, entries, max_id) {
-            break pos;
+        if apply(&data, pos + 8, end, seg, scan).is_none() {
+            break;
         }
         records += 1;
-        pos += 8 + len;
-    };
-    drop(r);
-    let cut = size - good_end;
+        pos = end;
+    }
+    // Drop the scanned pages from our resident set; slices that are read
+    // later fault them back in from the page cache.
+    // SAFETY: a shared, read-only file mapping: DONTNEED only discards
+    // resident pages, whose contents come back from the file on access.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    let cut = (size - pos) as u64;
     if cut > 0 {
         tracing::warn!(
-            "message store: {} has a torn or corrupt record at byte {good_end}; truncating {cut} bytes",
+            "message store: {} has a torn or corrupt record at byte {pos}; truncating {cut} bytes",
             path.display()
         );
-        f.set_len(good_end).map_err(|e| StoreError::io(path, e))?;
-        f.seek(SeekFrom::End(0))
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
             .map_err(|e| StoreError::io(path, e))?;
+        f.set_len(pos as u64).map_err(|e| StoreError::io(path, e))?;
         f.sync_all().map_err(|e| StoreError::io(path, e))?;
     }
     Ok((records, cut))
 }
 
-fn apply(payload: &[u8], seg: u64, entries: &mut HashMap<u64, Entry>, max_id: &mut u64) -> bool {
+fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> Option<()> {
+    let payload = &data[start..end];
     let mut c = Cur { b: payload, p: 1 };
-    let parsed = (|| -> Option<()> {
-        match payload[0] {
-            ENQUEUE => {
-                let id = c.u64()?;
-                let n = c.u16()? as usize;
-                let mut queues = Vec::with_capacity(n);
-                for _ in 0..n {
-                    queues.push(c.key()?);
-                }
-                let exchange = c.str()?;
-                let key_len = *c.take(1)?.first()?;
-                let ml = c.u32()? as usize;
-                let meta = Bytes::copy_from_slice(c.take(ml)?);
-                let bl = c.u32()? as usize;
-                let body = Bytes::copy_from_slice(c.take(bl)?);
-                *max_id = (*max_id).max(id);
-                // A copy of a message already seen (compaction) is ignored.
-                entries.entry(id).or_insert(Entry {
-                    seg,
-                    queues,
-                    delivered: Vec::new(),
-                    msg: Recovered {
-                        id,
-                        redelivered: false,
-                        exchange,
-                        meta,
-                        key_len,
-                        body,
-                    },
-                });
+    let short = |c: &mut Cur<'_>| -> Option<(usize, usize)> {
+        let n = c.u16()? as usize;
+        let at = c.p;
+        c.take(n)?;
+        Some((at, n))
+    };
+    match payload[0] {
+        ENQUEUE => {
+            let id = c.u64()?;
+            let n = c.u16()? as usize;
+            let mut queues = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (va, vn) = short(&mut c)?;
+                let (qa, qn) = short(&mut c)?;
+                queues.push(scan.key(&payload[va..va + vn], &payload[qa..qa + qn])?);
             }
-            REMOVE | DELIVERED => {
-                let id = c.u64()?;
-                let q = c.key()?;
-                if let Some(e) = entries.get_mut(&id) {
-                    if payload[0] == REMOVE {
-                        e.queues.retain(|x| x != &q);
+            let (xa, xn) = short(&mut c)?;
+            let exchange = scan.exchange(&payload[xa..xa + xn])?;
+            let key_len = *c.take(1)?.first()?;
+            let ml = c.u32()? as usize;
+            let ma = c.p;
+            c.take(ml)?;
+            let bl = c.u32()? as usize;
+            let ba = c.p;
+            c.take(bl)?;
+            scan.max_id = scan.max_id.max(id);
+            if scan.entries.is_empty() {
+                scan.base = id;
+            }
+            // A second copy of a message (a rewritten segment) is ignored.
+            let Some(slot) = scan.slot(id) else {
+                return Some(());
+            };
+            if slot.is_some() {
+                return Some(());
+            }
+            *slot = Some(Entry {
+                seg,
+                queues,
+                delivered: Vec::new(),
+                msg: Recovered {
+                    id,
+                    redelivered: false,
+                    exchange,
+                    meta: data.slice(start + ma..start + ma + ml),
+                    key_len,
+                    body: data.slice(start + ba..start + ba + bl),
+                },
+            });
+        }
+        kind @ (REMOVE | DELIVERED) => {
+            let id = c.u64()?;
+            let (va, vn) = short(&mut c)?;
+            let (qa, qn) = short(&mut c)?;
+            let q = scan.key(&payload[va..va + vn], &payload[qa..qa + qn])?;
+            if let Some(slot) = scan.existing(id) {
+                if let Some(e) = slot.as_mut() {
+                    if kind == REMOVE {
+                        e.queues.retain(|x| *x != q);
                         if e.queues.is_empty() {
-                            entries.remove(&id);
+                            *slot = None;
                         }
                     } else if !e.delivered.contains(&q) {
                         e.delivered.push(q);
                     }
                 }
             }
-            _ => return None,
         }
-        Some(())
-    })();
-    parsed.is_some()
+        _ => return None,
+    }
+    Some(())
 }
