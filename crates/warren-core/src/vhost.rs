@@ -874,7 +874,7 @@ impl VHost {
                         key_len,
                         &msg.body,
                     );
-                    r.sync_seq = Some(log.append_enqueue(id, keys.len() as u32, &rec));
+                    r.sync_seq = Some(log.append_enqueue(id, &keys, &rec));
                 }
             }
         }

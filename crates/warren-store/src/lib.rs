@@ -272,7 +272,7 @@ mod tests {
                     3,
                     &i.to_be_bytes(),
                 );
-                last = log.append_enqueue(id, 2, &rec);
+                last = log.append_enqueue(id, &[key("a"), key("b")], &rec);
                 if i % 2 == 0 {
                     log.append_remove(id, &key("a"));
                 }
@@ -308,7 +308,7 @@ mod tests {
                 let id = log.next_id();
                 let mut rec = Vec::new();
                 log::encode_enqueue(&mut rec, id, &[key("q")], "", b"q", 1, &i.to_be_bytes());
-                last = log.append_enqueue(id, 1, &rec);
+                last = log.append_enqueue(id, &[key("q")], &rec);
             }
             wait_synced(log, last);
             o.store.close();

@@ -60,17 +60,50 @@ pub struct Recovered {
     pub body: Bytes,
 }
 
+/// Where a stored message lives and which queues still hold it.
+struct Live {
+    seg: u64,
+    /// Interned queue keys (see `Pending::keys`).
+    queues: Vec<u32>,
+}
+
+/// Message counts of one segment.
+#[derive(Clone, Copy, Debug, Default)]
+struct SegStat {
+    live: u64,
+    total: u64,
+}
+
 struct Pending {
     /// (segment number, bytes) chunks not yet written.
     chunks: Vec<(u64, Vec<u8>)>,
     seq: u64,
     segment: u64,
     segment_bytes: u64,
-    /// id -> (segment, queues still holding it)
-    index: IdMap<(u64, u32)>,
-    /// segment -> messages still live in it
-    live: BTreeMap<u64, u64>,
+    index: IdMap<Live>,
+    segs: BTreeMap<u64, SegStat>,
+    keys: HashMap<QueueKey, u32>,
+    key_names: Vec<QueueKey>,
     closed: bool,
+}
+
+impl Pending {
+    fn intern(&mut self, k: &QueueKey) -> u32 {
+        if let Some(i) = self.keys.get(k) {
+            return *i;
+        }
+        let i = self.key_names.len() as u32;
+        self.key_names.push(k.clone());
+        self.keys.insert(k.clone(), i);
+        i
+    }
+
+    fn add_live(&mut self, id: u64, seg: u64, queues: Vec<u32>) {
+        let st = self.segs.entry(seg).or_default();
+        st.live += 1;
+        st.total += 1;
+        self.index.insert(id, Live { seg, queues });
+    }
 }
 
 /// Group-commit state published to connections.
@@ -90,7 +123,12 @@ pub struct Log {
     wake: Condvar,
     state: watch::Sender<SyncState>,
     next_id: AtomicU64,
+    segment_size: u64,
     healthy: AtomicBool,
+    /// Set after a failed write: a lost batch may have held compaction
+    /// copies, so no segment is deleted again until a restart re-derives
+    /// what is live.
+    reclaim_disabled: AtomicBool,
     /// fsync latencies in microseconds, for metrics.
     pub fsync_micros: Mutex<Vec<u32>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -223,6 +261,8 @@ struct Scan {
     /// beats a map.
     entries: Vec<Option<Entry>>,
     base: u64,
+    /// Entries with ids below `base` (compaction copies of old messages).
+    low: IdMap<Entry>,
     keys: Vec<QueueKey>,
     key_ids: HashMap<Box<[u8]>, u32>,
     exchanges: HashMap<Box<[u8]>, Arc<str>>,
@@ -278,6 +318,11 @@ impl Log {
     /// Open (creating) the log in `dir`, recover its contents and start the
     /// writer thread.
     pub fn open(dir: &Path) -> Result<(Arc<Log>, Recovery), StoreError> {
+        Self::open_with(dir, SEGMENT_SIZE)
+    }
+
+    /// [`Log::open`] with another segment size (tests use small ones).
+    pub fn open_with(dir: &Path, segment_size: u64) -> Result<(Arc<Log>, Recovery), StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let started = Instant::now();
         let mut segments: Vec<u64> = fs::read_dir(dir)
@@ -299,15 +344,29 @@ impl Log {
         // Rebuild the index and live counts from what survived.
         let mut index = IdMap::default();
         index.reserve(scan.entries.len());
-        let mut live: BTreeMap<u64, u64> = segments.iter().map(|s| (*s, 0)).collect();
+        // Totals are unknown after a restart; count live ones as the total.
+        let mut segs: BTreeMap<u64, SegStat> =
+            segments.iter().map(|s| (*s, SegStat::default())).collect();
         let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
-        for e in scan.entries.into_iter().flatten() {
+        // Ids below the first segment's first id (copies made by compaction)
+        // come first.
+        let mut low: Vec<Entry> = scan.low.into_values().collect();
+        low.sort_unstable_by_key(|e| e.msg.id);
+        for e in low.into_iter().chain(scan.entries.into_iter().flatten()) {
             let id = e.msg.id;
             if e.queues.is_empty() {
                 continue;
             }
-            index.insert(id, (e.seg, e.queues.len() as u32));
-            *live.entry(e.seg).or_default() += 1;
+            let st = segs.entry(e.seg).or_default();
+            st.live += 1;
+            st.total += 1;
+            index.insert(
+                id,
+                Live {
+                    seg: e.seg,
+                    queues: e.queues.clone(),
+                },
+            );
             for &q in &e.queues {
                 let mut m = e.msg.clone();
                 m.redelivered = e.delivered.contains(&q);
@@ -316,6 +375,12 @@ impl Log {
         }
         let mut queues = HashMap::new();
         // Entries were visited in id order, so each list is already sorted.
+        let key_names = scan.keys.clone();
+        let keys: HashMap<QueueKey, u32> = key_names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect();
         for (k, v) in scan.keys.into_iter().zip(by_key) {
             if !v.is_empty() {
                 queues.insert(k, v);
@@ -331,13 +396,17 @@ impl Log {
                 segment,
                 segment_bytes: 0,
                 index,
-                live,
+                segs,
+                keys,
+                key_names,
                 closed: false,
             }),
             wake: Condvar::new(),
             state,
             next_id: AtomicU64::new(max_id + 1),
+            segment_size,
             healthy: AtomicBool::new(true),
+            reclaim_disabled: AtomicBool::new(false),
             fsync_micros: Mutex::new(Vec::new()),
             thread: Mutex::new(None),
         });
@@ -379,14 +448,16 @@ impl Log {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Append an encoded enqueue record for message `id` held by `queues`
-    /// queues; returns the sequence number to wait for.
-    pub fn append_enqueue(&self, id: u64, queues: u32, record: &[u8]) -> u64 {
+    /// Append an encoded enqueue record (see [`encode_enqueue`]) for message
+    /// `id` held by `queues`; returns the sequence number to wait for.
+    pub fn append_enqueue(&self, id: u64, queues: &[QueueKey], record: &[u8]) -> u64 {
         let mut p = self.pending.lock();
+        let qs: Vec<u32> = queues.iter().map(|q| p.intern(q)).collect();
+        let seq = self.push(&mut p, record);
+        // After push: the record may have opened a new segment.
         let seg = p.segment;
-        p.index.insert(id, (seg, queues));
-        *p.live.entry(seg).or_default() += 1;
-        self.push(&mut p, record)
+        p.add_live(id, seg, qs);
+        seq
     }
 
     /// A queue let go of message `id` (ack, reject, expiry, purge...).
@@ -394,13 +465,18 @@ impl Log {
         let mut rec = Vec::with_capacity(32 + q.vhost.len() + q.queue.len());
         encode_marker(&mut rec, REMOVE, id, q);
         let mut p = self.pending.lock();
-        if let Some((seg, refs)) = p.index.get_mut(&id) {
-            *refs -= 1;
-            if *refs == 0 {
-                let seg = *seg;
+        if let Some(&k) = p.keys.get(q) {
+            let mut dead = None;
+            if let Some(l) = p.index.get_mut(&id) {
+                l.queues.retain(|x| *x != k);
+                if l.queues.is_empty() {
+                    dead = Some(l.seg);
+                }
+            }
+            if let Some(seg) = dead {
                 p.index.remove(&id);
-                if let Some(l) = p.live.get_mut(&seg) {
-                    *l -= 1;
+                if let Some(st) = p.segs.get_mut(&seg) {
+                    st.live -= 1;
                 }
             }
         }
@@ -417,11 +493,11 @@ impl Log {
     }
 
     fn push(&self, p: &mut Pending, record: &[u8]) -> u64 {
-        if p.segment_bytes > 0 && p.segment_bytes + record.len() as u64 > SEGMENT_SIZE {
+        if p.segment_bytes > 0 && p.segment_bytes + record.len() as u64 > self.segment_size {
             p.segment += 1;
             p.segment_bytes = 0;
             let seg = p.segment;
-            p.live.entry(seg).or_insert(0);
+            p.segs.entry(seg).or_default();
         }
         p.segment_bytes += record.len() as u64;
         let seg = p.segment;
@@ -461,6 +537,7 @@ impl Log {
                         "message store write failed, publishes are refused until it succeeds: {e}"
                     );
                     self.healthy.store(false, Ordering::Release);
+                    self.reclaim_disabled.store(true, Ordering::Release);
                     self.state.send_modify(|s| {
                         s.failed = seq;
                         s.synced = seq;
@@ -468,6 +545,98 @@ impl Log {
                 }
             }
             self.delete_dead_segments_with(&mut files);
+            // Copies made now are written by the next batch; the segment
+            // they came from is deleted only after that batch succeeded.
+            self.compact_one();
+        }
+    }
+
+    /// Copy the live messages of the oldest segment forward when few are
+    /// left, so that one long-lived message does not pin every segment
+    /// after it. Ids (and so queue order) are kept.
+    fn compact_one(&self) {
+        if self.reclaim_disabled.load(Ordering::Acquire) {
+            return;
+        }
+        let (seg, ids) = {
+            let p = self.pending.lock();
+            let Some((&seg, st)) = p.segs.iter().next() else {
+                return;
+            };
+            if seg >= p.segment || st.live == 0 {
+                return;
+            }
+            // Worth it when most of it is dead, or when it pins dead
+            // segments behind it (prefix deletion cannot pass it).
+            let pins = p
+                .segs
+                .iter()
+                .nth(1)
+                .is_some_and(|(s, st)| *s < p.segment && st.live == 0);
+            if st.live * 4 > st.total && !pins {
+                return;
+            }
+            let mut ids: Vec<u64> = p
+                .index
+                .iter()
+                .filter(|(_, l)| l.seg == seg)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            (seg, ids)
+        };
+        let path = segment_path(&self.dir, seg);
+        let Ok(data) = fs::read(&path) else { return };
+        let mut pos = 0usize;
+        let mut rec = Vec::new();
+        let mut copied = 0;
+        while pos + 8 <= data.len() {
+            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+            let end = pos + 8 + len;
+            if len == 0 || end > data.len() {
+                break;
+            }
+            let payload = &data[pos + 8..end];
+            pos = end;
+            if payload[0] != ENQUEUE {
+                continue;
+            }
+            let id = u64::from_be_bytes(payload[1..9].try_into().expect("8"));
+            if ids.binary_search(&id).is_err() {
+                continue;
+            }
+            let Some(m) = parse_enqueue(payload) else {
+                continue;
+            };
+            let mut p = self.pending.lock();
+            let Some(queues) = p
+                .index
+                .get(&id)
+                .filter(|l| l.seg == seg)
+                .map(|l| l.queues.clone())
+            else {
+                continue;
+            };
+            let keys: Vec<QueueKey> = queues
+                .iter()
+                .map(|k| p.key_names[*k as usize].clone())
+                .collect();
+            rec.clear();
+            encode_enqueue(&mut rec, id, &keys, m.0, m.1, m.2, m.3);
+            self.push(&mut p, &rec);
+            let new_seg = p.segment;
+            if let Some(st) = p.segs.get_mut(&seg) {
+                st.live -= 1;
+            }
+            p.add_live(id, new_seg, queues);
+            copied += 1;
+        }
+        if copied > 0 {
+            tracing::info!(
+                segment = seg,
+                messages = copied,
+                "message store: compacted segment"
+            );
         }
     }
 
@@ -527,18 +696,21 @@ impl Log {
     }
 
     fn delete_dead_segments_with(&self, files: &mut BTreeMap<u64, File>) {
+        if self.reclaim_disabled.load(Ordering::Acquire) {
+            return;
+        }
         let dead: Vec<u64> = {
             let mut p = self.pending.lock();
             let current = p.segment;
             let mut dead = Vec::new();
-            for (&seg, &live) in p.live.iter() {
-                if seg >= current || live > 0 {
+            for (&seg, st) in p.segs.iter() {
+                if seg >= current || st.live > 0 {
                     break;
                 }
                 dead.push(seg);
             }
             for s in &dead {
-                p.live.remove(s);
+                p.segs.remove(s);
             }
             dead
         };
@@ -561,6 +733,24 @@ impl Log {
             let _ = h.join();
         }
     }
+}
+
+/// The exchange, meta, key length and body of an enqueue payload.
+fn parse_enqueue(payload: &[u8]) -> Option<(&str, &[u8], u8, &[u8])> {
+    let mut c = Cur { b: payload, p: 9 };
+    let n = c.u16()? as usize;
+    for _ in 0..n * 2 {
+        let l = c.u16()? as usize;
+        c.take(l)?;
+    }
+    let xl = c.u16()? as usize;
+    let exchange = std::str::from_utf8(c.take(xl)?).ok()?;
+    let key_len = *c.take(1)?.first()?;
+    let ml = c.u32()? as usize;
+    let meta = c.take(ml)?;
+    let bl = c.u32()? as usize;
+    let body = c.take(bl)?;
+    Some((exchange, meta, key_len, body))
 }
 
 /// A read-only mapping of a sealed segment. Recovered message bodies are
@@ -655,14 +845,7 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
             if scan.entries.is_empty() {
                 scan.base = id;
             }
-            // A second copy of a message (a rewritten segment) is ignored.
-            let Some(slot) = scan.slot(id) else {
-                return Some(());
-            };
-            if slot.is_some() {
-                return Some(());
-            }
-            *slot = Some(Entry {
+            let entry = Entry {
                 seg,
                 queues,
                 delivered: Vec::new(),
@@ -674,27 +857,124 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
                     key_len,
                     body: data.slice(start + ba..start + ba + bl),
                 },
-            });
+            };
+            // A second copy of a message (compaction) is ignored: the first
+            // one plus the removals after it say which queues hold it.
+            match scan.slot(id) {
+                Some(slot) if slot.is_none() => *slot = Some(entry),
+                Some(_) => {}
+                None => {
+                    scan.low.entry(id).or_insert(entry);
+                }
+            }
         }
         kind @ (REMOVE | DELIVERED) => {
             let id = c.u64()?;
             let (va, vn) = short(&mut c)?;
             let (qa, qn) = short(&mut c)?;
             let q = scan.key(&payload[va..va + vn], &payload[qa..qa + qn])?;
-            if let Some(slot) = scan.existing(id) {
-                if let Some(e) = slot.as_mut() {
-                    if kind == REMOVE {
-                        e.queues.retain(|x| *x != q);
-                        if e.queues.is_empty() {
-                            *slot = None;
-                        }
-                    } else if !e.delivered.contains(&q) {
-                        e.delivered.push(q);
-                    }
+            let remove = kind == REMOVE;
+            let mark = |e: &mut Entry| {
+                if remove {
+                    e.queues.retain(|x| *x != q);
+                } else if !e.delivered.contains(&q) {
+                    e.delivered.push(q);
                 }
+                remove && e.queues.is_empty()
+            };
+            if let Some(slot) = scan.existing(id) {
+                if slot.as_mut().is_some_and(mark) {
+                    *slot = None;
+                }
+            } else if scan.low.get_mut(&id).is_some_and(mark) {
+                scan.low.remove(&id);
             }
         }
         _ => return None,
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(q: &str) -> QueueKey {
+        QueueKey {
+            vhost: "/".into(),
+            queue: q.into(),
+        }
+    }
+
+    fn sync(log: &Log, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log.sync_state().synced < seq {
+            assert!(Instant::now() < deadline, "not synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn segments(dir: &Path) -> Vec<u64> {
+        let mut v: Vec<u64> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn long_lived_message_is_copied_forward_and_old_segments_reclaimed() {
+        let dir = std::env::temp_dir().join(format!("warren-log-compact-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let (log, _) = Log::open_with(&dir, 4096).unwrap();
+            let mut rec = Vec::new();
+            // One message that is never acked, then churn that is.
+            let keeper = log.next_id();
+            encode_enqueue(&mut rec, keeper, &[key("q")], "x", b"kprops", 1, b"keep me");
+            let mut last = log.append_enqueue(keeper, &[key("q")], &rec);
+            for i in 0..400u32 {
+                let id = log.next_id();
+                rec.clear();
+                encode_enqueue(&mut rec, id, &[key("q")], "x", b"k", 1, &[i as u8; 64]);
+                last = log.append_enqueue(id, &[key("q")], &rec);
+                log.append_remove(id, &key("q"));
+                if i % 50 == 0 {
+                    sync(&log, last);
+                }
+            }
+            sync(&log, last);
+            // Let the writer run a few more rounds (compaction copies, then deletion).
+            for _ in 0..3 {
+                log.append_delivered(keeper, &key("q"));
+                let seq = log.pending.lock().seq;
+                sync(&log, seq);
+            }
+            let segs = segments(&dir);
+            assert!(
+                !segs.contains(&1),
+                "the pinned first segment should be gone: {segs:?}"
+            );
+            assert!(
+                segs.len() <= 3,
+                "dead segments should be reclaimed: {segs:?}"
+            );
+            log.close();
+        }
+        let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+        let q = &rec.queues[&key("q")];
+        assert_eq!(q.len(), 1);
+        assert_eq!(&q[0].body[..], b"keep me");
+        assert!(q[0].redelivered);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
