@@ -110,3 +110,67 @@ def test_garbage_frame_closes_only_that_connection(broker, conn):
     s.close()
     ch.basic_publish("", "survivor", b"still here")
     assert ch.basic_get("survivor", auto_ack=True)[2] == b"still here"
+
+
+def test_internal_exchange_refuses_publish_403(conn):
+    ch = conn.channel()
+    ch.exchange_declare("internal_x", "fanout", internal=True)
+    ch.confirm_delivery()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish("internal_x", "", b"no")
+    assert e.value.reply_code == 403
+
+
+def test_delete_conditions_and_purge(conn):
+    ch = conn.channel()
+    ch.exchange_declare("used_x", "direct")
+    ch.queue_declare("cond_q")
+    ch.queue_bind("cond_q", "used_x", "k")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_delete("used_x", if_unused=True)
+    assert e.value.reply_code == 406
+    ch = conn.channel()
+    ch.basic_publish("", "cond_q", b"1")
+    ch.basic_publish("", "cond_q", b"2")
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.queue_delete("cond_q", if_empty=True)
+    assert e.value.reply_code == 406
+    ch = conn.channel()
+    tag = ch.basic_consume("cond_q", lambda *a: None, auto_ack=False)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().queue_delete("cond_q", if_unused=True)
+    assert e.value.reply_code == 406
+    ch.basic_cancel(tag)
+    ch2 = conn.channel()
+    # Messages delivered to the cancelled consumer stay unacked on its channel.
+    ch.close()  # requeues them
+    assert ch2.queue_purge("cond_q").method.message_count == 2
+    assert ch2.queue_delete("cond_q").method.message_count == 0
+
+
+def test_auto_delete_queue_and_exchange(conn):
+    ch = conn.channel()
+    ch.exchange_declare("ad_x", "fanout", auto_delete=True)
+    ch.queue_declare("ad_q", auto_delete=True)
+    ch.queue_bind("ad_q", "ad_x")
+    tag = ch.basic_consume("ad_q", lambda *a: None)
+    ch.basic_cancel(tag)
+    # Last consumer gone: the queue goes, and with its binding the exchange.
+    with pytest.raises(ChannelClosedByBroker):
+        ch.queue_declare("ad_q", passive=True)
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker):
+        ch.exchange_declare("ad_x", passive=True)
+
+
+def test_sigterm_closes_clients_with_320_and_exits_0(tmp_path):
+    from conftest import Broker
+    b = Broker(tmp_path)
+    c = b.connect()
+    c.channel()
+    b.proc.send_signal(__import__("signal").SIGTERM)
+    assert b.proc.wait(15) == 0
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        c.process_data_events(time_limit=1)
+        c.channel()
+    assert e.value.reply_code == 320
