@@ -42,6 +42,8 @@ pub struct Broker {
     /// Durable exchanges whose type is not loaded (a missing plugin): kept
     /// in the definitions so that they come back once the plugin does.
     orphans: Mutex<Vec<ExchangeDef>>,
+    /// Bindings from or to such exchanges, kept for the same reason.
+    orphan_bindings: Mutex<Vec<warren_store::BindingDef>>,
 }
 
 impl Broker {
@@ -57,6 +59,7 @@ impl Broker {
             me: me.clone(),
             recovering: AtomicBool::new(false),
             orphans: Mutex::new(Vec::new()),
+            orphan_bindings: Mutex::new(Vec::new()),
         });
         b.vhost_or_create("/");
         b
@@ -129,6 +132,8 @@ impl Broker {
             d.bindings.extend(bs);
         }
         d.exchanges.extend(self.orphans.lock().iter().cloned());
+        d.bindings
+            .extend(self.orphan_bindings.lock().iter().cloned());
         d.users = self
             .users
             .list()
@@ -212,6 +217,15 @@ impl Broker {
             }
         }
         for b in &defs.bindings {
+            let orphaned = self.orphans.lock().iter().any(|x| {
+                x.vhost == b.vhost
+                    && (x.name == b.source
+                        || (b.destination_type == "exchange" && x.name == b.destination))
+            });
+            if orphaned {
+                self.orphan_bindings.lock().push(b.clone());
+                continue;
+            }
             let vh = self.vhost_or_create(&b.vhost).0;
             let args = vhost::args_from_b64(&b.arguments);
             let r = if b.destination_type == "exchange" {

@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+pub mod plugins;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     /// Where the AMQP listener bound.
     pub amqp_addr: SocketAddr,
+    /// Exchange-type plugins that loaded.
+    pub plugins: Vec<plugins::LoadedPlugin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<warren_store::Store>,
@@ -64,6 +67,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let store = opened.store.clone();
     tracing::info!("data directory {}", settings.store.dir.display());
     let broker = Broker::new(Some(opened.store));
+    // Plugin types must exist before durable exchanges of those types come back.
+    let plugins = plugins::load_dir(
+        &settings.plugins.dir,
+        &settings.plugins.enabled,
+        &broker.types,
+    );
     let u = &settings.default_user;
     match &opened.definitions {
         Some(defs) => broker.recover(defs, opened.recovery),
@@ -103,6 +112,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     Ok(Running {
         broker,
         amqp_addr,
+        plugins,
         shutdown: tx,
         tasks: vec![amqp],
         store,
