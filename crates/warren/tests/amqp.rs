@@ -551,15 +551,7 @@ async fn channel_errors_keep_connection() {
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
     let ch2 = c.create_channel().await.unwrap();
     declare(&ch2, "after-error").await;
-    // Acking an unknown tag is a 406 channel error.
-    ch2.basic_ack(999, BasicAckOptions::default())
-        .await
-        .unwrap();
-    let err = ch2
-        .basic_qos(1, BasicQosOptions::default())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");
+    // (Unknown delivery tags: see raw.rs, which reads the 406 itself.)
     assert!(c.status().connected());
 }
 
