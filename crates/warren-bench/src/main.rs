@@ -137,6 +137,22 @@ fn scenarios() -> Vec<Spec> {
             ..BASE
         },
         Spec {
+            name: "direct-100keys",
+            exchange: "bench.direct",
+            kind: "direct",
+            bindings_per_queue: 100,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
+            name: "plugin-direct-100keys",
+            exchange: "bench.plugin-direct",
+            kind: "x-plugin-direct",
+            bindings_per_queue: 100,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
             name: "persistent-16b-1pub",
             persistent: true,
             durable: true,
@@ -181,14 +197,16 @@ fn scenarios() -> Vec<Spec> {
 
 /// Routing keys: topic bindings mix `*` and `#`; publishes match one queue each.
 fn binding_key(spec: &Spec, q: usize, b: usize) -> String {
-    if spec.kind == "topic" {
-        match b % 3 {
+    match spec.kind {
+        "topic" => match b % 3 {
             0 => format!("metrics.q{q}.b{b}.*"),
             1 => format!("metrics.q{q}.b{b}.#"),
             _ => format!("*.q{q}.b{b}.x"),
-        }
-    } else {
-        String::new()
+        },
+        // Many keys per queue, published in rotation, so that the channel's
+        // one-entry route cache always misses and routing itself is measured.
+        "direct" | "x-plugin-direct" => format!("k{q}.{b}"),
+        _ => String::new(),
     }
 }
 
@@ -200,6 +218,11 @@ fn publish_key(spec: &Spec, n: u64, queue_names: &[String]) -> String {
             format!("metrics.q{q}.b{b}.x")
         }
         "fanout" => String::new(),
+        "direct" | "x-plugin-direct" => {
+            let q = (n as usize) % spec.queues;
+            let b = (n as usize / spec.queues) % spec.bindings_per_queue;
+            format!("k{q}.{b}")
+        }
         _ => queue_names[0].clone(),
     }
 }
