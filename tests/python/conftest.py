@@ -38,11 +38,15 @@ class Broker:
         )
         self.lines = []
         self.amqp_port = None
+        self.http_port = None
         bound = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
                 self.lines.append(line)
+                m = re.search(r"HTTP listener bound on [\d.]+:(\d+)", line)
+                if m:
+                    self.http_port = int(m.group(1))
                 m = re.search(r"AMQP listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.amqp_port = int(m.group(1))
@@ -52,6 +56,25 @@ class Broker:
         if not bound.wait(30):
             self.stop()
             raise RuntimeError("broker did not start:\n" + "".join(self.lines))
+
+    def api(self, path, user="guest", password="guest"):
+        """GET a management API path; returns (status, parsed JSON)."""
+        import base64
+        import json
+        import urllib.error
+        import urllib.request
+        # The HTTP line is logged after the AMQP one; wait for it.
+        deadline = time.time() + 10
+        while getattr(self, "http_port", None) is None and time.time() < deadline:
+            time.sleep(0.02)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
 
     def params(self, **kw):
         return pika.ConnectionParameters("127.0.0.1", self.amqp_port, **kw)

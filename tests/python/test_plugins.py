@@ -181,3 +181,15 @@ def test_durable_plugin_exchange_survives_restart_and_missing_plugin(tmp_path):
         assert ch.basic_get("dh-q", auto_ack=True)[2] == b"back"
     finally:
         b.stop()
+
+
+def test_management_api_lists_plugins_and_their_types(pbroker):
+    status, plugins = pbroker.api("/api/plugins")
+    assert status == 200
+    by_name = {p["name"]: p for p in plugins}
+    assert by_name["consistent-hash"]["exchange_types"] == ["x-consistent-hash"]
+    assert by_name["c-prefix"]["exchange_types"] == ["x-c-prefix"]
+    assert by_name["random"]["file"].endswith("libwarren_plugin_random.so")
+    status, overview = pbroker.api("/api/overview")
+    names = {t["name"] for t in overview["exchange_types"]}
+    assert {"direct", "fanout", "topic", "headers", "x-random", "x-body-size"} <= names

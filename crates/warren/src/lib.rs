@@ -40,6 +40,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     /// Where the AMQP listener bound.
     pub amqp_addr: SocketAddr,
+    /// Where the management HTTP listener bound.
+    pub http_addr: SocketAddr,
     /// Exchange-type plugins that loaded.
     pub plugins: Vec<plugins::LoadedPlugin>,
     shutdown: watch::Sender<bool>,
@@ -108,13 +110,49 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         },
         ..Default::default()
     };
-    let amqp = tokio::spawn(warren_amqp::serve(listener, broker.clone(), cfg, rx));
+    let amqp = tokio::spawn(warren_amqp::serve(
+        listener,
+        broker.clone(),
+        cfg,
+        rx.clone(),
+    ));
+    let http_listener = TcpListener::bind(&settings.http.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: settings.http.bind.clone(),
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: settings.http.bind.clone(),
+            source,
+        })?;
+    tracing::info!("HTTP listener bound on {http_addr}");
+    let mgmt_state = warren_mgmt::MgmtState {
+        broker: broker.clone(),
+        plugins: Arc::new(
+            plugins
+                .iter()
+                .map(|p| warren_mgmt::PluginInfo {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    file: p.file.display().to_string(),
+                    exchange_types: p.types.clone(),
+                })
+                .collect(),
+        ),
+    };
+    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx));
     Ok(Running {
         broker,
         amqp_addr,
         plugins,
         shutdown: tx,
-        tasks: vec![amqp],
+        http_addr,
+        tasks: vec![amqp, http],
         store,
     })
 }

@@ -40,6 +40,7 @@ impl TestBroker {
             None,
             &Overrides {
                 amqp_bind: Some("127.0.0.1:0".into()),
+                http_bind: Some("127.0.0.1:0".into()),
                 data_dir: Some(data_dir.clone()),
                 ..Default::default()
             },

@@ -1,0 +1,48 @@
+"""The HTTP management API, RabbitMQ-shaped, against what pika created."""
+import pika
+
+
+def test_queues_exchanges_bindings_match_what_pika_made(broker):
+    c = broker.connect()
+    ch = c.channel()
+    ch.queue_declare("mgmt-q", durable=True, arguments={"x-max-length": 100})
+    ch.exchange_declare("mgmt-x", "topic", durable=True)
+    ch.queue_bind("mgmt-q", "mgmt-x", "a.#")
+    ch.confirm_delivery()
+    for i in range(3):
+        ch.basic_publish("mgmt-x", "a.b", str(i).encode())
+    m, _, _ = ch.basic_get("mgmt-q")  # one unacked
+    status, queues = broker.api("/api/queues")
+    assert status == 200
+    q = next(q for q in queues if q["name"] == "mgmt-q")
+    assert (q["vhost"], q["durable"], q["auto_delete"], q["exclusive"]) == ("/", True, False, False)
+    assert (q["messages"], q["messages_ready"], q["messages_unacknowledged"]) == (3, 2, 1)
+    assert q["arguments"] == {"x-max-length": 100}
+    assert q["message_stats"]["publish"] == 3
+    status, vq = broker.api("/api/queues/%2F")
+    assert any(x["name"] == "mgmt-q" for x in vq)
+    status, xs = broker.api("/api/exchanges")
+    x = next(x for x in xs if x["name"] == "mgmt-x")
+    assert (x["type"], x["durable"]) == ("topic", True)
+    assert any(x["name"] == "amq.topic" for x in xs)
+    status, bs = broker.api("/api/bindings")
+    assert {"source": "mgmt-x", "vhost": "/", "destination": "mgmt-q", "destination_type": "queue",
+            "routing_key": "a.#", "arguments": {}} in bs
+    status, ov = broker.api("/api/overview")
+    assert ov["product_name"] == "Warren" and ov["queue_totals"]["messages"] >= 3
+    status, vh = broker.api("/api/vhosts")
+    assert {"name": "/"} in vh
+    status, us = broker.api("/api/users")
+    assert any(u["name"] == "guest" and u["tags"] == ["administrator"] for u in us)
+    assert all("password" not in u for u in us)
+    ch.basic_ack(m.delivery_tag)
+    c.close()
+
+
+def test_wrong_credentials_get_401(broker):
+    status, body = broker.api("/api/queues", password="nope")
+    assert status == 401
+    status, body = broker.api("/api/no-such-endpoint")
+    assert status == 404
+    status, _ = broker.api("/api/queues/no-such-vhost")
+    assert status == 404
