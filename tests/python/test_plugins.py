@@ -193,3 +193,37 @@ def test_management_api_lists_plugins_and_their_types(pbroker):
     status, overview = pbroker.api("/api/overview")
     names = {t["name"] for t in overview["exchange_types"]}
     assert {"direct", "fanout", "topic", "headers", "x-random", "x-body-size"} <= names
+
+
+def test_enabled_list_loads_only_named_plugins(tmp_path):
+    plugins = make_plugin_dir(tmp_path / "plugins", broken=False)
+    b = Broker(tmp_path, {"WARREN_PLUGINS__DIR": str(plugins), "WARREN_PLUGINS__ENABLED": "random,c-prefix"})
+    try:
+        assert b.wait_log("loaded plugin 'random'")
+        assert b.wait_log("plugin 'consistent-hash' in")
+        status, listed = b.api("/api/plugins")
+        assert sorted(p["name"] for p in listed) == ["c-prefix", "random"]
+        ch = b.connect().channel()
+        ch.exchange_declare("r", "x-random")
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+            ch.exchange_declare("h", "x-consistent-hash")
+        assert e.value.reply_code == 503
+    finally:
+        b.stop()
+
+
+def test_consistent_hash_on_a_property(pbroker):
+    ch = pbroker.connect().channel()
+    ch.exchange_declare("by-msgid", "x-consistent-hash", arguments={"hash-property": "message_id"})
+    qs = [f"mid-{i}" for i in range(3)]
+    for q in qs:
+        ch.queue_declare(q)
+        ch.queue_bind(q, "by-msgid", "1")
+    for i in range(30):
+        ch.basic_publish("by-msgid", str(i), b"", pika.BasicProperties(message_id="order-42"))
+    for i in range(30):
+        ch.basic_publish("by-msgid", str(i), b"", pika.BasicProperties(message_id=f"order-{i}"))
+    ch.confirm_delivery()
+    counts = sorted(ch.queue_declare(q, passive=True).method.message_count for q in qs)
+    # The 30 copies of order-42 all landed together; the others spread.
+    assert counts[-1] >= 30 and sum(counts) == 60 and counts[0] > 0

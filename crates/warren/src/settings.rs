@@ -122,7 +122,10 @@ impl Settings {
             config::Environment::with_prefix("WARREN")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // WARREN_PLUGINS__ENABLED=consistent-hash,random
+                .list_separator(",")
+                .with_list_parse_key("plugins.enabled"),
         );
         let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
                    k: &str,
