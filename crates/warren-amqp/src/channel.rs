@@ -157,6 +157,13 @@ impl Channel {
         }
     }
 
+    /// Reply unless the client asked for `nowait`.
+    fn reply_unless(&self, nowait: bool, m: AMQPClass) {
+        if !nowait {
+            self.reply(m);
+        }
+    }
+
     fn reply(&self, m: AMQPClass) {
         let n = self.shared.number;
         self.shared.out.push(|out| codec::write_method(out, n, m));
@@ -588,20 +595,18 @@ impl Channel {
                     args: to_table(&d.arguments),
                 };
                 ctx.vhost.declare_exchange(&decl)?;
-                if !d.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                        exchange::DeclareOk {},
-                    )));
-                }
+                self.reply_unless(
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
                 ctx.vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
-                if !d.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(
-                        exchange::DeleteOk {},
-                    )));
-                }
+                self.reply_unless(
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
                 ctx.vhost.bind_exchange(
@@ -610,11 +615,10 @@ impl Channel {
                     b.routing_key.as_str(),
                     &to_table(&b.arguments),
                 )?;
-                if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::BindOk(
-                        exchange::BindOk {},
-                    )));
-                }
+                self.reply_unless(
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
                 ctx.vhost.unbind_exchange(
@@ -623,11 +627,10 @@ impl Channel {
                     b.routing_key.as_str(),
                     &to_table(&b.arguments),
                 )?;
-                if !b.nowait {
-                    self.reply(AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(
-                        exchange::UnbindOk {},
-                    )));
-                }
+                self.reply_unless(
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                );
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
                 let decl = QueueDeclare {
@@ -640,15 +643,14 @@ impl Channel {
                 };
                 let (q, messages, consumers) = ctx.vhost.declare_queue(&decl, conn)?;
                 self.last_queue = Some(q.name.to_string());
-                if !d.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
-                        queue::DeclareOk {
-                            queue: q.name.as_ref().into(),
-                            message_count: messages,
-                            consumer_count: consumers,
-                        },
-                    )));
-                }
+                self.reply_unless(
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                        queue: q.name.as_ref().into(),
+                        message_count: messages,
+                        consumer_count: consumers,
+                    })),
+                );
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
@@ -659,11 +661,10 @@ impl Channel {
                     &to_table(&b.arguments),
                     conn,
                 )?;
-                if !b.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::BindOk(
-                        queue::BindOk {},
-                    )));
-                }
+                self.reply_unless(
+                    b.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                );
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
@@ -681,22 +682,24 @@ impl Channel {
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let qname = self.queue_name(p.queue.as_str())?;
                 let n = ctx.vhost.purge_queue(&qname, conn)?;
-                if !p.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(
-                        queue::PurgeOk { message_count: n },
-                    )));
-                }
+                self.reply_unless(
+                    p.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                        message_count: n,
+                    })),
+                );
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
                 let qname = self.queue_name(d.queue.as_str())?;
                 let n = ctx
                     .vhost
                     .delete_queue(&qname, d.if_unused, d.if_empty, conn)?;
-                if !d.nowait {
-                    self.reply(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(
-                        queue::DeleteOk { message_count: n },
-                    )));
-                }
+                self.reply_unless(
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                        message_count: n,
+                    })),
+                );
             }
             AMQPClass::Basic(basic::AMQPMethod::Qos(q)) => {
                 if q.prefetch_count == 0 && q.global {
@@ -728,13 +731,12 @@ impl Channel {
                         }
                     }
                 }
-                if !c.nowait {
-                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
-                        basic::CancelOk {
-                            consumer_tag: c.consumer_tag,
-                        },
-                    )));
-                }
+                self.reply_unless(
+                    c.nowait,
+                    AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                        consumer_tag: c.consumer_tag,
+                    })),
+                );
             }
             AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
                 self.get(ctx, &g.queue.to_string(), g.no_ack)?
@@ -791,11 +793,10 @@ impl Channel {
                     ));
                 }
                 self.confirm = true;
-                if !s.nowait {
-                    self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
-                        confirm::SelectOk {},
-                    )));
-                }
+                self.reply_unless(
+                    s.nowait,
+                    AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                );
             }
             other => {
                 return Err(AmqpError::connection(
@@ -861,13 +862,12 @@ impl Channel {
             consumer,
         })?;
         self.consumers.insert(tag.clone(), state.clone());
-        if !c.nowait {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
-                basic::ConsumeOk {
-                    consumer_tag: tag.as_ref().into(),
-                },
-            )));
-        }
+        self.reply_unless(
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_ref().into(),
+            })),
+        );
         // Deliveries start only after consume-ok is in the outbox.
         state.active.store(true, Ordering::Release);
         q.dispatch();

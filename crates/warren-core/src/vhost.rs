@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use warren_store::{BindingDef, ExchangeDef, Log, QueueDef, QueueKey};
 
 use crate::error::{CoreError, Result};
@@ -678,6 +678,61 @@ impl VHost {
         Ok(())
     }
 
+    fn find_queue(&self, topo: &Topology, name: &str) -> Result<Arc<Queue>> {
+        topo.queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_queue(name))
+    }
+
+    fn find_exchange(&self, topo: &Topology, name: &str) -> Result<Arc<Exchange>> {
+        topo.exchanges
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// Add a binding; durable definitions are saved when both ends are durable.
+    fn bind(
+        &self,
+        source: Arc<Exchange>,
+        dest: Destination,
+        key: &str,
+        args: &Table,
+    ) -> Result<()> {
+        let durable = source.durable && dest.durable();
+        let added = source.add_binding(Binding {
+            dest,
+            key: key.to_string(),
+            args: args.clone(),
+        })?;
+        if added && durable {
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// Remove a binding (missing is not an error); an auto-delete source
+    /// left without bindings goes too.
+    fn unbind(
+        &self,
+        mut topo: RwLockWriteGuard<'_, Topology>,
+        source: Arc<Exchange>,
+        dest: Destination,
+        key: &str,
+        args: &Table,
+    ) {
+        let (removed, left) =
+            source.remove_bindings(|b| b.dest.same(&dest) && b.key == key && &b.args == args);
+        if removed > 0 && left == 0 && source.auto_delete {
+            Self::auto_delete_exchanges(&mut topo, vec![source.name.to_string()]);
+        }
+        drop(topo);
+        if removed > 0 && source.durable && dest.durable() {
+            self.changed();
+        }
+    }
+
     /// queue.bind.
     pub fn bind_queue(
         &self,
@@ -689,28 +744,11 @@ impl VHost {
     ) -> Result<()> {
         self.check_binding_source(exchange)?;
         let topo = self.topology.read();
-        let q = topo
-            .queues
-            .get(queue)
-            .cloned()
-            .ok_or_else(|| self.no_queue(queue))?;
-        let x = topo
-            .exchanges
-            .get(exchange)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(exchange))?;
-        q.check_owner(conn)?;
+        let q = self.find_queue(&topo, queue)?;
+        let x = self.find_exchange(&topo, exchange)?;
         drop(topo);
-        let durable = q.durable && x.durable;
-        if x.add_binding(Binding {
-            dest: Destination::Queue(q),
-            key: key.to_string(),
-            args: args.clone(),
-        })? && durable
-        {
-            self.changed();
-        }
-        Ok(())
+        q.check_owner(conn)?;
+        self.bind(x, Destination::Queue(q), key, args)
     }
 
     /// queue.unbind; a missing binding is not an error.
@@ -723,30 +761,11 @@ impl VHost {
         conn: u64,
     ) -> Result<()> {
         self.check_binding_source(exchange)?;
-        let mut topo = self.topology.write();
-        let q = topo
-            .queues
-            .get(queue)
-            .cloned()
-            .ok_or_else(|| self.no_queue(queue))?;
-        let x = topo
-            .exchanges
-            .get(exchange)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(exchange))?;
+        let topo = self.topology.write();
+        let q = self.find_queue(&topo, queue)?;
+        let x = self.find_exchange(&topo, exchange)?;
         q.check_owner(conn)?;
-        let (removed, left) = x.remove_bindings(|b| {
-            matches!(&b.dest, Destination::Queue(d) if Arc::ptr_eq(d, &q))
-                && b.key == key
-                && &b.args == args
-        });
-        if removed > 0 && left == 0 && x.auto_delete {
-            Self::auto_delete_exchanges(&mut topo, vec![x.name.to_string()]);
-        }
-        drop(topo);
-        if removed > 0 && q.durable && x.durable {
-            self.changed();
-        }
+        self.unbind(topo, x, Destination::Queue(q), key, args);
         Ok(())
     }
 
@@ -761,22 +780,10 @@ impl VHost {
         self.check_binding_source(source)?;
         self.check_binding_source(destination)?;
         let topo = self.topology.read();
-        let d = topo
-            .exchanges
-            .get(destination)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(destination))?;
-        let s = topo
-            .exchanges
-            .get(source)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(source))?;
-        s.add_binding(Binding {
-            dest: Destination::Exchange(d),
-            key: key.to_string(),
-            args: args.clone(),
-        })?;
-        Ok(())
+        let d = self.find_exchange(&topo, destination)?;
+        let s = self.find_exchange(&topo, source)?;
+        drop(topo);
+        self.bind(s, Destination::Exchange(d), key, args)
     }
 
     /// exchange.unbind.
@@ -789,29 +796,10 @@ impl VHost {
     ) -> Result<()> {
         self.check_binding_source(source)?;
         self.check_binding_source(destination)?;
-        let mut topo = self.topology.write();
-        let d = topo
-            .exchanges
-            .get(destination)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(destination))?;
-        let s = topo
-            .exchanges
-            .get(source)
-            .cloned()
-            .ok_or_else(|| self.no_exchange(source))?;
-        let (removed, left) = s.remove_bindings(|b| {
-            matches!(&b.dest, Destination::Exchange(x) if Arc::ptr_eq(x, &d))
-                && b.key == key
-                && &b.args == args
-        });
-        if removed > 0 && left == 0 && s.auto_delete {
-            Self::auto_delete_exchanges(&mut topo, vec![s.name.to_string()]);
-        }
-        drop(topo);
-        if removed > 0 && s.durable && d.durable {
-            self.changed();
-        }
+        let topo = self.topology.write();
+        let d = self.find_exchange(&topo, destination)?;
+        let s = self.find_exchange(&topo, source)?;
+        self.unbind(topo, s, Destination::Exchange(d), key, args);
         Ok(())
     }
 

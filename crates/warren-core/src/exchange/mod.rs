@@ -115,7 +115,16 @@ impl Destination {
             Destination::Exchange(e) => &e.name,
         }
     }
-    fn same(&self, other: &Destination) -> bool {
+    /// Whether the destination survives restarts.
+    pub fn durable(&self) -> bool {
+        match self {
+            Destination::Queue(q) => q.durable,
+            Destination::Exchange(e) => e.durable,
+        }
+    }
+
+    /// Whether both name the same queue or exchange.
+    pub fn same(&self, other: &Destination) -> bool {
         match (self, other) {
             (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
             (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
