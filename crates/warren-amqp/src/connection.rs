@@ -21,8 +21,8 @@ use crate::channel::{Channel, Ctx};
 use crate::codec::{self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
 use crate::deliveries::ChannelShared;
 use crate::error::{AmqpError, AmqpResult, Scope};
-use crate::outbox::Outbox;
 use crate::Config;
+use warren_core::outbox::Outbox;
 
 /// Body frames at least this large are sliced out of the read buffer
 /// instead of copied.
@@ -71,7 +71,11 @@ pub async fn handle(
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::default());
     let heartbeat = Arc::new(Mutex::new(None));
-    let writer = tokio::spawn(out.clone().run_writer(wr, heartbeat.clone()));
+    let writer = tokio::spawn(out.clone().run_writer(
+        wr,
+        heartbeat.clone(),
+        codec::write_heartbeat,
+    ));
     let mut conn = Conn {
         id: broker.next_id(),
         broker,

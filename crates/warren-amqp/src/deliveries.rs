@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use warren_core::{Consumer, Delivery, Queue};
 
 use crate::codec;
-use crate::outbox::Outbox;
+use warren_core::outbox::Outbox;
 
 /// A message delivered on this channel and not yet settled.
 pub struct Unacked {

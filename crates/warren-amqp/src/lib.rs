@@ -10,7 +10,6 @@ pub mod codec;
 pub mod connection;
 pub mod deliveries;
 pub mod error;
-pub mod outbox;
 
 use std::sync::Arc;
 use std::time::Duration;

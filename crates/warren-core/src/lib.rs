@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod exchange;
 pub mod message;
+pub mod outbox;
 pub mod props;
 pub mod queue;
 pub mod value;

@@ -1,4 +1,4 @@
-//! A connection's outbound buffer. Every producer of frames for a connection
+//! A connection's outbound buffer, shared by every protocol adapter. Every producer of frames for a connection
 //! (its own reader task, and the queues delivering to its consumers on other
 //! tasks) appends encoded frames here; one writer task swaps the buffer out
 //! and writes it with a single syscall, so frames are coalesced under load.
@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use warren_core::Queue;
 
-use crate::codec;
+use crate::queue::Queue;
+
+/// Writes a keep-alive frame (AMQP heartbeat) into the buffer.
+pub type KeepAlive = fn(&mut BytesMut);
 
 /// Above this many buffered bytes consumers stop taking deliveries.
 pub const HIGH_WATER: usize = 4 << 20;
@@ -100,12 +101,13 @@ impl Outbox {
         self.inner.lock().closed
     }
 
-    /// Writer task: flush batches until closed or the socket fails. Sends a
-    /// heartbeat when nothing was written for `heartbeat`.
-    pub async fn run_writer(
+    /// Writer task: flush batches until closed or the socket fails. Writes
+    /// `keepalive` when nothing was written for the `heartbeat` interval.
+    pub async fn run_writer<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut socket: OwnedWriteHalf,
+        mut socket: W,
         heartbeat: Arc<Mutex<Option<Duration>>>,
+        keepalive: KeepAlive,
     ) {
         let mut spare = BytesMut::new();
         loop {
@@ -157,7 +159,7 @@ impl Outbox {
                         .await
                         .is_err()
                     {
-                        self.push(codec::write_heartbeat);
+                        self.push(keepalive);
                     }
                 }
                 None => self.notify.notified().await,
