@@ -39,11 +39,15 @@ class Broker:
         self.lines = []
         self.amqp_port = None
         self.http_port = None
+        self.mqtt_port = None
         bound = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
                 self.lines.append(line)
+                m = re.search(r"MQTT listener bound on [\d.]+:(\d+)", line)
+                if m:
+                    self.mqtt_port = int(m.group(1))
                 m = re.search(r"HTTP listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.http_port = int(m.group(1))
@@ -53,7 +57,7 @@ class Broker:
                     bound.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not bound.wait(30):
+        if not bound.wait(30) or not self._wait_ports():
             self.stop()
             raise RuntimeError("broker did not start:\n" + "".join(self.lines))
 
@@ -93,6 +97,12 @@ class Broker:
                 return True
             time.sleep(0.02)
         return False
+
+    def _wait_ports(self):
+        deadline = time.time() + 10
+        while (self.http_port is None or self.mqtt_port is None) and time.time() < deadline:
+            time.sleep(0.01)
+        return self.mqtt_port is not None
 
     def restart(self):
         self.stop()

@@ -40,6 +40,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     /// Where the AMQP listener bound.
     pub amqp_addr: SocketAddr,
+    /// Where the MQTT listener bound.
+    pub mqtt_addr: SocketAddr,
     /// Where the management HTTP listener bound.
     pub http_addr: SocketAddr,
     /// Exchange-type plugins that loaded.
@@ -145,14 +147,44 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
                 .collect(),
         ),
     };
-    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx));
+    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
+    let mqtt_listener = TcpListener::bind(&settings.mqtt.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "MQTT",
+            addr: settings.mqtt.bind.clone(),
+            source,
+        })?;
+    let mqtt_addr = mqtt_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "MQTT",
+            addr: settings.mqtt.bind.clone(),
+            source,
+        })?;
+    tracing::info!("MQTT listener bound on {mqtt_addr}");
+    let mqtt_cfg = warren_mqtt::Config {
+        loopback_users: if u.loopback_only {
+            vec![u.name.clone()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let mqtt = tokio::spawn(warren_mqtt::serve(
+        mqtt_listener,
+        broker.clone(),
+        mqtt_cfg,
+        rx,
+    ));
     Ok(Running {
         broker,
         amqp_addr,
         plugins,
         shutdown: tx,
         http_addr,
-        tasks: vec![amqp, http],
+        mqtt_addr,
+        tasks: vec![amqp, http, mqtt],
         store,
     })
 }

@@ -30,9 +30,9 @@ async fn lapin_routes_through_plugin_exchanges() {
         &Overrides {
             amqp_bind: Some("127.0.0.1:0".into()),
             http_bind: Some("127.0.0.1:0".into()),
+            mqtt_bind: Some("127.0.0.1:0".into()),
             data_dir: Some(temp_data_dir()),
             plugins_dir: Some(plugin_dir()),
-            ..Default::default()
         },
     )
     .unwrap();

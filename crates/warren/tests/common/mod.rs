@@ -41,6 +41,7 @@ impl TestBroker {
             &Overrides {
                 amqp_bind: Some("127.0.0.1:0".into()),
                 http_bind: Some("127.0.0.1:0".into()),
+                mqtt_bind: Some("127.0.0.1:0".into()),
                 data_dir: Some(data_dir.clone()),
                 ..Default::default()
             },

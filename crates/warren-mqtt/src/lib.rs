@@ -1,0 +1,78 @@
+//! The MQTT 3.1.1 / 5.0 adapter of Warren, over the same routing core as
+//! AMQP: MQTT publishes reach AMQP queues bound to `amq.topic` and AMQP
+//! publishes to `amq.topic` reach MQTT subscribers (see `session.rs` for
+//! the mapping).
+
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warren_core::Broker;
+
+/// Listener settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Exchange MQTT publishes go to and subscriptions bind to.
+    pub exchange: String,
+    /// Largest packet accepted.
+    pub max_packet_size: usize,
+    /// Users allowed only from loopback.
+    pub loopback_users: Vec<String>,
+    /// Clients without credentials are accepted from loopback.
+    pub allow_anonymous_loopback: bool,
+    /// Unacknowledged QoS 1 deliveries per session.
+    pub receive_maximum: u16,
+    /// Topic aliases a client may use (v5).
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            exchange: "amq.topic".into(),
+            max_packet_size: 16 << 20,
+            loopback_users: vec!["guest".into()],
+            allow_anonymous_loopback: true,
+            receive_maximum: 100,
+            topic_alias_maximum: 64,
+        }
+    }
+}
+
+/// Accept MQTT connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    cfg: Config,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(session::Shared::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tasks.spawn(session::handle(stream, peer, broker.clone(), cfg.clone(), shared.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}

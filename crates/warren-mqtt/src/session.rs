@@ -1,0 +1,816 @@
+//! One MQTT connection over the routing core, following RabbitMQ's MQTT
+//! plugin conventions: a PUBLISH goes to `amq.topic` (configurable) with the
+//! topic as routing key (`/` and `.` swapped, so the mapping is reversible);
+//! each session owns a queue `mqtt-subscription-<client id>` whose bindings
+//! are its subscriptions (`+` -> `*`, `#` -> `#`). QoS 1/2 publishes are
+//! persistent messages; a session with clean_session=false keeps a durable
+//! queue, so its subscriptions and queued messages survive disconnects and
+//! restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use warren_core::outbox::Outbox;
+use warren_core::props::Properties;
+use warren_core::queue::ConsumerSpec;
+use warren_core::vhost::QueueDeclare;
+use warren_core::{Broker, Consumer, Delivery, Message, Queue, RouteScratch, Table, VHost, Value};
+
+use crate::codec::{self, CodecError, Connect, Packet, Props, Publish};
+use crate::Config;
+
+/// State shared by all MQTT connections of a listener.
+#[derive(Default)]
+pub struct Shared {
+    sessions: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    retained: Mutex<HashMap<(String, String), Message>>,
+}
+
+/// Swap `/` and `.`: MQTT topic <-> AMQP routing key.
+pub fn swap(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
+}
+
+/// An MQTT filter as a topic-exchange binding key.
+pub fn filter_to_key(f: &str) -> String {
+    swap(f)
+        .split('.')
+        .map(|w| if w == "+" { "*" } else { w })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A valid topic name for PUBLISH: no wildcards, not empty.
+pub fn valid_topic(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#']) && t.len() <= 65535
+}
+
+/// A valid topic filter: `#` only as the whole last level, `+` only whole.
+pub fn valid_filter(f: &str) -> bool {
+    if f.is_empty() {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
+            return false;
+        }
+        if l.contains('+') && *l != "+" {
+            return false;
+        }
+    }
+    true
+}
+
+/// MQTT matching of a topic against a filter (for retained messages).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+struct Inflight {
+    next: u16,
+    by_id: HashMap<u16, (Arc<Queue>, Delivery)>,
+}
+
+/// The session queue's consumer: encodes deliveries as PUBLISH packets.
+struct MqttConsumer {
+    out: Arc<Outbox>,
+    level: u8,
+    max_qos: Arc<Mutex<u8>>,
+    inflight: Arc<Mutex<Inflight>>,
+    receive_max: usize,
+    active: AtomicBool,
+}
+
+impl Consumer for MqttConsumer {
+    fn offer(&self, queue: &Arc<Queue>, d: Delivery) -> Result<(), Delivery> {
+        if !self.active.load(Ordering::Acquire) {
+            return Err(d);
+        }
+        let qos = if d.message.persistent {
+            (*self.max_qos.lock()).min(1)
+        } else {
+            0
+        };
+        let mut inf = self.inflight.lock();
+        if qos > 0 && inf.by_id.len() >= self.receive_max {
+            return Err(d);
+        }
+        let pkid = if qos > 0 {
+            loop {
+                inf.next = inf.next.wrapping_add(1).max(1);
+                if !inf.by_id.contains_key(&inf.next) {
+                    break inf.next;
+                }
+            }
+        } else {
+            0
+        };
+        let p = Publish {
+            dup: qos > 0 && d.redelivered,
+            qos,
+            retain: false,
+            topic: swap(d.message.routing_key()),
+            pkid,
+            props: if self.level == 5 {
+                amqp_to_props(&d.message)
+            } else {
+                Props::default()
+            },
+            payload: d.message.body.clone(),
+        };
+        let level = self.level;
+        if !self
+            .out
+            .try_push(queue, |o| codec::write_publish(o, level, &p))
+        {
+            return Err(d);
+        }
+        if qos > 0 {
+            inf.by_id.insert(pkid, (queue.clone(), d));
+        } else {
+            queue.settle([&d]);
+        }
+        Ok(())
+    }
+
+    fn queue_deleted(&self, _queue: &Arc<Queue>) {
+        self.active.store(false, Ordering::Release);
+    }
+}
+
+/// MQTT 5 properties from an AMQP message, as RabbitMQ maps them.
+fn amqp_to_props(m: &Message) -> Props {
+    let Ok(p) = Properties::decode(m.raw_properties()) else {
+        return Props::default();
+    };
+    let mut out = Props {
+        content_type: p.content_type,
+        correlation_data: p.correlation_id.map(Bytes::from),
+        message_expiry: p
+            .expiration
+            .and_then(|e| e.parse::<u64>().ok())
+            .map(|ms| (ms / 1000) as u32),
+        ..Default::default()
+    };
+    if let Some(h) = p.headers {
+        for (k, v) in h.iter() {
+            if k == "x-reply-to-topic" {
+                out.response_topic = v.as_str().map(String::from);
+            } else if let Some(s) = v.as_str() {
+                out.user.push((k.to_string(), s.to_string()));
+            } else if let Some(i) = v.as_i64() {
+                out.user.push((k.to_string(), i.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// AMQP properties for an MQTT publish: QoS 0/1+ -> delivery_mode 1/2, and
+/// the MQTT 5 properties RabbitMQ maps.
+fn props_to_amqp(p: &Publish) -> Bytes {
+    let mut headers = Table::default();
+    for (k, v) in &p.props.user {
+        headers.insert(k, Value::str(v));
+    }
+    if let Some(t) = &p.props.response_topic {
+        headers.insert("x-reply-to-topic", Value::str(t));
+    }
+    Properties {
+        delivery_mode: Some(if p.qos > 0 { 2 } else { 1 }),
+        content_type: p.props.content_type.clone(),
+        correlation_id: p
+            .props
+            .correlation_data
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(c).into_owned()),
+        expiration: p
+            .props
+            .message_expiry
+            .map(|s| (u64::from(s) * 1000).to_string()),
+        headers: (!headers.is_empty()).then_some(headers),
+        ..Default::default()
+    }
+    .encode()
+}
+
+/// Why a connection ended; wills are published unless it was clean.
+#[derive(Debug)]
+enum End {
+    Clean,
+    Abnormal(String),
+}
+
+struct Conn {
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    out: Arc<Outbox>,
+    peer: SocketAddr,
+    level: u8,
+    vhost: Arc<VHost>,
+    client_id: String,
+    queue: Option<Arc<Queue>>,
+    consumer: Option<Arc<MqttConsumer>>,
+    consumer_tag: Arc<str>,
+    conn_id: u64,
+    scratch: RouteScratch,
+    max_qos: Arc<Mutex<u8>>,
+    inflight: Arc<Mutex<Inflight>>,
+    aliases: HashMap<u16, String>,
+    qos2_seen: HashSet<u16>,
+    sync_rx: Option<watch::Receiver<warren_store::SyncState>>,
+}
+
+/// Serve one MQTT connection.
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let out = Arc::new(Outbox::default());
+    let writer = tokio::spawn(
+        out.clone()
+            .run_writer(wr, Arc::new(Mutex::new(None)), |_| {}),
+    );
+    let mut buf = BytesMut::with_capacity(4096);
+    // The first packet must be CONNECT, within the handshake timeout.
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match codec::read(&mut buf, 0, cfg.max_packet_size) {
+                Err(CodecError::Incomplete) => {}
+                other => return other.map_err(|e| e.to_string()),
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err("closed before CONNECT".to_string()),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let connect = match first {
+        Ok(Ok(Packet::Connect(c))) => *c,
+        Ok(Ok(other)) => {
+            tracing::warn!(peer = %peer, "MQTT: first packet was not CONNECT ({other:?}); closing");
+            out.close();
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; closing");
+            if e.contains("protocol level") {
+                // 3.1.1 answer: unacceptable protocol version.
+                out.push(|o| codec::write_connack(o, 4, false, 1, &Props::default()));
+            }
+            out.close();
+            let _ = writer.await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer, "MQTT: no CONNECT within 10 s; closing");
+            out.close();
+            return;
+        }
+    };
+    let Some(mut conn) = accept(&broker, &cfg, &shared, &out, peer, &connect) else {
+        out.close();
+        let _ = writer.await;
+        return;
+    };
+    let kick = Arc::new(Notify::new());
+    let key = (conn.vhost.name.to_string(), conn.client_id.clone());
+    if let Some(old) = shared.sessions.lock().insert(key.clone(), kick.clone()) {
+        // Client-id takeover: the older connection is disconnected.
+        old.notify_one();
+    }
+    let will = connect.will.clone();
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let end = conn
+        .run(&mut rd, &mut buf, keep_alive, &kick, &mut shutdown)
+        .await;
+    {
+        let mut sessions = shared.sessions.lock();
+        if sessions.get(&key).is_some_and(|k| Arc::ptr_eq(k, &kick)) {
+            sessions.remove(&key);
+        }
+    }
+    if let End::Abnormal(why) = &end {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
+        if let Some(w) = will {
+            conn.publish_will(w);
+        }
+    } else {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
+    }
+    conn.cleanup(connect.clean);
+    out.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+fn accept(
+    broker: &Arc<Broker>,
+    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
+    out: &Arc<Outbox>,
+    peer: SocketAddr,
+    c: &Connect,
+) -> Option<Conn> {
+    let level = c.level;
+    let refuse = |v4: u8, v5: u8, why: &str| {
+        tracing::warn!(peer = %peer, client_id = %c.client_id, "MQTT connection refused: {why}");
+        out.push(|o| {
+            codec::write_connack(
+                o,
+                level,
+                false,
+                if level == 5 { v5 } else { v4 },
+                &Props::default(),
+            )
+        });
+        None
+    };
+    // Username may carry the vhost as `vhost:user`, as in RabbitMQ.
+    let (vhost_name, user) = match &c.username {
+        Some(u) => match u.split_once(':') {
+            Some((v, u)) => (v.to_string(), Some(u.to_string())),
+            None => ("/".to_string(), Some(u.clone())),
+        },
+        None => ("/".to_string(), None),
+    };
+    match (&user, &c.password) {
+        (Some(u), Some(p)) => {
+            if broker
+                .users
+                .authenticate(u, &String::from_utf8_lossy(p))
+                .is_err()
+            {
+                return refuse(4, 0x86, "bad user name or password");
+            }
+            if cfg.loopback_users.contains(u) && !peer.ip().is_loopback() {
+                return refuse(
+                    5,
+                    0x87,
+                    &format!("user '{u}' can only connect via localhost"),
+                );
+            }
+        }
+        (None, None) if cfg.allow_anonymous_loopback && peer.ip().is_loopback() => {}
+        (None, None) => return refuse(5, 0x87, "anonymous access is only allowed from loopback"),
+        _ => return refuse(4, 0x86, "password without user name or the reverse"),
+    }
+    let Some(vhost) = broker.vhost(&vhost_name) else {
+        return refuse(5, 0x87, &format!("vhost '{vhost_name}' not found"));
+    };
+    let mut props = Props::default();
+    let client_id = if c.client_id.is_empty() {
+        if level == 4 && !c.clean {
+            return refuse(2, 0x85, "empty client id requires clean session");
+        }
+        let id = vhost.generate_name("warren-");
+        props.assigned_client_id = Some(id.clone());
+        id
+    } else {
+        c.client_id.clone()
+    };
+    let qname = format!("mqtt-subscription-{client_id}");
+    let existed = vhost.queue(&qname).is_ok();
+    if c.clean && existed {
+        let _ = vhost.delete_queue(&qname, false, false, 0);
+    }
+    let decl = QueueDeclare {
+        name: qname.clone(),
+        durable: !c.clean,
+        auto_delete: false,
+        ..Default::default()
+    };
+    let (queue, _, _) = match vhost.declare_queue(&decl, 0) {
+        Ok(q) => q,
+        Err(e) => return refuse(3, 0x80, &format!("session queue: {e}")),
+    };
+    let session_present = !c.clean && existed;
+    if level == 5 {
+        props.receive_maximum = Some(cfg.receive_maximum);
+        props.maximum_qos = Some(1);
+        props.retain_available = Some(1);
+        props.shared_available = Some(0);
+        props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+        props.maximum_packet_size = Some(cfg.max_packet_size as u32);
+    }
+    out.push(|o| codec::write_connack(o, level, session_present, 0, &props));
+    tracing::info!(peer = %peer, client_id = %client_id, vhost = %vhost_name, level, "MQTT connection opened");
+    let receive_max = c
+        .props
+        .receive_maximum
+        .map_or(cfg.receive_maximum, |r| r.min(cfg.receive_maximum)) as usize;
+    let max_qos = Arc::new(Mutex::new(0));
+    let inflight = Arc::new(Mutex::new(Inflight {
+        next: 0,
+        by_id: HashMap::new(),
+    }));
+    let consumer = Arc::new(MqttConsumer {
+        out: out.clone(),
+        level,
+        max_qos: max_qos.clone(),
+        inflight: inflight.clone(),
+        receive_max: receive_max.max(1),
+        active: AtomicBool::new(true),
+    });
+    let conn_id = broker.next_id();
+    let tag: Arc<str> = Arc::from("mqtt");
+    let _ = shared;
+    let mut conn = Conn {
+        broker: broker.clone(),
+        cfg: cfg.clone(),
+        shared: shared.clone(),
+        out: out.clone(),
+        peer,
+        level,
+        vhost,
+        client_id,
+        queue: Some(queue.clone()),
+        consumer: Some(consumer.clone()),
+        consumer_tag: tag.clone(),
+        conn_id,
+        scratch: RouteScratch::default(),
+        max_qos,
+        inflight,
+        aliases: HashMap::new(),
+        qos2_seen: HashSet::new(),
+        sync_rx: broker.store().map(|s| s.log.subscribe()),
+    };
+    if session_present {
+        // A persistent session delivers at the QoS it subscribed with.
+        *conn.max_qos.lock() = 1;
+    }
+    if let Err(e) = queue.add_consumer(ConsumerSpec {
+        tag,
+        channel_id: conn_id,
+        no_ack: false,
+        exclusive: false,
+        consumer,
+    }) {
+        tracing::warn!(peer = %peer, "MQTT: cannot consume the session queue: {e}");
+        conn.queue = None;
+    }
+    Some(conn)
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        buf: &mut BytesMut,
+        keep_alive: Option<Duration>,
+        kick: &Notify,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        loop {
+            loop {
+                match codec::read(buf, self.level, self.cfg.max_packet_size) {
+                    Ok(p) => {
+                        if let Some(end) = self.on_packet(p).await {
+                            return end;
+                        }
+                    }
+                    Err(CodecError::Incomplete) => break,
+                    Err(e) => return self.protocol_error(&e),
+                }
+            }
+            let read = async {
+                match keep_alive {
+                    Some(t) => tokio::time::timeout(t, rd.read_buf(buf))
+                        .await
+                        .map_err(|_| ()),
+                    None => Ok(rd.read_buf(buf).await),
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    Err(()) => return End::Abnormal("keep-alive timeout".into()),
+                    Ok(Ok(0)) => return End::Abnormal("socket closed without DISCONNECT".into()),
+                    Ok(Err(e)) => return End::Abnormal(e.to_string()),
+                    Ok(Ok(_)) => {}
+                },
+                _ = kick.notified() => {
+                    if self.level == 5 {
+                        self.out.push(|o| codec::write_disconnect(o, 0x8E, "session taken over"));
+                    }
+                    return End::Abnormal("session taken over by a new connection".into());
+                }
+                _ = shutdown.changed() => {
+                    if self.level == 5 {
+                        self.out.push(|o| codec::write_disconnect(o, 0x8B, "server shutting down"));
+                    }
+                    return End::Clean;
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&self, e: &CodecError) -> End {
+        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT protocol error: {e}");
+        if self.level == 5 {
+            let code = match e {
+                CodecError::TooLarge(_) => 0x95,
+                _ => 0x81,
+            };
+            let text = e.to_string();
+            self.out.push(|o| codec::write_disconnect(o, code, &text));
+        }
+        End::Abnormal(e.to_string())
+    }
+
+    fn disconnect_with(&self, code: u8, why: &str) -> Option<End> {
+        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; disconnecting");
+        if self.level == 5 {
+            self.out.push(|o| codec::write_disconnect(o, code, why));
+        }
+        Some(End::Abnormal(why.to_string()))
+    }
+
+    async fn on_packet(&mut self, p: Packet) -> Option<End> {
+        let level = self.level;
+        match p {
+            Packet::Connect(_) => return self.disconnect_with(0x82, "second CONNECT"),
+            Packet::Publish(mut p) => {
+                if let Some(alias) = p.props.topic_alias {
+                    if alias == 0 || alias > self.cfg.topic_alias_maximum {
+                        return self.disconnect_with(0x94, "topic alias out of range");
+                    }
+                    if p.topic.is_empty() {
+                        match self.aliases.get(&alias) {
+                            Some(t) => p.topic = t.clone(),
+                            None => return self.disconnect_with(0x82, "unknown topic alias"),
+                        }
+                    } else {
+                        self.aliases.insert(alias, p.topic.clone());
+                    }
+                }
+                if !valid_topic(&p.topic) {
+                    return self.disconnect_with(0x90, "invalid topic name in PUBLISH");
+                }
+                if p.qos == 2 && !self.qos2_seen.insert(p.pkid) {
+                    // A resent QoS 2 publish before PUBREL: route it once only.
+                    self.out.push(|o| codec::write_ack(o, level, 5, p.pkid, 0));
+                    return None;
+                }
+                let sync = match self.route(&p) {
+                    Ok(s) => s,
+                    Err(why) => return self.disconnect_with(0x80, &why),
+                };
+                if p.retain {
+                    self.retain(&p);
+                }
+                if let Some(seq) = sync {
+                    // QoS 1/2 acknowledgement only once the message is on disk.
+                    if let Some(rx) = self.sync_rx.as_mut() {
+                        let _ = rx.wait_for(|s| s.synced >= seq).await;
+                    }
+                }
+                match p.qos {
+                    1 => self.out.push(|o| codec::write_ack(o, level, 4, p.pkid, 0)),
+                    2 => self.out.push(|o| codec::write_ack(o, level, 5, p.pkid, 0)),
+                    _ => {}
+                }
+            }
+            Packet::PubRel(pkid, _) => {
+                self.qos2_seen.remove(&pkid);
+                self.out.push(|o| codec::write_ack(o, level, 7, pkid, 0));
+            }
+            Packet::PubAck(pkid, _) | Packet::PubComp(pkid, _) => {
+                let taken = self.inflight.lock().by_id.remove(&pkid);
+                if let Some((q, d)) = taken {
+                    q.settle([&d]);
+                    q.dispatch();
+                }
+            }
+            Packet::PubRec(pkid, _) => self.out.push(|o| codec::write_ack(o, level, 6, pkid, 0)),
+            Packet::Subscribe(pkid, filters) => {
+                let mut codes = Vec::with_capacity(filters.len());
+                for f in &filters {
+                    codes.push(self.subscribe(f));
+                }
+                self.out
+                    .push(|o| codec::write_suback(o, level, pkid, &codes));
+                for f in &filters {
+                    if f.retain_handling != 2 {
+                        self.send_retained(&f.filter);
+                    }
+                }
+                if let Some(q) = &self.queue {
+                    q.dispatch();
+                }
+            }
+            Packet::Unsubscribe(pkid, filters) => {
+                if let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) {
+                    for f in &filters {
+                        let _ = self.vhost.unbind_queue(
+                            &q.name,
+                            &x.name,
+                            &filter_to_key(f),
+                            &Table::default(),
+                            0,
+                        );
+                    }
+                }
+                let n = filters.len();
+                self.out.push(|o| codec::write_unsuback(o, level, pkid, n));
+            }
+            Packet::PingReq => self.out.push(codec::write_pingresp),
+            Packet::Disconnect(code, _) => {
+                // v5 reason 0x04: disconnect with will message.
+                return Some(if code == 0x04 {
+                    End::Abnormal("client asked for its will".into())
+                } else {
+                    End::Clean
+                });
+            }
+            Packet::Auth(_) => {
+                return self.disconnect_with(0x8C, "enhanced authentication is not supported")
+            }
+        }
+        None
+    }
+
+    fn subscribe(&mut self, f: &codec::Filter) -> u8 {
+        let failure = if self.level == 5 { 0x8F } else { 0x80 };
+        if f.filter.starts_with("$share/") {
+            return if self.level == 5 { 0x9E } else { 0x80 };
+        }
+        if !valid_filter(&f.filter) {
+            tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
+            return failure;
+        }
+        let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) else {
+            return 0x80;
+        };
+        if let Err(e) = self.vhost.bind_queue(
+            &q.name,
+            &x.name,
+            &filter_to_key(&f.filter),
+            &Table::default(),
+            0,
+        ) {
+            tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
+            return 0x80;
+        }
+        let granted = f.qos.min(1);
+        let mut m = self.max_qos.lock();
+        *m = (*m).max(granted);
+        granted
+    }
+
+    fn message(&self, topic: &str, p: &Publish) -> Result<Message, String> {
+        let props = props_to_amqp(p);
+        let key = swap(topic);
+        Message::from_parts(&self.cfg.exchange, &key, &props, p.payload.clone())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Route a PUBLISH; returns the store sequence to wait for, if any.
+    fn route(&mut self, p: &Publish) -> Result<Option<u64>, String> {
+        let msg = self.message(&p.topic, p)?;
+        let x = self
+            .vhost
+            .exchange(&self.cfg.exchange)
+            .map_err(|e| e.to_string())?;
+        let routed = self
+            .vhost
+            .publish(&x, msg, &mut self.scratch)
+            .map_err(|e| e.to_string())?;
+        Ok(routed.sync_seq)
+    }
+
+    fn retain(&self, p: &Publish) {
+        let key = (self.vhost.name.to_string(), p.topic.clone());
+        let mut r = self.shared.retained.lock();
+        if p.payload.is_empty() {
+            r.remove(&key);
+        } else if let Ok(m) = self.message(&p.topic, p) {
+            r.insert(key, m);
+        }
+    }
+
+    fn send_retained(&self, filter: &str) {
+        let found: Vec<Message> = {
+            let r = self.shared.retained.lock();
+            r.iter()
+                .filter(|((v, t), _)| **v == *self.vhost.name && matches(filter, t))
+                .map(|(_, m)| m.clone())
+                .collect()
+        };
+        let level = self.level;
+        for m in found {
+            let p = Publish {
+                dup: false,
+                qos: 0,
+                retain: true,
+                topic: swap(m.routing_key()),
+                pkid: 0,
+                props: if level == 5 {
+                    amqp_to_props(&m)
+                } else {
+                    Props::default()
+                },
+                payload: m.body.clone(),
+            };
+            self.out.push(|o| codec::write_publish(o, level, &p));
+        }
+    }
+
+    fn publish_will(&mut self, w: codec::Will) {
+        let p = Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic.clone(),
+            pkid: 0,
+            props: w.props.clone(),
+            payload: w.payload.clone(),
+        };
+        if !valid_topic(&p.topic) {
+            return;
+        }
+        if p.retain {
+            self.retain(&p);
+        }
+        if let Err(e) = self.route(&p) {
+            tracing::warn!(client_id = %self.client_id, "MQTT will not published: {e}");
+        }
+    }
+
+    fn cleanup(&mut self, clean: bool) {
+        if let Some(c) = &self.consumer {
+            c.active.store(false, Ordering::Release);
+        }
+        let Some(q) = self.queue.take() else { return };
+        q.remove_consumer(self.conn_id, &self.consumer_tag);
+        let inflight: Vec<Delivery> = self
+            .inflight
+            .lock()
+            .by_id
+            .drain()
+            .map(|(_, (_, d))| d)
+            .collect();
+        q.requeue(inflight);
+        if clean {
+            self.vhost.remove_queue(&q);
+        }
+        let _ = &self.broker;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_and_filter_rules() {
+        assert_eq!(swap("sensors/room1/temp"), "sensors.room1.temp");
+        assert_eq!(swap("v1.2/x"), "v1/2.x");
+        assert_eq!(filter_to_key("sensors/+/temp"), "sensors.*.temp");
+        assert_eq!(filter_to_key("a/#"), "a.#");
+        for ok in ["a", "a/+/b", "#", "+", "a/#", "/a", "a//b"] {
+            assert!(valid_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a+", "a/b#", "#/a"] {
+            assert!(!valid_filter(bad), "{bad}");
+        }
+        assert!(valid_topic("a/b") && !valid_topic("a/+") && !valid_topic("") && !valid_topic("#"));
+        assert!(matches("a/+/c", "a/b/c") && matches("a/#", "a") && matches("#", "x/y"));
+        assert!(!matches("a/+", "a/b/c") && !matches("+/x", "$SYS/x") && !matches("a/b", "a"));
+    }
+}

@@ -1,0 +1,233 @@
+"""MQTT 3.1.1 and 5.0 with paho-mqtt, and interop with pika through amq.topic."""
+import queue
+import socket
+import struct
+import time
+
+import paho.mqtt.client as mqtt
+import pika
+import pytest
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from conftest import drain
+
+
+class Client:
+    """A paho client whose received messages land in a queue."""
+
+    def __init__(self, broker, client_id="", v5=False, clean=True, will=None, user=None, password=None):
+        self.v5 = v5
+        proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        kw = {"clean_session": clean} if not v5 else {}
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kw)
+        self.messages = queue.Queue()
+        self.connected = queue.Queue()
+        self.disconnected = queue.Queue()
+        self.c.on_message = lambda c, u, m: self.messages.put(m)
+        self.c.on_connect = lambda c, u, f, rc, p=None: self.connected.put((f, rc))
+        self.c.on_disconnect = lambda c, u, f, rc, p=None: self.disconnected.put(rc)
+        if will:
+            self.c.will_set(*will)
+        if user:
+            self.c.username_pw_set(user, password)
+        if v5:
+            self.c.connect("127.0.0.1", broker.mqtt_port, 30, clean_start=clean)
+        else:
+            self.c.connect("127.0.0.1", broker.mqtt_port, 30)
+        self.c.loop_start()
+        flags, rc = self.connected.get(timeout=10)
+        self.flags, self.rc = flags, rc
+
+    def sub(self, topic, qos=1):
+        done = queue.Queue()
+        self.c.on_subscribe = lambda c, u, mid, codes, p=None: done.put(codes)
+        self.c.subscribe(topic, qos)
+        return done.get(timeout=10)
+
+    def pub(self, topic, payload, qos=1, retain=False, properties=None):
+        info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    def get(self, timeout=10):
+        return self.messages.get(timeout=timeout)
+
+    def none(self, wait=0.3):
+        with pytest.raises(queue.Empty):
+            self.messages.get(timeout=wait)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_mqtt_publish_reaches_amqp_queue_on_amq_topic(broker):
+    ch = broker.connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "sensors.*.temp")
+    m = Client(broker, "sensor-1")
+    m.pub("sensors/room1/temp", b"21.5", qos=1)
+    m.pub("sensors/room1/hum", b"40", qos=1)
+    method, props, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=10))
+    assert (method.routing_key, body, props.delivery_mode) == ("sensors.room1.temp", b"21.5", 2)
+    ch.cancel()
+    assert ch.basic_get(q)[0] is None
+    m.close()
+
+
+def test_amqp_publish_reaches_mqtt_wildcard_subscriber(broker):
+    m = Client(broker, "dashboard")
+    assert m.sub("sensors/+/hum", qos=1)[0].value == 1
+    ch = broker.connect().channel()
+    ch.basic_publish("amq.topic", "sensors.room2.hum", b"55", pika.BasicProperties(delivery_mode=2))
+    msg = m.get()
+    assert (msg.topic, msg.payload, msg.qos) == ("sensors/room2/hum", b"55", 1)
+    # Dots in MQTT topics survive the round trip ('.' <-> '/').
+    m.sub("v1.2/#", qos=0)
+    p = Client(broker, "pub-dots")
+    p.pub("v1.2/status", b"ok", qos=0)
+    msg = m.get()
+    assert (msg.topic, msg.payload) == ("v1.2/status", b"ok")
+    m.close(); p.close()
+
+
+def test_mqtt_to_mqtt_qos_levels_and_wildcards(broker):
+    sub = Client(broker, "sub-all")
+    codes = sub.sub("home/#", qos=2)
+    assert codes[0].value == 1  # QoS 2 requested; outbound QoS 2 is not offered yet
+    pub = Client(broker, "pub-all")
+    for qos in (0, 1, 2):
+        pub.pub(f"home/kitchen/q{qos}", f"m{qos}".encode(), qos=qos)
+    got = sorted((sub.get().payload for _ in range(3)))
+    assert got == [b"m0", b"m1", b"m2"]
+    sub.none()
+    sub.close(); pub.close()
+
+
+def test_retained_messages(broker):
+    pub = Client(broker, "retainer")
+    pub.pub("status/door", b"open", qos=1, retain=True)
+    pub.pub("status/door", b"closed", qos=1, retain=True)  # replaces
+    pub.pub("status/window", b"shut", qos=1, retain=True)
+    sub = Client(broker, "late-joiner")
+    assert sub.sub("status/+", qos=1)[0].value == 1
+    got = {(m.topic, m.payload, m.retain) for m in (sub.get(), sub.get())}
+    assert got == {("status/door", b"closed", True), ("status/window", b"shut", True)}
+    pub.pub("status/door", b"", qos=1, retain=True)  # clears
+    live = sub.get()
+    assert (live.topic, live.payload, live.retain) == ("status/door", b"", False)
+    sub2 = Client(broker, "later-joiner")
+    sub2.sub("status/door", qos=1)
+    sub2.none()
+    for c in (pub, sub, sub2):
+        c.close()
+
+
+def test_will_on_abnormal_disconnect(broker):
+    watcher = Client(broker, "watcher")
+    watcher.sub("clients/+/status", qos=1)
+    doomed = Client(broker, "doomed", will=("clients/doomed/status", b"offline", 1, False))
+    doomed.c.loop_stop()
+    doomed.c.socket().close()  # no DISCONNECT
+    msg = watcher.get()
+    assert (msg.topic, msg.payload) == ("clients/doomed/status", b"offline")
+    # A clean DISCONNECT sends no will.
+    polite = Client(broker, "polite", will=("clients/polite/status", b"offline", 1, False))
+    polite.close()
+    watcher.none(0.5)
+    watcher.close()
+
+
+def test_client_id_takeover_disconnects_the_first(broker):
+    first = Client(broker, "same-id")
+    second = Client(broker, "same-id")
+    first.disconnected.get(timeout=10)
+    assert second.rc == 0
+    second.close()
+
+
+def test_wrong_password_and_bad_packets(broker):
+    bad = Client(broker, "intruder", user="guest", password="wrong")
+    # paho reports the 3.1.1 return code 4 as the v5 code 0x86.
+    assert bad.rc.value == 0x86 and str(bad.rc) == "Bad user name or password"
+    bad.c.loop_stop()
+    bad5 = Client(broker, "intruder5", v5=True, user="guest", password="wrong")
+    assert bad5.rc.value == 0x86
+    bad5.c.loop_stop()
+    good = Client(broker, "guest-ok", user="guest", password="guest")
+    assert good.rc.value == 0
+    good.close()
+    # A first packet that is not CONNECT: the connection is closed.
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    s.sendall(b"\xc0\x00")  # PINGREQ
+    assert s.recv(10) == b""
+    s.close()
+    # MQTT 5 PUBLISH to a wildcard topic: DISCONNECT with 0x90.
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    connect = b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + b"\x00\x03bad"
+    s.sendall(bytes([0x10, len(connect)]) + connect)
+    ack = s.recv(64)
+    assert ack[0] == 0x20 and ack[3] == 0
+    topic = b"a/+/b"
+    body = struct.pack(">H", len(topic)) + topic + b"\x00" + b"x"
+    s.sendall(bytes([0x30, len(body)]) + body)
+    data = s.recv(256)
+    assert data[0] == 0xE0 and data[2] == 0x90
+    s.close()
+    assert broker.wait_log("invalid topic name in PUBLISH")
+    # Others are unaffected.
+    ok = Client(broker, "after-bad")
+    assert ok.sub("after/bad", qos=1)[0].value == 1
+    ok.pub("after/bad", b"fine")
+    assert ok.get().payload == b"fine"
+    ok.close()
+
+
+def test_mqtt5_properties_map_to_amqp_and_back(broker):
+    ch = broker.connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "rpc.request")
+    c = Client(broker, "v5-client", v5=True)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json"
+    props.ResponseTopic = "rpc/reply"
+    props.CorrelationData = b"corr-7"
+    props.UserProperty = [("tenant", "acme")]
+    c.pub("rpc/request", b"{}", qos=1, properties=props)
+    method, p, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=10))
+    ch.cancel()
+    assert p.content_type == "application/json"
+    assert p.correlation_id == "corr-7"
+    assert p.headers["x-reply-to-topic"] == "rpc/reply"
+    assert p.headers["tenant"] == "acme"
+    # And back: an AMQP reply reaches the v5 client with MQTT properties.
+    c.sub("rpc/reply", qos=1)
+    ch.basic_publish("amq.topic", "rpc.reply", b"[]", pika.BasicProperties(
+        content_type="application/json", correlation_id="corr-7", delivery_mode=2, headers={"tenant": "acme"}))
+    m = c.get()
+    assert m.payload == b"[]"
+    assert m.properties.ContentType == "application/json"
+    assert m.properties.CorrelationData == b"corr-7"
+    assert ("tenant", "acme") in m.properties.UserProperty
+    c.close()
+
+
+def test_persistent_session_survives_broker_restart(tmp_path):
+    from conftest import Broker
+    b = Broker(tmp_path)
+    try:
+        c = Client(b, "field-device", clean=False)
+        c.sub("cmd/field-device/#", qos=1)
+        c.close()
+        ch = b.connect().channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "cmd.field-device.reboot", b"now", pika.BasicProperties(delivery_mode=2))
+        b.restart()
+        c = Client(b, "field-device", clean=False)
+        assert c.flags.session_present
+        m = c.get()
+        assert (m.topic, m.payload, m.qos) == ("cmd/field-device/reboot", b"now", 1)
+        c.close()
+    finally:
+        b.stop()
