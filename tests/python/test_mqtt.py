@@ -45,6 +45,12 @@ class Client:
         self.c.subscribe(topic, qos)
         return done.get(timeout=10)
 
+    def unsub(self, topic):
+        done = queue.Queue()
+        self.c.on_unsubscribe = lambda c, u, mid, codes=None, p=None: done.put(mid)
+        self.c.unsubscribe(topic)
+        return done.get(timeout=10)
+
     def pub(self, topic, payload, qos=1, retain=False, properties=None):
         info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         info.wait_for_publish(10)
@@ -231,3 +237,34 @@ def test_persistent_session_survives_broker_restart(tmp_path):
         c.close()
     finally:
         b.stop()
+
+
+def test_shared_subscriptions_split_work_across_the_group(broker):
+    a = Client(broker, "worker-a", v5=True)
+    b = Client(broker, "worker-b", v5=True)
+    watcher = Client(broker, "watcher-all")
+    assert a.sub("$share/workers/jobs/#", qos=1)[0].value == 1
+    assert b.sub("$share/workers/jobs/#", qos=1)[0].value == 1
+    watcher.sub("jobs/#", qos=1)
+    pub = Client(broker, "job-source")
+    for i in range(20):
+        pub.pub(f"jobs/{i}", str(i).encode(), qos=1)
+    seen_all = sorted(int(watcher.get().payload) for _ in range(20))
+    assert seen_all == list(range(20))
+    got_a, got_b = [], []
+    deadline = time.time() + 10
+    while len(got_a) + len(got_b) < 20 and time.time() < deadline:
+        for c, acc in ((a, got_a), (b, got_b)):
+            try:
+                acc.append(int(c.messages.get(timeout=0.05).payload))
+            except queue.Empty:
+                pass
+    assert sorted(got_a + got_b) == list(range(20)), "each message exactly once in the group"
+    assert got_a and got_b, "both members got work"
+    # Leaving the group: the other member gets everything.
+    a.unsub("$share/workers/jobs/#")  # returns once UNSUBACK arrived
+    for i in range(5):
+        pub.pub(f"jobs/x{i}", b"later", qos=1)
+    assert [b.get().payload for _ in range(5)] == [b"later"] * 5
+    for c in (a, b, watcher, pub):
+        c.close()

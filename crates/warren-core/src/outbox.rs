@@ -96,11 +96,6 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Whether [`Outbox::close`] was called.
-    pub fn is_closed(&self) -> bool {
-        self.inner.lock().closed
-    }
-
     /// Writer task: flush batches until closed or the socket fails. Writes
     /// `keepalive` when nothing was written for the `heartbeat` interval.
     pub async fn run_writer<W: AsyncWrite + Unpin>(

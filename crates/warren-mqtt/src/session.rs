@@ -230,7 +230,6 @@ enum End {
 }
 
 struct Conn {
-    broker: Arc<Broker>,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     out: Arc<Outbox>,
@@ -247,6 +246,8 @@ struct Conn {
     inflight: Arc<Mutex<Inflight>>,
     aliases: HashMap<u16, String>,
     qos2_seen: HashSet<u16>,
+    /// `$share/group/filter` -> the group's shared queue this session consumes.
+    shared_subs: HashMap<String, Arc<Queue>>,
     sync_rx: Option<watch::Receiver<warren_store::SyncState>>,
 }
 
@@ -425,7 +426,7 @@ fn accept(
         props.receive_maximum = Some(cfg.receive_maximum);
         props.maximum_qos = Some(1);
         props.retain_available = Some(1);
-        props.shared_available = Some(0);
+        props.shared_available = Some(1);
         props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
         props.maximum_packet_size = Some(cfg.max_packet_size as u32);
     }
@@ -450,9 +451,7 @@ fn accept(
     });
     let conn_id = broker.next_id();
     let tag: Arc<str> = Arc::from("mqtt");
-    let _ = shared;
     let mut conn = Conn {
-        broker: broker.clone(),
         cfg: cfg.clone(),
         shared: shared.clone(),
         out: out.clone(),
@@ -469,6 +468,7 @@ fn accept(
         inflight,
         aliases: HashMap::new(),
         qos2_seen: HashSet::new(),
+        shared_subs: HashMap::new(),
         sync_rx: broker.store().map(|s| s.log.subscribe()),
     };
     if session_present {
@@ -626,7 +626,8 @@ impl Conn {
                 self.out
                     .push(|o| codec::write_suback(o, level, pkid, &codes));
                 for f in &filters {
-                    if f.retain_handling != 2 {
+                    // Retained messages are not sent for shared subscriptions.
+                    if f.retain_handling != 2 && !f.filter.starts_with("$share/") {
                         self.send_retained(&f.filter);
                     }
                 }
@@ -635,8 +636,13 @@ impl Conn {
                 }
             }
             Packet::Unsubscribe(pkid, filters) => {
+                for f in &filters {
+                    if let Some(q) = self.shared_subs.remove(f) {
+                        self.leave_shared(&q, f);
+                    }
+                }
                 if let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) {
-                    for f in &filters {
+                    for f in filters.iter().filter(|f| !f.starts_with("$share/")) {
                         let _ = self.vhost.unbind_queue(
                             &q.name,
                             &x.name,
@@ -667,8 +673,8 @@ impl Conn {
 
     fn subscribe(&mut self, f: &codec::Filter) -> u8 {
         let failure = if self.level == 5 { 0x8F } else { 0x80 };
-        if f.filter.starts_with("$share/") {
-            return if self.level == 5 { 0x9E } else { 0x80 };
+        if let Some(rest) = f.filter.strip_prefix("$share/") {
+            return self.subscribe_shared(f, rest);
         }
         if !valid_filter(&f.filter) {
             tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
@@ -691,6 +697,68 @@ impl Conn {
         let mut m = self.max_qos.lock();
         *m = (*m).max(granted);
         granted
+    }
+
+    /// `$share/group/filter`: members of a group consume one shared queue,
+    /// so each message goes to one of them (round-robin, within credit).
+    fn subscribe_shared(&mut self, f: &codec::Filter, rest: &str) -> u8 {
+        let failure = if self.level == 5 { 0x8F } else { 0x80 };
+        let Some((group, filter)) = rest.split_once('/') else {
+            return failure;
+        };
+        if group.is_empty() || group.contains(['+', '#']) || !valid_filter(filter) {
+            return failure;
+        }
+        if self.shared_subs.contains_key(&f.filter) {
+            return f.qos.min(1);
+        }
+        let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
+            return 0x80;
+        };
+        let name = format!("mqtt-shared-{group}-{filter}");
+        let decl = QueueDeclare {
+            name: name.clone(),
+            auto_delete: true,
+            ..Default::default()
+        };
+        let q = match self.vhost.declare_queue(&decl, 0) {
+            Ok((q, _, _)) => q,
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, "MQTT shared subscription failed: {e}");
+                return 0x80;
+            }
+        };
+        if self
+            .vhost
+            .bind_queue(&name, &x.name, &filter_to_key(filter), &Table::default(), 0)
+            .is_err()
+        {
+            return 0x80;
+        }
+        let Some(consumer) = self.consumer.clone() else {
+            return 0x80;
+        };
+        let spec = ConsumerSpec {
+            tag: Arc::from(f.filter.as_str()),
+            channel_id: self.conn_id,
+            no_ack: false,
+            exclusive: false,
+            consumer,
+        };
+        if q.add_consumer(spec).is_err() {
+            return 0x80;
+        }
+        self.shared_subs.insert(f.filter.clone(), q);
+        let granted = f.qos.min(1);
+        let mut m = self.max_qos.lock();
+        *m = (*m).max(granted);
+        granted
+    }
+
+    fn leave_shared(&self, q: &Arc<Queue>, filter: &str) {
+        if q.remove_consumer(self.conn_id, filter) {
+            self.vhost.remove_queue(q);
+        }
     }
 
     fn message(&self, topic: &str, p: &Publish) -> Result<Message, String> {
@@ -776,20 +844,22 @@ impl Conn {
         if let Some(c) = &self.consumer {
             c.active.store(false, Ordering::Release);
         }
+        for (filter, q) in std::mem::take(&mut self.shared_subs) {
+            self.leave_shared(&q, &filter);
+        }
+        if let Some(q) = &self.queue {
+            q.remove_consumer(self.conn_id, &self.consumer_tag);
+        }
+        // Unacknowledged QoS 1 deliveries go back to the queue each came from.
+        let inflight: Vec<(Arc<Queue>, Delivery)> =
+            self.inflight.lock().by_id.drain().map(|(_, v)| v).collect();
+        for (q, d) in inflight {
+            q.requeue([d]);
+        }
         let Some(q) = self.queue.take() else { return };
-        q.remove_consumer(self.conn_id, &self.consumer_tag);
-        let inflight: Vec<Delivery> = self
-            .inflight
-            .lock()
-            .by_id
-            .drain()
-            .map(|(_, (_, d))| d)
-            .collect();
-        q.requeue(inflight);
         if clean {
             self.vhost.remove_queue(&q);
         }
-        let _ = &self.broker;
     }
 }
 

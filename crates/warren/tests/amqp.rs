@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, ExchangeKind};
 
@@ -607,5 +607,4 @@ async fn server_named_queue_and_consumer_tags() {
     assert!(q.name().as_str().starts_with("amq.gen-"), "{}", q.name());
     let c = consume(&ch, q.name().as_str(), true).await;
     assert!(c.tag().as_str().starts_with("amq.ctag-"));
-    let _unused: ShortString = q.name().clone();
 }
