@@ -96,7 +96,24 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 struct Inflight {
     next: u16,
+    /// QoS 1/2 deliveries waiting for PUBACK / PUBREC.
     by_id: HashMap<u16, (Arc<Queue>, Delivery)>,
+    /// QoS 2 deliveries past PUBREC, waiting for PUBCOMP.
+    released: HashSet<u16>,
+}
+
+/// Header carrying the MQTT QoS of a publish across AMQP (RabbitMQ's name).
+const QOS_HEADER: &str = "x-mqtt-publish-qos";
+
+/// The QoS a message was published with: the header if set, else 1 for
+/// persistent and 0 for transient AMQP messages.
+fn publish_qos(m: &Message) -> u8 {
+    if !m.persistent {
+        return 0;
+    }
+    m.headers()
+        .and_then(|h| h.get(QOS_HEADER).and_then(|v| v.as_i64()))
+        .map_or(1, |q| q.clamp(1, 2) as u8)
 }
 
 /// The session queue's consumer: encodes deliveries as PUBLISH packets.
@@ -114,20 +131,22 @@ impl Consumer for MqttConsumer {
         if !self.active.load(Ordering::Acquire) {
             return Err(d);
         }
-        let qos = if d.message.persistent {
-            (*self.max_qos.lock()).min(1)
-        } else {
+        let max = *self.max_qos.lock();
+        let qos = if max == 0 || !d.message.persistent {
             0
+        } else {
+            publish_qos(&d.message).min(max)
         };
         let mut inf = self.inflight.lock();
-        if qos > 0 && inf.by_id.len() >= self.receive_max {
+        if qos > 0 && inf.by_id.len() + inf.released.len() >= self.receive_max {
             return Err(d);
         }
         let pkid = if qos > 0 {
             loop {
                 inf.next = inf.next.wrapping_add(1).max(1);
-                if !inf.by_id.contains_key(&inf.next) {
-                    break inf.next;
+                let n = inf.next;
+                if !inf.by_id.contains_key(&n) && !inf.released.contains(&n) {
+                    break n;
                 }
             }
         } else {
@@ -184,6 +203,8 @@ fn amqp_to_props(m: &Message) -> Props {
         for (k, v) in h.iter() {
             if k == "x-reply-to-topic" {
                 out.response_topic = v.as_str().map(String::from);
+            } else if k == QOS_HEADER {
+                continue;
             } else if let Some(s) = v.as_str() {
                 out.user.push((k.to_string(), s.to_string()));
             } else if let Some(i) = v.as_i64() {
@@ -203,6 +224,9 @@ fn props_to_amqp(p: &Publish) -> Bytes {
     }
     if let Some(t) = &p.props.response_topic {
         headers.insert("x-reply-to-topic", Value::str(t));
+    }
+    if p.qos > 0 {
+        headers.insert(QOS_HEADER, Value::U8(p.qos));
     }
     Properties {
         delivery_mode: Some(if p.qos > 0 { 2 } else { 1 }),
@@ -424,7 +448,6 @@ fn accept(
     let session_present = !c.clean && existed;
     if level == 5 {
         props.receive_maximum = Some(cfg.receive_maximum);
-        props.maximum_qos = Some(1);
         props.retain_available = Some(1);
         props.shared_available = Some(1);
         props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
@@ -440,6 +463,7 @@ fn accept(
     let inflight = Arc::new(Mutex::new(Inflight {
         next: 0,
         by_id: HashMap::new(),
+        released: HashSet::new(),
     }));
     let consumer = Arc::new(MqttConsumer {
         out: out.clone(),
@@ -610,14 +634,21 @@ impl Conn {
                 self.qos2_seen.remove(&pkid);
                 self.out.push(|o| codec::write_ack(o, level, 7, pkid, 0));
             }
-            Packet::PubAck(pkid, _) | Packet::PubComp(pkid, _) => {
-                let taken = self.inflight.lock().by_id.remove(&pkid);
-                if let Some((q, d)) = taken {
-                    q.settle([&d]);
-                    q.dispatch();
+            Packet::PubAck(pkid, _) => self.settle_outbound(pkid, false),
+            Packet::PubRec(pkid, _) => {
+                // QoS 2, step 2: the client has the message; it will not be
+                // sent again, only PUBREL until PUBCOMP.
+                self.settle_outbound(pkid, true);
+                self.out.push(|o| codec::write_ack(o, level, 6, pkid, 0));
+            }
+            Packet::PubComp(pkid, _) => {
+                let freed = self.inflight.lock().released.remove(&pkid);
+                if freed {
+                    for q in self.queue.iter().chain(self.shared_subs.values()) {
+                        q.dispatch();
+                    }
                 }
             }
-            Packet::PubRec(pkid, _) => self.out.push(|o| codec::write_ack(o, level, 6, pkid, 0)),
             Packet::Subscribe(pkid, filters) => {
                 let mut codes = Vec::with_capacity(filters.len());
                 for f in &filters {
@@ -671,6 +702,22 @@ impl Conn {
         None
     }
 
+    /// PUBACK or PUBREC for one of our deliveries: settle it on its queue.
+    fn settle_outbound(&self, pkid: u16, released: bool) {
+        let taken = {
+            let mut inf = self.inflight.lock();
+            let t = inf.by_id.remove(&pkid);
+            if released && t.is_some() {
+                inf.released.insert(pkid);
+            }
+            t
+        };
+        if let Some((q, d)) = taken {
+            q.settle([&d]);
+            q.dispatch();
+        }
+    }
+
     fn subscribe(&mut self, f: &codec::Filter) -> u8 {
         let failure = if self.level == 5 { 0x8F } else { 0x80 };
         if let Some(rest) = f.filter.strip_prefix("$share/") {
@@ -693,7 +740,7 @@ impl Conn {
             tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
             return 0x80;
         }
-        let granted = f.qos.min(1);
+        let granted = f.qos.min(2);
         let mut m = self.max_qos.lock();
         *m = (*m).max(granted);
         granted
@@ -710,7 +757,7 @@ impl Conn {
             return failure;
         }
         if self.shared_subs.contains_key(&f.filter) {
-            return f.qos.min(1);
+            return f.qos.min(2);
         }
         let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
             return 0x80;
@@ -749,7 +796,7 @@ impl Conn {
             return 0x80;
         }
         self.shared_subs.insert(f.filter.clone(), q);
-        let granted = f.qos.min(1);
+        let granted = f.qos.min(2);
         let mut m = self.max_qos.lock();
         *m = (*m).max(granted);
         granted
