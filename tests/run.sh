@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing Python test clients"
+echo "== installing test clients (pika, paho-mqtt, mosquitto-clients)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+if ! command -v mosquitto_sub >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients) >/dev/null
+fi
 
 echo "== building"
 cargo build --workspace --all-targets

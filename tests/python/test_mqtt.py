@@ -269,3 +269,31 @@ def test_shared_subscriptions_split_work_across_the_group(broker):
     assert [b.get().payload for _ in range(5)] == [b"later"] * 5
     for c in (a, b, watcher, pub):
         c.close()
+
+
+def test_mosquitto_clients_interoperate(broker):
+    """mosquitto_sub/mosquitto_pub (MQTT 3.1.1 and 5) against Warren."""
+    import shutil
+    import subprocess
+    if not shutil.which("mosquitto_sub"):
+        pytest.fail("mosquitto-clients not installed (tests/run.sh installs them)")
+    port = str(broker.mqtt_port)
+    for version in ("mqttv311", "mqttv5"):
+        sub = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", version, "-t", "cli/+/reading",
+             "-q", "1", "-C", "2", "-W", "15", "-v", "-u", "guest", "-P", "guest"],
+            stdout=subprocess.PIPE, text=True)
+        # The subscription exists once the broker has bound the session queue.
+        ch = broker.connect().channel()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            status, bindings = broker.api("/api/bindings")
+            if any(b["routing_key"] == "cli.*.reading" for b in bindings):
+                break
+            time.sleep(0.05)
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-V", version, "-t", "cli/a/reading",
+                        "-m", "1.5", "-q", "1", "-u", "guest", "-P", "guest"], check=True, timeout=15)
+        ch.basic_publish("amq.topic", "cli.b.reading", b"2.5", pika.BasicProperties(delivery_mode=2))
+        out, _ = sub.communicate(timeout=20)
+        assert sub.returncode == 0
+        assert sorted(out.split("\n")[:2]) == ["cli/a/reading 1.5", "cli/b/reading 2.5"], out

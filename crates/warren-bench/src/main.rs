@@ -3,6 +3,7 @@
 //! pid) and the generator's own CPU, so a run says who the bottleneck was.
 
 mod amqp;
+mod mqtt;
 mod proc_stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,9 @@ struct Args {
     /// Connections for the idle scenario.
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
+    /// Speak MQTT (3.1.1) instead of AMQP: runs the mqtt-* scenarios.
+    #[arg(long)]
+    mqtt: bool,
     /// Instead of scenarios: leave this many persistent 16-byte messages in
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]
@@ -528,6 +532,71 @@ async fn run_scenario(args: &Args, spec: &Spec) -> Result<Outcome> {
     })
 }
 
+async fn run_mqtt(args: &Args) -> Result<()> {
+    let wanted: Vec<&str> = args.scenarios.split(',').collect();
+    let all = wanted.contains(&"all");
+    println!("| broker | scenario | published msg/s | delivered msg/s | p50 us | p99 us | broker CPU | broker RSS MiB | generator CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for spec in mqtt::scenarios() {
+        if !all && !wanted.contains(&spec.name) {
+            continue;
+        }
+        match mqtt::run(
+            &args.addr,
+            &args.user,
+            &args.password,
+            args.pid,
+            args.seconds,
+            &spec,
+        )
+        .await
+        {
+            Ok(o) => {
+                let (cpu, rss) = o
+                    .broker
+                    .map(|(c, r)| {
+                        (
+                            format!("{:.0}%", c * 100.0),
+                            format!("{:.0}", r as f64 / 1048576.0),
+                        )
+                    })
+                    .unwrap_or(("-".into(), "-".into()));
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0}% |",
+                    args.label,
+                    spec.name,
+                    o.published,
+                    o.delivered,
+                    o.p50,
+                    o.p99,
+                    cpu,
+                    rss,
+                    o.own_cpu * 100.0
+                );
+            }
+            Err(e) => println!("| {} | {} | failed: {e:#} |", args.label, spec.name),
+        }
+    }
+    if all || wanted.contains(&"mqtt-idle") {
+        match mqtt::idle(
+            &args.addr,
+            &args.user,
+            &args.password,
+            args.pid,
+            args.idle_connections,
+        )
+        .await?
+        {
+            Some(kib) => println!(
+                "| {} | mqtt-idle | {} connections | {kib:.1} KiB per connection |",
+                args.label, args.idle_connections
+            ),
+            None => println!("| {} | mqtt-idle | (pass --pid for RSS) |", args.label),
+        }
+    }
+    Ok(())
+}
+
 /// Publish `n` persistent messages with confirms (1000 outstanding) and
 /// leave them queued.
 async fn run_fill(args: &Args, n: u64) -> Result<()> {
@@ -605,6 +674,9 @@ fn main() -> Result<()> {
     rt.block_on(async {
         if let Some(n) = args.fill {
             return run_fill(&args, n).await;
+        }
+        if args.mqtt {
+            return run_mqtt(&args).await;
         }
         let wanted: Vec<&str> = args.scenarios.split(',').collect();
         let all = wanted.contains(&"all");

@@ -262,6 +262,8 @@ struct Conn {
     vhost: Arc<VHost>,
     client_id: String,
     queue: Option<Arc<Queue>>,
+    /// Clean session: the queue is transient and goes with the connection.
+    clean: bool,
     consumer: Option<Arc<MqttConsumer>>,
     consumer_tag: Arc<str>,
     conn_id: u64,
@@ -272,6 +274,9 @@ struct Conn {
     qos2_seen: HashSet<u16>,
     /// `$share/group/filter` -> the group's shared queue this session consumes.
     shared_subs: HashMap<String, Arc<Queue>>,
+    /// A publish reached a queue whose consumers are far behind: pause
+    /// reading briefly (the same flow control as AMQP publishers get).
+    backlogged: bool,
     sync_rx: Option<watch::Receiver<warren_store::SyncState>>,
 }
 
@@ -291,7 +296,8 @@ pub async fn handle(
         out.clone()
             .run_writer(wr, Arc::new(Mutex::new(None)), |_| {}),
     );
-    let mut buf = BytesMut::with_capacity(4096);
+    // Small to start: idle devices are the common case; it grows on demand.
+    let mut buf = BytesMut::with_capacity(128);
     // The first packet must be CONNECT, within the handshake timeout.
     let first = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -329,7 +335,7 @@ pub async fn handle(
             return;
         }
     };
-    let Some(mut conn) = accept(&broker, &cfg, &shared, &out, peer, &connect) else {
+    let Some(conn) = accept(&broker, &cfg, &shared, &out, peer, &connect) else {
         out.close();
         let _ = writer.await;
         return;
@@ -340,12 +346,18 @@ pub async fn handle(
         // Client-id takeover: the older connection is disconnected.
         old.notify_one();
     }
-    let will = connect.will.clone();
-    let keep_alive = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let end = conn
-        .run(&mut rd, &mut buf, keep_alive, &kick, &mut shutdown)
-        .await;
+    // Keep only what is needed after CONNECT: an idle connection's task
+    // should hold as little as possible.
+    let Connect {
+        keep_alive,
+        clean,
+        will,
+        ..
+    } = connect;
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let will = will.map(Box::new);
+    let mut conn = Box::new(conn);
+    let end = Box::pin(conn.run(&mut rd, &mut buf, keep_alive, &kick, &mut shutdown)).await;
     {
         let mut sessions = shared.sessions.lock();
         if sessions.get(&key).is_some_and(|k| Arc::ptr_eq(k, &kick)) {
@@ -355,12 +367,12 @@ pub async fn handle(
     if let End::Abnormal(why) = &end {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
         if let Some(w) = will {
-            conn.publish_will(w);
+            conn.publish_will(*w);
         }
     } else {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
     }
-    conn.cleanup(connect.clean);
+    conn.cleanup(clean);
     out.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -435,16 +447,6 @@ fn accept(
     if c.clean && existed {
         let _ = vhost.delete_queue(&qname, false, false, 0);
     }
-    let decl = QueueDeclare {
-        name: qname.clone(),
-        durable: !c.clean,
-        auto_delete: false,
-        ..Default::default()
-    };
-    let (queue, _, _) = match vhost.declare_queue(&decl, 0) {
-        Ok(q) => q,
-        Err(e) => return refuse(3, 0x80, &format!("session queue: {e}")),
-    };
     let session_present = !c.clean && existed;
     if level == 5 {
         props.receive_maximum = Some(cfg.receive_maximum);
@@ -483,9 +485,10 @@ fn accept(
         level,
         vhost,
         client_id,
-        queue: Some(queue.clone()),
-        consumer: Some(consumer.clone()),
-        consumer_tag: tag.clone(),
+        queue: None,
+        clean: c.clean,
+        consumer: Some(consumer),
+        consumer_tag: tag,
         conn_id,
         scratch: RouteScratch::default(),
         max_qos,
@@ -493,26 +496,53 @@ fn accept(
         aliases: HashMap::new(),
         qos2_seen: HashSet::new(),
         shared_subs: HashMap::new(),
+        backlogged: false,
         sync_rx: broker.store().map(|s| s.log.subscribe()),
     };
     if session_present {
         // A persistent session delivers at the QoS it subscribed with.
         *conn.max_qos.lock() = 1;
     }
-    if let Err(e) = queue.add_consumer(ConsumerSpec {
-        tag,
-        channel_id: conn_id,
-        no_ack: false,
-        exclusive: false,
-        consumer,
-    }) {
-        tracing::warn!(peer = %peer, "MQTT: cannot consume the session queue: {e}");
-        conn.queue = None;
+    // A clean session gets its queue at its first SUBSCRIBE, so devices
+    // that only publish cost no queue; a persistent one needs it now.
+    if !c.clean {
+        if let Err(e) = conn.ensure_queue() {
+            return refuse(3, 0x80, &format!("session queue: {e}"));
+        }
     }
     Some(conn)
 }
 
 impl Conn {
+    /// The session queue `mqtt-subscription-<client id>`, declared and
+    /// consumed on first use.
+    fn ensure_queue(&mut self) -> Result<Arc<Queue>, String> {
+        if let Some(q) = &self.queue {
+            return Ok(q.clone());
+        }
+        let decl = QueueDeclare {
+            name: format!("mqtt-subscription-{}", self.client_id),
+            durable: !self.clean,
+            auto_delete: false,
+            ..Default::default()
+        };
+        let (q, _, _) = self
+            .vhost
+            .declare_queue(&decl, 0)
+            .map_err(|e| e.to_string())?;
+        let consumer = self.consumer.clone().ok_or("no consumer")?;
+        q.add_consumer(ConsumerSpec {
+            tag: self.consumer_tag.clone(),
+            channel_id: self.conn_id,
+            no_ack: false,
+            exclusive: false,
+            consumer,
+        })
+        .map_err(|e| e.to_string())?;
+        self.queue = Some(q.clone());
+        Ok(q)
+    }
+
     async fn run(
         &mut self,
         rd: &mut tokio::net::tcp::OwnedReadHalf,
@@ -532,6 +562,15 @@ impl Conn {
                     Err(CodecError::Incomplete) => break,
                     Err(e) => return self.protocol_error(&e),
                 }
+            }
+            if std::mem::take(&mut self.backlogged) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            if buf.capacity() - buf.len() < 64 {
+                // Doubles while a busy client keeps it full; idle ones stay small.
+                buf.reserve(buf.capacity().clamp(256, 256 * 1024));
             }
             let read = async {
                 match keep_alive {
@@ -727,7 +766,7 @@ impl Conn {
             tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
             return failure;
         }
-        let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) else {
+        let (Ok(q), Ok(x)) = (self.ensure_queue(), self.vhost.exchange(&self.cfg.exchange)) else {
             return 0x80;
         };
         if let Err(e) = self.vhost.bind_queue(
@@ -826,6 +865,7 @@ impl Conn {
             .vhost
             .publish(&x, msg, &mut self.scratch)
             .map_err(|e| e.to_string())?;
+        self.backlogged |= routed.backlogged;
         Ok(routed.sync_seq)
     }
 
