@@ -304,11 +304,22 @@ pub fn read(buf: &mut BytesMut, level: u8, max_size: usize) -> Result<Packet, Co
         return Err(CodecError::Incomplete);
     }
     let first = buf[0];
-    let mut frame = buf.split_to(hdr + len);
-    frame.advance(hdr);
-    let body = frame.freeze();
+    // Small packets are copied out so that the read buffer is reused; only
+    // large payloads are sliced out of it (a slice pins its whole chunk).
+    let body = if len < ZERO_COPY_MIN {
+        let b = Bytes::copy_from_slice(&buf[hdr..hdr + len]);
+        buf.advance(hdr + len);
+        b
+    } else {
+        let mut frame = buf.split_to(hdr + len);
+        frame.advance(hdr);
+        frame.freeze()
+    };
     parse(first, body, level)
 }
+
+/// Packets at least this large keep their payload in the read buffer.
+const ZERO_COPY_MIN: usize = 16 * 1024;
 
 fn parse(first: u8, body: Bytes, level: u8) -> Result<Packet, CodecError> {
     let kind = first >> 4;

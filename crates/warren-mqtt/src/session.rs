@@ -551,6 +551,7 @@ impl Conn {
         kick: &Notify,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
+        let mut read_hint = 256usize;
         loop {
             loop {
                 match codec::read(buf, self.level, self.cfg.max_packet_size) {
@@ -568,10 +569,12 @@ impl Conn {
             } else {
                 tokio::task::yield_now().await;
             }
-            if buf.capacity() - buf.len() < 64 {
-                // Doubles while a busy client keeps it full; idle ones stay small.
-                buf.reserve(buf.capacity().clamp(256, 256 * 1024));
+            // The read size doubles while a busy client keeps filling it;
+            // idle clients keep a small buffer.
+            if buf.capacity() - buf.len() < read_hint / 2 {
+                buf.reserve(read_hint);
             }
+            let spare = buf.capacity() - buf.len();
             let read = async {
                 match keep_alive {
                     Some(t) => tokio::time::timeout(t, rd.read_buf(buf))
@@ -585,7 +588,11 @@ impl Conn {
                     Err(()) => return End::Abnormal("keep-alive timeout".into()),
                     Ok(Ok(0)) => return End::Abnormal("socket closed without DISCONNECT".into()),
                     Ok(Err(e)) => return End::Abnormal(e.to_string()),
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(n)) => {
+                        if n >= spare {
+                            read_hint = (read_hint * 2).min(256 * 1024);
+                        }
+                    }
                 },
                 _ = kick.notified() => {
                     if self.level == 5 {
