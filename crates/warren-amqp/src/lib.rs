@@ -54,28 +54,11 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     cfg: Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    tasks.spawn(connection::handle(stream, peer, broker.clone(), cfg.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
+    warren_core::listener::accept_loop(listener, "AMQP", shutdown, |stream, peer, shutdown| {
+        connection::handle(stream, peer, broker.clone(), cfg.clone(), shutdown)
     })
     .await;
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod exchange;
+pub mod listener;
 pub mod message;
 pub mod outbox;
 pub mod props;

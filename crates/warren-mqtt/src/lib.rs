@@ -9,7 +9,6 @@ pub mod codec;
 pub mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,29 +49,19 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     cfg: Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(session::Shared::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    tasks.spawn(session::handle(stream, peer, broker.clone(), cfg.clone(), shared.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
+    warren_core::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
+        session::handle(
+            stream,
+            peer,
+            broker.clone(),
+            cfg.clone(),
+            shared.clone(),
+            shutdown,
+        )
     })
     .await;
 }
