@@ -297,3 +297,69 @@ def test_mosquitto_clients_interoperate(broker):
         out, _ = sub.communicate(timeout=20)
         assert sub.returncode == 0
         assert sorted(out.split("\n")[:2]) == ["cli/a/reading 1.5", "cli/b/reading 2.5"], out
+
+
+def v5_client(broker, client_id, clean, expiry=None, will=None, will_delay=None):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    got = queue.Queue()
+    c.on_connect = lambda cl, u, f, rc, p=None: got.put((f, rc))
+    props = None
+    if expiry is not None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry
+    if will:
+        wp = None
+        if will_delay is not None:
+            wp = Properties(PacketTypes.WILLMESSAGE)
+            wp.WillDelayInterval = will_delay
+        c.will_set(*will, properties=wp)
+    c.connect("127.0.0.1", broker.mqtt_port, 30, clean_start=clean, properties=props)
+    c.loop_start()
+    flags, rc = got.get(timeout=10)
+    return c, flags
+
+
+def test_mqtt5_session_expiry(broker):
+    # Expiry 0: the session ends with the connection even without clean start.
+    c, _ = v5_client(broker, "short-lived", clean=False, expiry=0)
+    c.subscribe("x/y", 1)
+    c.disconnect(); c.loop_stop()
+    c, flags = v5_client(broker, "short-lived", clean=False, expiry=0)
+    assert not flags.session_present
+    c.disconnect(); c.loop_stop()
+    # Expiry 60 s: the session is still there on reconnect.
+    c, _ = v5_client(broker, "long-lived", clean=False, expiry=60)
+    c.disconnect(); c.loop_stop()
+    c, flags = v5_client(broker, "long-lived", clean=False, expiry=60)
+    assert flags.session_present
+    c.disconnect(); c.loop_stop()
+    # Expiry 1 s: gone after it elapses (polled through the management API).
+    c, _ = v5_client(broker, "brief", clean=False, expiry=1)
+    c.disconnect(); c.loop_stop()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        _, queues = broker.api("/api/queues")
+        if not any(q["name"] == "mqtt-subscription-brief" for q in queues):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("session with expiry 1 s was not removed")
+
+
+def test_mqtt5_will_delay_and_cancel_on_reconnect(broker):
+    watcher = Client(broker, "delay-watcher")
+    watcher.sub("wills/#", qos=1)
+    c, _ = v5_client(broker, "delayed", clean=True, expiry=30, will=("wills/delayed", b"gone", 1, False), will_delay=1)
+    c.loop_stop()
+    start = time.time()
+    c.socket().close()
+    msg = watcher.get(timeout=10)
+    assert msg.payload == b"gone" and time.time() - start >= 0.9
+    # Reconnecting within the delay cancels the will.
+    c, _ = v5_client(broker, "comeback", clean=True, expiry=30, will=("wills/comeback", b"gone", 1, False), will_delay=2)
+    c.loop_stop()
+    c.socket().close()
+    c2, _ = v5_client(broker, "comeback", clean=False, expiry=30)
+    watcher.none(3)
+    c2.disconnect(); c2.loop_stop()
+    watcher.close()

@@ -31,6 +31,9 @@ use crate::Config;
 #[derive(Default)]
 pub struct Shared {
     sessions: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    /// Bumped at every connect of a client id: timers (session expiry,
+    /// will delay) act only if no newer connection came since.
+    epochs: Mutex<HashMap<(String, String), u64>>,
     retained: Mutex<HashMap<(String, String), Message>>,
 }
 
@@ -246,6 +249,43 @@ fn props_to_amqp(p: &Publish) -> Bytes {
     .encode()
 }
 
+/// Publish a will message (now, or from a will-delay timer).
+fn publish_will(vhost: &VHost, cfg: &Config, shared: &Shared, client_id: &str, w: &codec::Will) {
+    let p = Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: w.topic.clone(),
+        pkid: 0,
+        props: w.props.clone(),
+        payload: w.payload.clone(),
+    };
+    if !valid_topic(&p.topic) {
+        return;
+    }
+    let props = props_to_amqp(&p);
+    let Ok(msg) = Message::from_parts(&cfg.exchange, &swap(&p.topic), &props, p.payload.clone())
+    else {
+        return;
+    };
+    if p.retain {
+        let key = (vhost.name.to_string(), p.topic.clone());
+        let mut r = shared.retained.lock();
+        if p.payload.is_empty() {
+            r.remove(&key);
+        } else {
+            r.insert(key, msg.clone());
+        }
+    }
+    let routed = vhost
+        .exchange(&cfg.exchange)
+        .and_then(|x| vhost.publish(&x, msg, &mut RouteScratch::default()));
+    match routed {
+        Ok(_) => tracing::info!(client_id, topic = %p.topic, "MQTT will published"),
+        Err(e) => tracing::warn!(client_id, "MQTT will not published: {e}"),
+    }
+}
+
 /// Why a connection ended; wills are published unless it was clean.
 #[derive(Debug)]
 enum End {
@@ -262,8 +302,10 @@ struct Conn {
     vhost: Arc<VHost>,
     client_id: String,
     queue: Option<Arc<Queue>>,
-    /// Clean session: the queue is transient and goes with the connection.
-    clean: bool,
+    /// The session outlives the connection (durable queue).
+    persistent: bool,
+    /// How long the session lives after disconnect (None: forever).
+    expiry: Option<Duration>,
     consumer: Option<Arc<MqttConsumer>>,
     consumer_tag: Arc<str>,
     conn_id: u64,
@@ -346,13 +388,16 @@ pub async fn handle(
         // Client-id takeover: the older connection is disconnected.
         old.notify_one();
     }
+    let epoch = {
+        let mut e = shared.epochs.lock();
+        let n = e.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    };
     // Keep only what is needed after CONNECT: an idle connection's task
     // should hold as little as possible.
     let Connect {
-        keep_alive,
-        clean,
-        will,
-        ..
+        keep_alive, will, ..
     } = connect;
     let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let will = will.map(Box::new);
@@ -367,12 +412,34 @@ pub async fn handle(
     if let End::Abnormal(why) = &end {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
         if let Some(w) = will {
-            conn.publish_will(*w);
+            // v5 will delay, bounded by the session's expiry; a reconnect
+            // of the same client id within the delay cancels the will.
+            let mut delay = Duration::from_secs(u64::from(w.props.will_delay.unwrap_or(0)));
+            if let Some(e) = conn.expiry {
+                delay = delay.min(e);
+            }
+            if delay.is_zero() {
+                publish_will(&conn.vhost, &cfg, &shared, &conn.client_id, &w);
+            } else {
+                let (vhost, cfg, shared, id) = (
+                    conn.vhost.clone(),
+                    cfg.clone(),
+                    shared.clone(),
+                    conn.client_id.clone(),
+                );
+                let key = key.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if shared.epochs.lock().get(&key) == Some(&epoch) {
+                        publish_will(&vhost, &cfg, &shared, &id, &w);
+                    }
+                });
+            }
         }
     } else {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
     }
-    conn.cleanup(clean);
+    conn.cleanup(&shared, &key, epoch);
     out.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -442,6 +509,20 @@ fn accept(
     } else {
         c.client_id.clone()
     };
+    // When the session ends after disconnect: 3.1.1 clean -> at once,
+    // not clean -> never; 5.0 -> the session expiry interval (0 = at once,
+    // 0xFFFFFFFF = never).
+    let expiry = if level == 5 {
+        match c.props.session_expiry.unwrap_or(0) {
+            u32::MAX => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        }
+    } else if c.clean {
+        Some(Duration::ZERO)
+    } else {
+        None
+    };
+    let persistent = expiry != Some(Duration::ZERO);
     let qname = format!("mqtt-subscription-{client_id}");
     let existed = vhost.queue(&qname).is_ok();
     if c.clean && existed {
@@ -486,7 +567,8 @@ fn accept(
         vhost,
         client_id,
         queue: None,
-        clean: c.clean,
+        persistent,
+        expiry,
         consumer: Some(consumer),
         consumer_tag: tag,
         conn_id,
@@ -505,7 +587,7 @@ fn accept(
     }
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
-    if !c.clean {
+    if persistent {
         if let Err(e) = conn.ensure_queue() {
             return refuse(3, 0x80, &format!("session queue: {e}"));
         }
@@ -522,7 +604,7 @@ impl Conn {
         }
         let decl = QueueDeclare {
             name: format!("mqtt-subscription-{}", self.client_id),
-            durable: !self.clean,
+            durable: self.persistent,
             auto_delete: false,
             ..Default::default()
         };
@@ -913,28 +995,7 @@ impl Conn {
         }
     }
 
-    fn publish_will(&mut self, w: codec::Will) {
-        let p = Publish {
-            dup: false,
-            qos: w.qos,
-            retain: w.retain,
-            topic: w.topic.clone(),
-            pkid: 0,
-            props: w.props.clone(),
-            payload: w.payload.clone(),
-        };
-        if !valid_topic(&p.topic) {
-            return;
-        }
-        if p.retain {
-            self.retain(&p);
-        }
-        if let Err(e) = self.route(&p) {
-            tracing::warn!(client_id = %self.client_id, "MQTT will not published: {e}");
-        }
-    }
-
-    fn cleanup(&mut self, clean: bool) {
+    fn cleanup(&mut self, shared: &Arc<Shared>, key: &(String, String), epoch: u64) {
         if let Some(c) = &self.consumer {
             c.active.store(false, Ordering::Release);
         }
@@ -951,8 +1012,22 @@ impl Conn {
             q.requeue([d]);
         }
         let Some(q) = self.queue.take() else { return };
-        if clean {
-            self.vhost.remove_queue(&q);
+        match self.expiry {
+            Some(d) if d.is_zero() => {
+                self.vhost.remove_queue(&q);
+            }
+            Some(d) => {
+                // Session expiry: the queue goes unless the client came back.
+                let (vhost, shared, key) = (self.vhost.clone(), shared.clone(), key.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    if shared.epochs.lock().get(&key) == Some(&epoch) {
+                        tracing::info!(queue = %q.name, "MQTT session expired");
+                        vhost.remove_queue(&q);
+                    }
+                });
+            }
+            None => {}
         }
     }
 }
