@@ -363,3 +363,93 @@ def test_mqtt5_will_delay_and_cancel_on_reconnect(broker):
     watcher.none(3)
     c2.disconnect(); c2.loop_stop()
     watcher.close()
+
+
+def mqtt_packet(first, body):
+    n = len(body)
+    enc = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        enc.append(b | (0x80 if n else 0))
+        if not n:
+            break
+    return bytes([first]) + bytes(enc) + body
+
+
+def mqtt_str(s):
+    return struct.pack(">H", len(s)) + s
+
+
+def raw_connect(broker, client_id, level=4, clean=True, props=b""):
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    flags = 0x02 if clean else 0
+    body = mqtt_str(b"MQTT") + bytes([level, flags]) + struct.pack(">H", 60)
+    if level == 5:
+        body += bytes([len(props)]) + props
+    body += mqtt_str(client_id)
+    s.sendall(mqtt_packet(0x10, body))
+    kind, ack = read_packet(s)  # exactly the CONNACK; more may follow
+    assert kind == 0x20
+    return s, bytes([kind, len(ack)]) + ack
+
+
+def read_packet(s):
+    first = s.recv(1)
+    if not first:
+        return None, b""
+    mult, length = 1, 0
+    while True:
+        b = s.recv(1)[0]
+        length += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        body += s.recv(length - len(body))
+    return first[0], body
+
+
+def test_unacked_qos1_is_redelivered_with_dup_on_reconnect(broker):
+    s, _ = raw_connect(broker, b"dup-client", clean=False)
+    s.sendall(mqtt_packet(0x82, struct.pack(">H", 1) + mqtt_str(b"dup/t") + b"\x01"))
+    kind, _ = read_packet(s)
+    assert kind == 0x90
+    ch = broker.connect().channel()
+    ch.basic_publish("amq.topic", "dup.t", b"once", pika.BasicProperties(delivery_mode=2))
+    first, body = read_packet(s)
+    assert first & 0xF0 == 0x30 and (first >> 1) & 3 == 1 and not first & 0x08
+    s.close()  # never PUBACKed
+    s, ack = raw_connect(broker, b"dup-client", clean=False)
+    assert ack[2] == 1  # session present
+    first, body = read_packet(s)
+    assert first & 0x08, "redelivery carries DUP"
+    assert body.endswith(b"once")
+    pkid = body[2 + 5:2 + 5 + 2]
+    s.sendall(bytes([0x40, 2]) + pkid)
+    s.close()
+
+
+def test_oversized_packet_gets_0x95_and_topic_alias_works(broker):
+    s, ack = raw_connect(broker, b"big-sender", level=5)
+    # A PUBLISH claiming 20 MiB (limit 16 MiB): DISCONNECT 0x95.
+    s.sendall(bytes([0x30, 0x80, 0x80, 0x80, 0x0A]))
+    kind, body = read_packet(s)
+    assert kind == 0xE0 and body[0] == 0x95
+    s.close()
+    assert broker.wait_log("exceeds the maximum packet size")
+    # Topic alias: first PUBLISH sets alias 1, the second uses it alone.
+    watcher = Client(broker, "alias-watcher")
+    watcher.sub("alias/topic", qos=0)
+    s, _ = raw_connect(broker, b"aliaser", level=5)
+    alias = b"\x03\x23\x00\x01"  # properties: length 3, topic alias = 1
+    s.sendall(mqtt_packet(0x30, mqtt_str(b"alias/topic") + alias + b"one"))
+    s.sendall(mqtt_packet(0x30, mqtt_str(b"") + alias + b"two"))
+    assert [watcher.get().payload, watcher.get().payload] == [b"one", b"two"]
+    # An alias never set: DISCONNECT with 0x82 (protocol error).
+    s.sendall(mqtt_packet(0x30, mqtt_str(b"") + b"\x03\x23\x00\x02" + b"x"))
+    kind, body = read_packet(s)
+    assert kind == 0xE0 and body[0] == 0x82
+    s.close()
+    watcher.close()
