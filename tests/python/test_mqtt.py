@@ -453,3 +453,34 @@ def test_oversized_packet_gets_0x95_and_topic_alias_works(broker):
     assert kind == 0xE0 and body[0] == 0x82
     s.close()
     watcher.close()
+
+
+def test_mqtt5_no_local_and_retain_handling(broker):
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+    c = Client(broker, "chatty", v5=True)
+    done = queue.Queue()
+    c.c.on_subscribe = lambda cl, u, mid, codes, p=None: done.put(codes)
+    c.c.subscribe("chat/room", options=SubscribeOptions(qos=1, noLocal=True))
+    assert done.get(timeout=10)[0].value == 1
+    other = Client(broker, "listener", v5=True)
+    other.sub("chat/room", qos=1)
+    c.pub("chat/room", b"mine", qos=1)
+    assert other.get().payload == b"mine"
+    c.none(0.5)  # not echoed to its publisher
+    Client(broker, "someone-else").pub("chat/room", b"theirs", qos=1)
+    assert c.get().payload == b"theirs"
+    # Retain handling 1: retained sent for a new subscription only.
+    Client(broker, "retainer-rh").pub("rh/topic", b"kept", qos=1, retain=True)
+    r = Client(broker, "rh-sub", v5=True)
+    r.c.on_subscribe = lambda cl, u, mid, codes, p=None: done.put(codes)
+    r.c.subscribe("rh/topic", options=SubscribeOptions(qos=1, retainHandling=1))
+    done.get(timeout=10)
+    assert r.get().payload == b"kept"
+    r.c.subscribe("rh/topic", options=SubscribeOptions(qos=1, retainHandling=1))
+    done.get(timeout=10)
+    r.none(0.5)
+    r.c.subscribe("rh/topic", options=SubscribeOptions(qos=1, retainHandling=0))
+    done.get(timeout=10)
+    assert r.get().payload == b"kept"
+    for x in (c, other, r):
+        x.close()

@@ -107,6 +107,9 @@ struct Inflight {
 
 /// Header carrying the MQTT QoS of a publish across AMQP (RabbitMQ's name).
 const QOS_HEADER: &str = "x-mqtt-publish-qos";
+/// Header naming the connection that published a message, set only when
+/// that connection has a no-local subscription matching the topic.
+const NO_LOCAL_HEADER: &str = "x-mqtt-no-local";
 
 /// The QoS a message was published with: the header if set, else 1 for
 /// persistent and 0 for transient AMQP messages.
@@ -127,12 +130,31 @@ struct MqttConsumer {
     inflight: Arc<Mutex<Inflight>>,
     receive_max: usize,
     active: AtomicBool,
+    /// The owning connection, for no-local.
+    conn_id: u64,
+    /// Set once the session has a no-local subscription.
+    no_local: AtomicBool,
+}
+
+impl MqttConsumer {
+    /// A message this connection published under a no-local subscription.
+    fn is_own(&self, m: &Message) -> bool {
+        self.no_local.load(Ordering::Relaxed)
+            && m.headers()
+                .and_then(|h| h.get(NO_LOCAL_HEADER).and_then(|v| v.as_i64()))
+                .is_some_and(|id| id as u64 == self.conn_id)
+    }
 }
 
 impl Consumer for MqttConsumer {
     fn offer(&self, queue: &Arc<Queue>, d: Delivery) -> Result<(), Delivery> {
         if !self.active.load(Ordering::Acquire) {
             return Err(d);
+        }
+        if self.is_own(&d.message) {
+            // No-local: not sent back to its publisher; done with it.
+            queue.settle([&d]);
+            return Ok(());
         }
         let max = *self.max_qos.lock();
         let qos = if max == 0 || !d.message.persistent {
@@ -206,7 +228,7 @@ fn amqp_to_props(m: &Message) -> Props {
         for (k, v) in h.iter() {
             if k == "x-reply-to-topic" {
                 out.response_topic = v.as_str().map(String::from);
-            } else if k == QOS_HEADER {
+            } else if k == QOS_HEADER || k == NO_LOCAL_HEADER {
                 continue;
             } else if let Some(s) = v.as_str() {
                 out.user.push((k.to_string(), s.to_string()));
@@ -220,7 +242,7 @@ fn amqp_to_props(m: &Message) -> Props {
 
 /// AMQP properties for an MQTT publish: QoS 0/1+ -> delivery_mode 1/2, and
 /// the MQTT 5 properties RabbitMQ maps.
-fn props_to_amqp(p: &Publish) -> Bytes {
+fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
     let mut headers = Table::default();
     for (k, v) in &p.props.user {
         headers.insert(k, Value::str(v));
@@ -230,6 +252,9 @@ fn props_to_amqp(p: &Publish) -> Bytes {
     }
     if p.qos > 0 {
         headers.insert(QOS_HEADER, Value::U8(p.qos));
+    }
+    if let Some(id) = no_local_conn {
+        headers.insert(NO_LOCAL_HEADER, Value::I64(id as i64));
     }
     Properties {
         delivery_mode: Some(if p.qos > 0 { 2 } else { 1 }),
@@ -263,7 +288,7 @@ fn publish_will(vhost: &VHost, cfg: &Config, shared: &Shared, client_id: &str, w
     if !valid_topic(&p.topic) {
         return;
     }
-    let props = props_to_amqp(&p);
+    let props = props_to_amqp(&p, None);
     let Ok(msg) = Message::from_parts(&cfg.exchange, &swap(&p.topic), &props, p.payload.clone())
     else {
         return;
@@ -304,6 +329,10 @@ struct Conn {
     queue: Option<Arc<Queue>>,
     /// The session outlives the connection (durable queue).
     persistent: bool,
+    /// Filters subscribed on this connection (retain handling 1).
+    subscriptions: HashSet<String>,
+    /// Filters subscribed with no-local.
+    no_local: Vec<String>,
     /// How long the session lives after disconnect (None: forever).
     expiry: Option<Duration>,
     consumer: Option<Arc<MqttConsumer>>,
@@ -548,6 +577,7 @@ fn accept(
         by_id: HashMap::new(),
         released: HashSet::new(),
     }));
+    let conn_id = broker.next_id();
     let consumer = Arc::new(MqttConsumer {
         out: out.clone(),
         level,
@@ -555,8 +585,10 @@ fn accept(
         inflight: inflight.clone(),
         receive_max: receive_max.max(1),
         active: AtomicBool::new(true),
+        conn_id,
+        no_local: AtomicBool::new(false),
     });
-    let conn_id = broker.next_id();
+
     let tag: Arc<str> = Arc::from("mqtt");
     let mut conn = Conn {
         cfg: cfg.clone(),
@@ -568,6 +600,8 @@ fn accept(
         client_id,
         queue: None,
         persistent,
+        subscriptions: HashSet::new(),
+        no_local: Vec::new(),
         expiry,
         consumer: Some(consumer),
         consumer_tag: tag,
@@ -779,14 +813,33 @@ impl Conn {
             }
             Packet::Subscribe(pkid, filters) => {
                 let mut codes = Vec::with_capacity(filters.len());
+                let mut existed = Vec::with_capacity(filters.len());
                 for f in &filters {
-                    codes.push(self.subscribe(f));
+                    existed.push(self.subscriptions.contains(&f.filter));
+                    let code = self.subscribe(f);
+                    if code < 0x80 {
+                        self.subscriptions.insert(f.filter.clone());
+                        self.no_local.retain(|x| x != &f.filter);
+                        if f.no_local && !f.filter.starts_with("$share/") {
+                            self.no_local.push(f.filter.clone());
+                            if let Some(c) = &self.consumer {
+                                c.no_local.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    codes.push(code);
                 }
                 self.out
                     .push(|o| codec::write_suback(o, level, pkid, &codes));
-                for f in &filters {
-                    // Retained messages are not sent for shared subscriptions.
-                    if f.retain_handling != 2 && !f.filter.starts_with("$share/") {
+                for (f, existed) in filters.iter().zip(existed) {
+                    // Retain handling: 0 always, 1 only for a new
+                    // subscription, 2 never; never for shared subscriptions.
+                    let send = match f.retain_handling {
+                        0 => true,
+                        1 => !existed,
+                        _ => false,
+                    };
+                    if send && !f.filter.starts_with("$share/") {
                         self.send_retained(&f.filter);
                     }
                 }
@@ -795,6 +848,10 @@ impl Conn {
                 }
             }
             Packet::Unsubscribe(pkid, filters) => {
+                for f in &filters {
+                    self.subscriptions.remove(f);
+                    self.no_local.retain(|x| x != f);
+                }
                 for f in &filters {
                     if let Some(q) = self.shared_subs.remove(f) {
                         self.leave_shared(&q, f);
@@ -937,7 +994,12 @@ impl Conn {
     }
 
     fn message(&self, topic: &str, p: &Publish) -> Result<Message, String> {
-        let props = props_to_amqp(p);
+        let own = self
+            .no_local
+            .iter()
+            .any(|f| matches(f, topic))
+            .then_some(self.conn_id);
+        let props = props_to_amqp(p, own);
         let key = swap(topic);
         Message::from_parts(&self.cfg.exchange, &key, &props, p.payload.clone())
             .map_err(|e| e.to_string())
