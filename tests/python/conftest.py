@@ -61,7 +61,7 @@ class Broker:
             self.stop()
             raise RuntimeError("broker did not start:\n" + "".join(self.lines))
 
-    def api(self, path, user="guest", password="guest"):
+    def api(self, path, user="guest", password="guest", method="GET"):
         """GET a management API path; returns (status, parsed JSON)."""
         import base64
         import json
@@ -71,12 +71,13 @@ class Broker:
         deadline = time.time() + 10
         while getattr(self, "http_port", None) is None and time.time() < deadline:
             time.sleep(0.02)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
+                body = r.read()
+                return r.status, json.loads(body) if body else None
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 

@@ -46,3 +46,20 @@ def test_wrong_credentials_get_401(broker):
     assert status == 404
     status, _ = broker.api("/api/queues/no-such-vhost")
     assert status == 404
+
+
+def test_purge_and_delete_queue_over_http(broker):
+    ch = broker.connect().channel()
+    ch.queue_declare("http-doomed")
+    for i in range(5):
+        ch.basic_publish("", "http-doomed", b"x")
+    ch.confirm_delivery()
+    status, _ = broker.api("/api/queues/%2F/http-doomed/contents", method="DELETE")
+    assert status == 204
+    assert ch.queue_declare("http-doomed", passive=True).method.message_count == 0
+    status, _ = broker.api("/api/queues/%2F/http-doomed", method="DELETE")
+    assert status == 204
+    status, queues = broker.api("/api/queues")
+    assert not any(q["name"] == "http-doomed" for q in queues)
+    status, _ = broker.api("/api/queues/%2F/http-doomed", method="DELETE")
+    assert status == 404

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
@@ -53,6 +53,8 @@ pub fn router(state: MgmtState) -> Router {
         .route("/api/exchanges/{vhost}", get(exchanges_vhost))
         .route("/api/queues", get(queues_all))
         .route("/api/queues/{vhost}", get(queues_vhost))
+        .route("/api/queues/{vhost}/{name}", delete(queue_delete))
+        .route("/api/queues/{vhost}/{name}/contents", delete(queue_purge))
         .route("/api/bindings", get(bindings_all))
         .route("/api/plugins", get(plugins))
         .with_state(state)
@@ -301,6 +303,60 @@ async fn queues_vhost(
 ) -> Result<Json<Json_>, ApiError> {
     auth(&s, &h, READ)?;
     Ok(Json(Json_::Array(queues_of(&*vhost_or_404(&s, &vhost)?))))
+}
+
+/// Who may change things: RabbitMQ's administrator and management tags.
+const WRITE: &[&str] = &["administrator", "management"];
+
+fn core_error(e: warren_core::CoreError) -> ApiError {
+    use warren_core::CoreError as E;
+    match e {
+        E::NotFound(t) => ApiError(StatusCode::NOT_FOUND, "Object Not Found", t),
+        E::PreconditionFailed(t) => ApiError(StatusCode::BAD_REQUEST, "bad_request", t),
+        E::ResourceLocked(t) | E::AccessRefused(t) => {
+            ApiError(StatusCode::FORBIDDEN, "not_authorised", t)
+        }
+        other => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            other.to_string(),
+        ),
+    }
+}
+
+/// DELETE /api/queues/{vhost}/{name}: delete a queue (as RabbitMQ, 204).
+async fn queue_delete(
+    State(s): State<MgmtState>,
+    Path((vhost, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let user = auth(&s, &h, WRITE)?;
+    let v = vhost_or_404(&s, &vhost)?;
+    let q = v.queue(&name).map_err(core_error)?;
+    if q.exclusive() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "not_authorised",
+            "exclusive queue".into(),
+        ));
+    }
+    v.remove_queue(&q);
+    tracing::info!(user, vhost, queue = %name, "queue deleted through the management API");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// DELETE /api/queues/{vhost}/{name}/contents: purge (as RabbitMQ, 204).
+async fn queue_purge(
+    State(s): State<MgmtState>,
+    Path((vhost, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let user = auth(&s, &h, WRITE)?;
+    let v = vhost_or_404(&s, &vhost)?;
+    let q = v.queue(&name).map_err(core_error)?;
+    let n = q.purge();
+    tracing::info!(user, vhost, queue = %name, messages = n, "queue purged through the management API");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn bindings_all(State(s): State<MgmtState>, h: HeaderMap) -> Result<Json<Json_>, ApiError> {
