@@ -236,15 +236,23 @@ fn exchanges_of(v: &VHost) -> Vec<Json_> {
         .collect()
 }
 
+/// One listing, across all vhosts or for the one named in the path.
+fn listing(
+    s: &MgmtState,
+    h: &HeaderMap,
+    vhost: Option<&str>,
+    of: fn(&VHost) -> Vec<Json_>,
+) -> Result<Json<Json_>, ApiError> {
+    auth(s, h, READ)?;
+    let items = match vhost {
+        Some(v) => of(&*vhost_or_404(s, v)?),
+        None => s.broker.vhosts().iter().flat_map(|v| of(v)).collect(),
+    };
+    Ok(Json(Json_::Array(items)))
+}
+
 async fn exchanges_all(State(s): State<MgmtState>, h: HeaderMap) -> Result<Json<Json_>, ApiError> {
-    auth(&s, &h, READ)?;
-    Ok(Json(Json_::Array(
-        s.broker
-            .vhosts()
-            .iter()
-            .flat_map(|v| exchanges_of(v))
-            .collect(),
-    )))
+    listing(&s, &h, None, exchanges_of)
 }
 
 async fn exchanges_vhost(
@@ -252,10 +260,7 @@ async fn exchanges_vhost(
     Path(vhost): Path<String>,
     h: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
-    auth(&s, &h, READ)?;
-    Ok(Json(Json_::Array(exchanges_of(&*vhost_or_404(
-        &s, &vhost,
-    )?))))
+    listing(&s, &h, Some(&vhost), exchanges_of)
 }
 
 fn queues_of(v: &VHost) -> Vec<Json_> {
@@ -286,14 +291,7 @@ fn queues_of(v: &VHost) -> Vec<Json_> {
 }
 
 async fn queues_all(State(s): State<MgmtState>, h: HeaderMap) -> Result<Json<Json_>, ApiError> {
-    auth(&s, &h, READ)?;
-    Ok(Json(Json_::Array(
-        s.broker
-            .vhosts()
-            .iter()
-            .flat_map(|v| queues_of(v))
-            .collect(),
-    )))
+    listing(&s, &h, None, queues_of)
 }
 
 async fn queues_vhost(
@@ -301,8 +299,7 @@ async fn queues_vhost(
     Path(vhost): Path<String>,
     h: HeaderMap,
 ) -> Result<Json<Json_>, ApiError> {
-    auth(&s, &h, READ)?;
-    Ok(Json(Json_::Array(queues_of(&*vhost_or_404(&s, &vhost)?))))
+    listing(&s, &h, Some(&vhost), queues_of)
 }
 
 /// Who may change things: RabbitMQ's administrator and management tags.
@@ -324,15 +321,26 @@ fn core_error(e: warren_core::CoreError) -> ApiError {
     }
 }
 
+/// The user, vhost and queue of a queue write request.
+fn queue_for_write(
+    s: &MgmtState,
+    h: &HeaderMap,
+    vhost: &str,
+    name: &str,
+) -> Result<(String, Arc<VHost>, Arc<warren_core::Queue>), ApiError> {
+    let user = auth(s, h, WRITE)?;
+    let v = vhost_or_404(s, vhost)?;
+    let q = v.queue(name).map_err(core_error)?;
+    Ok((user, v, q))
+}
+
 /// DELETE /api/queues/{vhost}/{name}: delete a queue (as RabbitMQ, 204).
 async fn queue_delete(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let user = auth(&s, &h, WRITE)?;
-    let v = vhost_or_404(&s, &vhost)?;
-    let q = v.queue(&name).map_err(core_error)?;
+    let (user, v, q) = queue_for_write(&s, &h, &vhost, &name)?;
     if q.exclusive() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -351,9 +359,7 @@ async fn queue_purge(
     Path((vhost, name)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let user = auth(&s, &h, WRITE)?;
-    let v = vhost_or_404(&s, &vhost)?;
-    let q = v.queue(&name).map_err(core_error)?;
+    let (user, _, q) = queue_for_write(&s, &h, &vhost, &name)?;
     let n = q.purge();
     tracing::info!(user, vhost, queue = %name, messages = n, "queue purged through the management API");
     Ok(StatusCode::NO_CONTENT)
