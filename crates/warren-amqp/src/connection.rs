@@ -205,11 +205,7 @@ impl Conn {
         for ch in self.channels.iter_mut().flatten() {
             backlogged |= std::mem::take(&mut ch.backlogged);
         }
-        if backlogged {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
+        warren_core::queue::pace_publisher(backlogged).await;
     }
 
     fn flush_confirms(&mut self, sync: Option<&tokio::sync::watch::Receiver<SyncState>>) {

@@ -680,11 +680,7 @@ impl Conn {
                     Err(e) => return self.protocol_error(&e),
                 }
             }
-            if std::mem::take(&mut self.backlogged) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            } else {
-                tokio::task::yield_now().await;
-            }
+            warren_core::queue::pace_publisher(std::mem::take(&mut self.backlogged)).await;
             // The read size doubles while a busy client keeps filling it;
             // idle clients keep a small buffer.
             if buf.capacity() - buf.len() < read_hint / 2 {
