@@ -10,8 +10,10 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::{BufMut, Bytes, BytesMut};
+use warren_core::auth::{Access, Guard, Resource};
 use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
+use warren_core::registry::ConnStats;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{Exchange, Message, Queue, RouteScratch, Table, VHost, Value};
 use warren_store::SyncState;
@@ -34,6 +36,13 @@ pub struct Ctx<'a> {
     pub conn_id: u64,
     /// Listener configuration.
     pub cfg: &'a Config,
+    /// The user's rights in the vhost.
+    pub guard: &'a Guard,
+}
+
+/// Check a permission; refusal is a 403 channel error.
+fn allow(ctx: &Ctx<'_>, access: Access, kind: Resource, name: &str) -> AmqpResult {
+    ctx.guard.check(access, kind, name).map_err(AmqpError::from)
 }
 
 struct Pending {
@@ -89,7 +98,7 @@ pub struct Channel {
     confirm_waits: VecDeque<(u64, Wait)>,
     tx: Option<TxBuffer>,
     pending: Option<Pending>,
-    exchange_cache: Option<Arc<Exchange>>,
+    exchange_cache: Option<(Arc<Exchange>, u64)>,
     cache: RouteCache,
     scratch: RouteScratch,
     settled: Vec<Unacked>,
@@ -291,19 +300,24 @@ impl Channel {
         Ok(p)
     }
 
+    /// The exchange of a publish, with the write permission checked; the
+    /// last one is cached until it is deleted or permissions change.
     fn lookup_exchange(&mut self, ctx: &Ctx<'_>, name: &[u8]) -> AmqpResult<Arc<Exchange>> {
-        if let Some(x) = &self.exchange_cache {
-            if x.name.as_bytes() == name && !x.is_deleted() {
+        if let Some((x, generation)) = &self.exchange_cache {
+            if x.name.as_bytes() == name && !x.is_deleted() && *generation == ctx.guard.generation()
+            {
                 return Ok(x.clone());
             }
         }
         let name = std::str::from_utf8(name)
             .map_err(|_| AmqpError::connection(502, "exchange name is not UTF-8"))?;
+        let generation = ctx.guard.generation();
         let x = ctx
             .vhost
             .exchange(name)
             .map_err(|e| AmqpError::from(e).on(60, 40))?;
-        self.exchange_cache = Some(x.clone());
+        allow(ctx, Access::Write, Resource::Exchange, name).map_err(|e| e.on(60, 40))?;
+        self.exchange_cache = Some((x.clone(), generation));
         Ok(x)
     }
 
@@ -384,6 +398,7 @@ impl Channel {
                 std::mem::swap(&mut self.cache.queues, &mut self.scratch.queues);
             }
         }
+        ConnStats::add(&self.shared.stats.published, 1);
         let unroutable = self.cache.queues.is_empty();
         let returned = if unroutable && mandatory {
             Some(msg.clone())
@@ -448,6 +463,7 @@ impl Channel {
                 self.shared
                     .out
                     .push(|out| codec::write_confirm(out, n, upto, multiple, true));
+                ConnStats::add(&self.shared.stats.confirmed, upto - self.confirm_sent);
                 self.confirm_sent = upto;
             }
             match nack {
@@ -515,6 +531,9 @@ impl Channel {
             }
         }
         let mut settled = std::mem::take(&mut self.settled);
+        if !s.negative {
+            ConnStats::add(&self.shared.stats.acked, settled.len() as u64);
+        }
         self.release(&mut settled, s.negative && s.requeue);
         self.settled = settled;
         Ok(())
@@ -585,6 +604,14 @@ impl Channel {
         let conn = ctx.conn_id;
         match m {
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                if !d.passive {
+                    allow(
+                        ctx,
+                        Access::Configure,
+                        Resource::Exchange,
+                        d.exchange.as_str(),
+                    )?;
+                }
                 let decl = ExchangeDeclare {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -601,6 +628,12 @@ impl Channel {
                 );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                allow(
+                    ctx,
+                    Access::Configure,
+                    Resource::Exchange,
+                    d.exchange.as_str(),
+                )?;
                 ctx.vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 self.reply_unless(
@@ -609,6 +642,13 @@ impl Channel {
                 );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                allow(
+                    ctx,
+                    Access::Write,
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                )?;
+                allow(ctx, Access::Read, Resource::Exchange, b.source.as_str())?;
                 ctx.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -621,6 +661,13 @@ impl Channel {
                 );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                allow(
+                    ctx,
+                    Access::Write,
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                )?;
+                allow(ctx, Access::Read, Resource::Exchange, b.source.as_str())?;
                 ctx.vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -633,8 +680,19 @@ impl Channel {
                 );
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+                // Server-named queues are named first, so the check sees the name.
+                let server_named = d.queue.as_str().is_empty() && !d.passive;
+                let name = if server_named {
+                    ctx.vhost.generate_name("amq.gen-")
+                } else {
+                    d.queue.to_string()
+                };
+                if !d.passive {
+                    allow(ctx, Access::Configure, Resource::Queue, &name)?;
+                }
                 let decl = QueueDeclare {
-                    name: d.queue.to_string(),
+                    name,
+                    server_named,
                     passive: d.passive,
                     durable: d.durable,
                     exclusive: d.exclusive,
@@ -654,6 +712,8 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
+                allow(ctx, Access::Write, Resource::Queue, &qname)?;
+                allow(ctx, Access::Read, Resource::Exchange, b.exchange.as_str())?;
                 ctx.vhost.bind_queue(
                     &qname,
                     b.exchange.as_str(),
@@ -668,6 +728,8 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
+                allow(ctx, Access::Write, Resource::Queue, &qname)?;
+                allow(ctx, Access::Read, Resource::Exchange, b.exchange.as_str())?;
                 ctx.vhost.unbind_queue(
                     &qname,
                     b.exchange.as_str(),
@@ -681,6 +743,7 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let qname = self.queue_name(p.queue.as_str())?;
+                allow(ctx, Access::Read, Resource::Queue, &qname)?;
                 let n = ctx.vhost.purge_queue(&qname, conn)?;
                 self.reply_unless(
                     p.nowait,
@@ -691,6 +754,7 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
                 let qname = self.queue_name(d.queue.as_str())?;
+                allow(ctx, Access::Configure, Resource::Queue, &qname)?;
                 let n = ctx
                     .vhost
                     .delete_queue(&qname, d.if_unused, d.if_empty, conn)?;
@@ -708,6 +772,7 @@ impl Channel {
                     self.shared.state.lock().global_prefetch = q.prefetch_count as u32;
                 } else {
                     self.prefetch = q.prefetch_count as u32;
+                    self.shared.prefetch.store(self.prefetch, Ordering::Relaxed);
                 }
                 self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
                 for c in self.consumers.values() {
@@ -717,6 +782,7 @@ impl Channel {
             AMQPClass::Basic(basic::AMQPMethod::Consume(c)) => self.consume(ctx, c)?,
             AMQPClass::Basic(basic::AMQPMethod::Cancel(c)) => {
                 if let Some(cs) = self.consumers.remove(c.consumer_tag.as_str()) {
+                    self.shared.consumers.fetch_sub(1, Ordering::Relaxed);
                     cs.active.store(false, Ordering::Release);
                     if cs.queue.remove_consumer(self.shared.uid, &cs.tag) {
                         ctx.vhost.remove_queue(&cs.queue);
@@ -756,6 +822,7 @@ impl Channel {
                     ));
                 }
                 if self.tx.is_none() {
+                    self.shared.mode.store(2, Ordering::Relaxed);
                     self.tx = Some(TxBuffer {
                         publishes: Vec::new(),
                         settles: Vec::new(),
@@ -793,6 +860,7 @@ impl Channel {
                     ));
                 }
                 self.confirm = true;
+                self.shared.mode.store(1, Ordering::Relaxed);
                 self.reply_unless(
                     s.nowait,
                     AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
@@ -838,6 +906,7 @@ impl Channel {
             self.reply_consumer_queue(ctx, c.no_ack)?
         } else {
             let name = self.queue_name(c.queue.as_str())?;
+            allow(ctx, Access::Read, Resource::Queue, &name)?;
             let q = ctx.vhost.queue(&name)?;
             q.check_owner(ctx.conn_id)?;
             q
@@ -862,6 +931,7 @@ impl Channel {
             consumer,
         })?;
         self.consumers.insert(tag.clone(), state.clone());
+        self.shared.consumers.fetch_add(1, Ordering::Relaxed);
         self.reply_unless(
             c.nowait,
             AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
@@ -898,6 +968,7 @@ impl Channel {
 
     fn get(&mut self, ctx: &Ctx<'_>, name: &str, no_ack: bool) -> AmqpResult {
         let name = self.queue_name(name)?;
+        allow(ctx, Access::Read, Resource::Queue, &name)?;
         let q = ctx.vhost.queue(&name)?;
         q.check_owner(ctx.conn_id)?;
         let n = self.shared.number;
@@ -910,6 +981,7 @@ impl Channel {
         let mut st = self.shared.state.lock();
         let tag = st.next_tag;
         st.next_tag += 1;
+        ConnStats::add(&self.shared.stats.delivered, 1);
         let m = &d.message;
         let fm = self.shared.frame_max;
         self.shared.out.push(|out| {

@@ -14,6 +14,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use warren_core::auth::Guard;
+use warren_core::registry::{ConnectionInfo, Registration};
 use warren_core::{Broker, Table, VHost};
 use warren_store::SyncState;
 
@@ -49,8 +51,13 @@ struct Conn {
     peer: SocketAddr,
     out: Arc<Outbox>,
     phase: Phase,
+    local: SocketAddr,
     user: String,
+    /// connection_name or product from the client's properties.
+    client: String,
     vhost: Option<Arc<VHost>>,
+    guard: Option<Guard>,
+    registration: Option<Registration>,
     frame_max: usize,
     channel_max: u16,
     heartbeat: Arc<Mutex<Option<Duration>>>,
@@ -68,6 +75,7 @@ pub async fn handle(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::default());
     let heartbeat = Arc::new(Mutex::new(None));
@@ -83,10 +91,14 @@ pub async fn handle(
         channel_max: cfg.channel_max,
         cfg,
         peer,
+        local,
         out: out.clone(),
         phase: Phase::StartOk,
         user: String::new(),
+        client: String::new(),
         vhost: None,
+        guard: None,
+        registration: None,
         heartbeat,
         read_timeout: None,
         channels: Vec::new(),
@@ -99,6 +111,7 @@ pub async fn handle(
         tracing::info!(peer = %peer, user = %conn.user, "AMQP connection closed");
     }
     conn.cleanup();
+    conn.registration = None;
     out.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -143,7 +156,9 @@ impl Conn {
         // Group-commit progress of the store drives publisher confirms.
         let mut sync_rx = self.broker.store().map(|s| s.log.subscribe());
         let has_store = sync_rx.is_some();
+        let mut close_asked = false;
         loop {
+            let info = self.registration.as_ref().map(|r| r.info.clone());
             let timeout = match self.phase {
                 Phase::Running => self.read_timeout,
                 Phase::Closing => Some(Duration::from_secs(3)),
@@ -164,6 +179,12 @@ impl Conn {
                     } else {
                         return Ok(());
                     }
+                    continue;
+                }
+                reason = async { info.as_ref().expect("registered").close_requested().await }, if info.is_some() && !close_asked => {
+                    close_asked = true;
+                    tracing::info!(peer = %self.peer, user = %self.user, "closing AMQP connection: {reason}");
+                    self.close_connection(AmqpError::connection(320, format!("CONNECTION_FORCED - {reason}")));
                     continue;
                 }
                 r = async { sync_rx.as_mut().expect("store").changed().await }, if has_store => {
@@ -274,12 +295,14 @@ impl Conn {
             Scope::Channel if channel != 0 => {
                 tracing::warn!(peer = %self.peer, channel, code = e.code, "channel error: {}", e.text);
                 let ctx_vhost = self.vhost.clone();
+                let ctx_guard = self.guard.clone();
                 if let Some(Some(ch)) = self.channels.get_mut(channel as usize) {
-                    if let Some(vhost) = &ctx_vhost {
+                    if let (Some(vhost), Some(guard)) = (&ctx_vhost, &ctx_guard) {
                         let ctx = Ctx {
                             vhost,
                             conn_id: self.id,
                             cfg: &self.cfg,
+                            guard,
                         };
                         ch.shutdown(&ctx);
                     }
@@ -373,10 +396,12 @@ impl Conn {
         f: impl FnOnce(&mut Channel, &Ctx<'_>) -> AmqpResult,
     ) -> AmqpResult {
         let vhost = self.vhost.clone().expect("running connection has a vhost");
+        let guard = self.guard.clone().expect("running connection has a guard");
         let ctx = Ctx {
             vhost: &vhost,
             conn_id: self.id,
             cfg: &self.cfg,
+            guard: &guard,
         };
         match self.channels.get_mut(number as usize) {
             Some(Some(ch)) if ch.closing => Ok(()),
@@ -447,13 +472,19 @@ impl Conn {
                 if self.channels.len() <= slot {
                     self.channels.resize_with(slot + 1, || None);
                 }
+                let reg = self
+                    .registration
+                    .as_ref()
+                    .expect("open connection is registered");
                 let shared = Arc::new(ChannelShared::new(
                     number,
                     self.broker.next_id(),
                     self.frame_max,
                     self.out.clone(),
                     self.cancel_notify,
+                    reg.info.stats.clone(),
                 ));
+                reg.info.add_channel(number, shared.clone());
                 self.channels[slot] = Some(Channel::new(shared));
                 self.send(
                     number,
@@ -502,11 +533,15 @@ impl Conn {
             return;
         };
         if let Some(mut ch) = slot.take() {
-            if let Some(vhost) = &self.vhost {
+            if let Some(r) = &self.registration {
+                r.info.remove_channel(number);
+            }
+            if let (Some(vhost), Some(guard)) = (&self.vhost, &self.guard) {
                 let ctx = Ctx {
                     vhost,
                     conn_id: self.id,
                     cfg: &self.cfg,
+                    guard,
                 };
                 ch.shutdown(&ctx);
             }
@@ -557,7 +592,22 @@ impl Conn {
                         AmqpError::connection(530, format!("vhost '{name}' not found")).on(10, 40),
                     );
                 };
+                let guard = self
+                    .broker
+                    .users
+                    .guard(name, &self.user)
+                    .map_err(|e| AmqpError::from(e).on(10, 40))?;
+                self.registration = Some(self.broker.registry.register(ConnectionInfo::new(
+                    self.id,
+                    "AMQP 0-9-1",
+                    self.peer,
+                    self.local,
+                    &self.user,
+                    name,
+                    std::mem::take(&mut self.client),
+                )));
                 self.vhost = Some(vhost);
+                self.guard = Some(guard);
                 self.phase = Phase::Running;
                 tracing::info!(peer = %self.peer, user = %self.user, vhost = %name, "AMQP connection opened");
                 self.send0(AMQPClass::Connection(connection::AMQPMethod::OpenOk(
@@ -589,6 +639,15 @@ impl Conn {
     }
 
     fn on_start_ok(&mut self, s: connection::StartOk) -> AmqpResult {
+        let props = s.client_properties.inner();
+        self.client = match props
+            .get("connection_name")
+            .or_else(|| props.get("product"))
+        {
+            Some(AMQPValue::LongString(v)) => truncate(&v.to_string()).to_string(),
+            Some(AMQPValue::ShortString(v)) => truncate(v.as_str()).to_string(),
+            _ => String::new(),
+        };
         if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
             self.cancel_notify = matches!(
                 caps.inner().get("consumer_cancel_notify"),
@@ -704,13 +763,14 @@ impl Conn {
     /// Release everything the connection holds: consumers, unacked
     /// messages (requeued), exclusive queues.
     fn cleanup(&mut self) {
-        let Some(vhost) = self.vhost.clone() else {
+        let (Some(vhost), Some(guard)) = (self.vhost.clone(), self.guard.clone()) else {
             return;
         };
         let ctx = Ctx {
             vhost: &vhost,
             conn_id: self.id,
             cfg: &self.cfg,
+            guard: &guard,
         };
         for ch in self.channels.iter_mut().flatten() {
             ch.shutdown(&ctx);

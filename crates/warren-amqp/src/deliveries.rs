@@ -4,10 +4,11 @@
 //! queue -> channel deliveries -> outbox) and never calls back into a queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use warren_core::registry::{ChannelSnapshot, ChannelView, ConnStats};
 use warren_core::{Consumer, Delivery, Queue};
 
 use crate::codec;
@@ -67,6 +68,32 @@ pub struct ChannelShared {
     pub state: Mutex<State>,
     /// Whether the client understands server-sent basic.cancel.
     pub cancel_notify: bool,
+    /// The connection's traffic counters.
+    pub stats: Arc<ConnStats>,
+    /// Reader-side facts mirrored for listings: prefetch, consumer count,
+    /// and mode (1 confirm, 2 tx).
+    pub prefetch: AtomicU32,
+    /// Consumers on this channel.
+    pub consumers: AtomicU32,
+    /// 0 plain, 1 confirm, 2 transactional.
+    pub mode: AtomicU8,
+}
+
+impl ChannelView for ChannelShared {
+    fn snapshot(&self) -> ChannelSnapshot {
+        let st = self.state.lock();
+        let mode = self.mode.load(Ordering::Relaxed);
+        ChannelSnapshot {
+            number: self.number,
+            uid: self.uid,
+            prefetch: self.prefetch.load(Ordering::Relaxed),
+            global_prefetch: st.global_prefetch,
+            unacked: st.unacked.len(),
+            consumers: self.consumers.load(Ordering::Relaxed) as usize,
+            confirm: mode == 1,
+            transactional: mode == 2,
+        }
+    }
 }
 
 impl ChannelShared {
@@ -77,6 +104,7 @@ impl ChannelShared {
         frame_max: usize,
         out: Arc<Outbox>,
         cancel_notify: bool,
+        stats: Arc<ConnStats>,
     ) -> Self {
         ChannelShared {
             number,
@@ -90,6 +118,10 @@ impl ChannelShared {
                 closed: false,
             }),
             cancel_notify,
+            stats,
+            prefetch: AtomicU32::new(0),
+            consumers: AtomicU32::new(0),
+            mode: AtomicU8::new(0),
         }
     }
 }
@@ -144,6 +176,7 @@ impl Consumer for AmqpConsumer {
             return Err(d);
         }
         st.next_tag += 1;
+        ConnStats::add(&ch.stats.delivered, 1);
         if !cs.no_ack {
             cs.unacked.fetch_add(1, Ordering::Relaxed);
             st.unacked.push_back(Unacked {

@@ -12,6 +12,7 @@ pub mod message;
 pub mod outbox;
 pub mod props;
 pub mod queue;
+pub mod registry;
 pub mod value;
 pub mod vhost;
 
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use warren_store::{Definitions, ExchangeDef, Recovery, Store, UserDef};
+use warren_store::{Definitions, ExchangeDef, PermissionDef, Recovery, Store, UserDef};
 
 pub use error::{CoreError, DecodeError, Result};
 pub use exchange::{Exchange, ExchangeRouter, ExchangeType, TypeRegistry};
@@ -36,6 +37,8 @@ pub struct Broker {
     pub users: auth::Users,
     /// Exchange types, built-in and from plugins.
     pub types: Arc<TypeRegistry>,
+    /// Live connections and traffic totals.
+    pub registry: Arc<registry::Registry>,
     next_id: AtomicU64,
     store: Option<Arc<Store>>,
     me: Weak<Broker>,
@@ -56,6 +59,7 @@ impl Broker {
             vhosts: RwLock::new(HashMap::new()),
             users: auth::Users::default(),
             types: Arc::new(TypeRegistry::with_builtins()),
+            registry: Arc::default(),
             next_id: AtomicU64::new(1),
             store,
             me: me.clone(),
@@ -106,6 +110,75 @@ impl Broker {
         self.save_definitions();
     }
 
+    /// Add or replace a user with an already hashed password (definitions
+    /// import, RabbitMQ's salted SHA-256) and persist it.
+    pub fn put_user_hash(&self, name: &str, password_hash: &str, tags: Vec<String>) {
+        self.users.restore(auth::User {
+            name: name.into(),
+            password_hash: password_hash.into(),
+            tags,
+        });
+        self.save_definitions();
+    }
+
+    /// Delete a user with its permissions; its connections are closed.
+    pub fn delete_user(&self, name: &str) -> bool {
+        let found = self.users.delete(name);
+        if found {
+            for c in self.registry.list() {
+                if c.user == name {
+                    c.request_close("user deleted");
+                }
+            }
+            self.save_definitions();
+        }
+        found
+    }
+
+    /// Grant `user` rights in `vhost` and persist them.
+    pub fn set_permissions(&self, vhost: &str, user: &str, p: auth::Permission) -> Result<()> {
+        if self.vhost(vhost).is_none() {
+            return Err(CoreError::NotFound(format!("no vhost '{vhost}'")));
+        }
+        if self.users.get(user).is_none() {
+            return Err(CoreError::NotFound(format!("no user '{user}'")));
+        }
+        self.users.set_permission(vhost, user, p);
+        self.save_definitions();
+        Ok(())
+    }
+
+    /// Revoke `user`'s rights in `vhost` and persist that.
+    pub fn clear_permissions(&self, vhost: &str, user: &str) -> bool {
+        let had = self.users.clear_permission(vhost, user);
+        if had {
+            self.save_definitions();
+        }
+        had
+    }
+
+    /// Delete a vhost with everything in it (queues and their stored
+    /// messages); its connections are closed, as RabbitMQ does.
+    pub fn delete_vhost(&self, name: &str) -> bool {
+        let Some(v) = self.vhosts.write().remove(name) else {
+            return false;
+        };
+        for c in self.registry.list() {
+            if c.vhost == name {
+                c.request_close("vhost deleted");
+            }
+        }
+        for q in v.queues() {
+            v.remove_queue(&q);
+        }
+        self.users.clear_vhost(name);
+        self.orphans.lock().retain(|x| x.vhost != name);
+        self.orphan_bindings.lock().retain(|b| b.vhost != name);
+        tracing::info!(vhost = name, "vhost deleted");
+        self.save_definitions();
+        true
+    }
+
     /// Look a vhost up.
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().get(name).cloned()
@@ -146,6 +219,19 @@ impl Broker {
                 tags: u.tags,
             })
             .collect();
+        d.permissions = Some(
+            self.users
+                .permissions()
+                .into_iter()
+                .map(|p| PermissionDef {
+                    user: p.user,
+                    vhost: p.vhost,
+                    configure: p.configure,
+                    write: p.write,
+                    read: p.read,
+                })
+                .collect(),
+        );
         d
     }
 
@@ -172,6 +258,29 @@ impl Broker {
                 password_hash: u.password_hash.clone(),
                 tags: u.tags.clone(),
             });
+        }
+        match &defs.permissions {
+            Some(perms) => {
+                for p in perms {
+                    match auth::Permission::new(&p.configure, &p.write, &p.read) {
+                        Ok(perm) => self.users.set_permission(&p.vhost, &p.user, perm),
+                        Err(e) => tracing::error!(
+                            "permission of '{}' in vhost '{}' not restored: {e}",
+                            p.user,
+                            p.vhost
+                        ),
+                    }
+                }
+            }
+            None => {
+                // Written before permissions existed: keep every user's full access.
+                for v in &defs.vhosts {
+                    for u in &defs.users {
+                        self.users
+                            .set_permission(v, &u.name, auth::Permission::all());
+                    }
+                }
+            }
         }
         for x in &defs.exchanges {
             let vh = self.vhost_or_create(&x.vhost).0;
@@ -209,6 +318,8 @@ impl Broker {
                 exclusive: false,
                 auto_delete: q.auto_delete,
                 args: vhost::args_from_b64(&q.arguments),
+                // Recovered names were accepted once; amq.gen- ones included.
+                server_named: true,
             };
             if let Err(e) = vh.declare_queue(&d, 0) {
                 tracing::error!(

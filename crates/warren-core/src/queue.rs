@@ -565,6 +565,15 @@ impl Queue {
         inner.ready.len() as u32
     }
 
+    /// The registered consumers: (tag, channel id, no_ack, exclusive).
+    pub fn consumers(&self) -> Vec<(Arc<str>, u64, bool, bool)> {
+        self.lock()
+            .consumers
+            .iter()
+            .map(|c| (c.tag.clone(), c.channel_id, c.no_ack, c.exclusive))
+            .collect()
+    }
+
     /// Consumer count.
     pub fn consumer_count(&self) -> u32 {
         self.lock().consumers.len() as u32

@@ -62,6 +62,8 @@ pub struct QueueDeclare {
     pub auto_delete: bool,
     /// `x-` arguments.
     pub args: Table,
+    /// The name was made up by the server (it may use the `amq.` prefix).
+    pub server_named: bool,
 }
 
 /// Parameters of exchange.declare.
@@ -525,7 +527,7 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
-        if reserved(&name) && !d.name.is_empty() {
+        if reserved(&name) && !d.name.is_empty() && !d.server_named {
             return Err(CoreError::AccessRefused(format!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));

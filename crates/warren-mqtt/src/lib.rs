@@ -25,6 +25,9 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// Clients without credentials are accepted from loopback.
     pub allow_anonymous_loopback: bool,
+    /// The user whose permissions anonymous clients get (RabbitMQ's
+    /// `mqtt.default_user`).
+    pub anonymous_user: String,
     /// Unacknowledged QoS 1 deliveries per session.
     pub receive_maximum: u16,
     /// Topic aliases a client may use (v5).
@@ -38,6 +41,7 @@ impl Default for Config {
             max_packet_size: 16 << 20,
             loopback_users: vec!["guest".into()],
             allow_anonymous_loopback: true,
+            anonymous_user: "guest".into(),
             receive_maximum: 100,
             topic_alias_maximum: 64,
         }

@@ -18,9 +18,11 @@ use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+use warren_core::auth::{Access, Guard, Resource};
 use warren_core::outbox::Outbox;
 use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
+use warren_core::registry::{ConnStats, ConnectionInfo, Registration};
 use warren_core::vhost::QueueDeclare;
 use warren_core::{Broker, Consumer, Delivery, Message, Queue, RouteScratch, Table, VHost, Value};
 
@@ -134,6 +136,7 @@ struct MqttConsumer {
     conn_id: u64,
     /// Set once the session has a no-local subscription.
     no_local: AtomicBool,
+    stats: Arc<ConnStats>,
 }
 
 impl MqttConsumer {
@@ -197,6 +200,7 @@ impl Consumer for MqttConsumer {
         {
             return Err(d);
         }
+        ConnStats::add(&self.stats.delivered, 1);
         if qos > 0 {
             inf.by_id.insert(pkid, (queue.clone(), d));
         } else {
@@ -349,6 +353,10 @@ struct Conn {
     /// reading briefly (the same flow control as AMQP publishers get).
     backlogged: bool,
     sync_rx: Option<watch::Receiver<warren_store::SyncState>>,
+    guard: Guard,
+    /// Permission generation at which publishing was last found allowed.
+    publish_ok: Option<u64>,
+    registration: Registration,
 }
 
 /// Serve one MQTT connection.
@@ -361,6 +369,7 @@ pub async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::default());
     let writer = tokio::spawn(
@@ -406,7 +415,7 @@ pub async fn handle(
             return;
         }
     };
-    let Some(conn) = accept(&broker, &cfg, &shared, &out, peer, &connect) else {
+    let Some(conn) = accept(&broker, &cfg, &shared, &out, (peer, local), &connect) else {
         out.close();
         let _ = writer.await;
         return;
@@ -478,7 +487,7 @@ fn accept(
     cfg: &Arc<Config>,
     shared: &Arc<Shared>,
     out: &Arc<Outbox>,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     c: &Connect,
 ) -> Option<Conn> {
     let level = c.level;
@@ -527,6 +536,11 @@ fn accept(
     let Some(vhost) = broker.vhost(&vhost_name) else {
         return refuse(5, 0x87, &format!("vhost '{vhost_name}' not found"));
     };
+    let user = user.unwrap_or_else(|| cfg.anonymous_user.clone());
+    let guard = match broker.users.guard(&vhost_name, &user) {
+        Ok(g) => g,
+        Err(e) => return refuse(5, 0x87, &e.to_string()),
+    };
     let mut props = Props::default();
     let client_id = if c.client_id.is_empty() {
         if level == 4 && !c.clean {
@@ -553,6 +567,17 @@ fn accept(
     };
     let persistent = expiry != Some(Duration::ZERO);
     let qname = format!("mqtt-subscription-{client_id}");
+    if persistent
+        && guard
+            .check(Access::Configure, Resource::Queue, &qname)
+            .is_err()
+    {
+        return refuse(
+            5,
+            0x87,
+            &format!("no permission to configure queue '{qname}'"),
+        );
+    }
     let existed = vhost.queue(&qname).is_ok();
     if c.clean && existed {
         let _ = vhost.delete_queue(&qname, false, false, 0);
@@ -578,7 +603,17 @@ fn accept(
         released: HashSet::new(),
     }));
     let conn_id = broker.next_id();
+    let registration = broker.registry.register(ConnectionInfo::new(
+        conn_id,
+        if level == 5 { "MQTT 5.0" } else { "MQTT 3.1.1" },
+        peer,
+        local,
+        &user,
+        &vhost_name,
+        client_id.clone(),
+    ));
     let consumer = Arc::new(MqttConsumer {
+        stats: registration.info.stats.clone(),
         out: out.clone(),
         level,
         max_qos: max_qos.clone(),
@@ -614,6 +649,9 @@ fn accept(
         shared_subs: HashMap::new(),
         backlogged: false,
         sync_rx: broker.store().map(|s| s.log.subscribe()),
+        guard,
+        publish_ok: None,
+        registration,
     };
     if session_present {
         // A persistent session delivers at the QoS it subscribed with.
@@ -668,6 +706,7 @@ impl Conn {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let mut read_hint = 256usize;
+        let info = self.registration.info.clone();
         loop {
             loop {
                 match codec::read(buf, self.level, self.cfg.max_packet_size) {
@@ -711,6 +750,13 @@ impl Conn {
                         self.out.push(|o| codec::write_disconnect(o, 0x8E, "session taken over"));
                     }
                     return End::Abnormal("session taken over by a new connection".into());
+                }
+                reason = info.close_requested() => {
+                    tracing::info!(peer = %self.peer, client_id = %self.client_id, "closing MQTT connection: {reason}");
+                    if self.level == 5 {
+                        self.out.push(|o| codec::write_disconnect(o, 0x98, &reason));
+                    }
+                    return End::Clean;
                 }
                 _ = shutdown.changed() => {
                     if self.level == 5 {
@@ -764,6 +810,17 @@ impl Conn {
                 if !valid_topic(&p.topic) {
                     return self.disconnect_with(0x90, "invalid topic name in PUBLISH");
                 }
+                if let Err(e) = self.may_publish() {
+                    // 3.1.1 has no way to say "not authorized" but closing;
+                    // 5.0 answers QoS 1/2 with 0x87 and keeps the connection.
+                    if level == 5 && p.qos > 0 {
+                        let kind = if p.qos == 1 { 4 } else { 5 };
+                        self.out
+                            .push(|o| codec::write_ack(o, level, kind, p.pkid, 0x87));
+                        return None;
+                    }
+                    return self.disconnect_with(0x87, &e.to_string());
+                }
                 if p.qos == 2 && !self.qos2_seen.insert(p.pkid) {
                     // A resent QoS 2 publish before PUBREL: route it once only.
                     self.out.push(|o| codec::write_ack(o, level, 5, p.pkid, 0));
@@ -786,6 +843,9 @@ impl Conn {
                     1 => self.out.push(|o| codec::write_ack(o, level, 4, p.pkid, 0)),
                     2 => self.out.push(|o| codec::write_ack(o, level, 5, p.pkid, 0)),
                     _ => {}
+                }
+                if p.qos > 0 {
+                    ConnStats::add(&self.registration.info.stats.confirmed, 1);
                 }
             }
             Packet::PubRel(pkid, _) => {
@@ -894,6 +954,7 @@ impl Conn {
             t
         };
         if let Some((q, d)) = taken {
+            ConnStats::add(&self.registration.info.stats.acked, 1);
             q.settle([&d]);
             q.dispatch();
         }
@@ -907,6 +968,10 @@ impl Conn {
         if !valid_filter(&f.filter) {
             tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
             return failure;
+        }
+        let qname = format!("mqtt-subscription-{}", self.client_id);
+        if !self.may_subscribe(&qname) {
+            return self.not_authorized();
         }
         let (Ok(q), Ok(x)) = (self.ensure_queue(), self.vhost.exchange(&self.cfg.exchange)) else {
             return 0x80;
@@ -944,6 +1009,9 @@ impl Conn {
             return 0x80;
         };
         let name = format!("mqtt-shared-{group}-{filter}");
+        if !self.may_subscribe(&name) {
+            return self.not_authorized();
+        }
         let decl = QueueDeclare {
             name: name.clone(),
             auto_delete: true,
@@ -983,6 +1051,36 @@ impl Conn {
         granted
     }
 
+    /// RabbitMQ's rule for a subscription: configure and write on the
+    /// queue, read on the exchange.
+    fn may_subscribe(&self, queue: &str) -> bool {
+        let g = &self.guard;
+        g.check(Access::Configure, Resource::Queue, queue).is_ok()
+            && g.check(Access::Write, Resource::Queue, queue).is_ok()
+            && g.check(Access::Read, Resource::Exchange, &self.cfg.exchange)
+                .is_ok()
+    }
+
+    fn not_authorized(&self) -> u8 {
+        if self.level == 5 {
+            0x87
+        } else {
+            0x80
+        }
+    }
+
+    /// Write permission on the MQTT exchange, re-checked when permissions change.
+    fn may_publish(&mut self) -> warren_core::Result<()> {
+        let generation = self.guard.generation();
+        if self.publish_ok == Some(generation) {
+            return Ok(());
+        }
+        self.guard
+            .check(Access::Write, Resource::Exchange, &self.cfg.exchange)?;
+        self.publish_ok = Some(generation);
+        Ok(())
+    }
+
     fn leave_shared(&self, q: &Arc<Queue>, filter: &str) {
         if q.remove_consumer(self.conn_id, filter) {
             self.vhost.remove_queue(q);
@@ -1004,6 +1102,7 @@ impl Conn {
     /// Route a PUBLISH; returns the store sequence to wait for, if any.
     fn route(&mut self, p: &Publish) -> Result<Option<u64>, String> {
         let msg = self.message(&p.topic, p)?;
+        ConnStats::add(&self.registration.info.stats.published, 1);
         let x = self
             .vhost
             .exchange(&self.cfg.exchange)

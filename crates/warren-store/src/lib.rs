@@ -131,6 +131,25 @@ pub struct Definitions {
     pub queues: Vec<QueueDef>,
     /// Bindings whose ends are both durable (default-exchange ones excluded).
     pub bindings: Vec<BindingDef>,
+    /// Per-vhost user permissions. None in files written before
+    /// permissions existed: every user then keeps full rights.
+    #[serde(default)]
+    pub permissions: Option<Vec<PermissionDef>>,
+}
+
+/// A user's permission in one vhost (RabbitMQ's three expressions).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionDef {
+    /// User.
+    pub user: String,
+    /// Vhost.
+    pub vhost: String,
+    /// Configure expression.
+    pub configure: String,
+    /// Write expression.
+    pub write: String,
+    /// Read expression.
+    pub read: String,
 }
 
 /// An open data directory.

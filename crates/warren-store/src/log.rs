@@ -129,9 +129,54 @@ pub struct Log {
     /// copies, so no segment is deleted again until a restart re-derives
     /// what is live.
     reclaim_disabled: AtomicBool,
-    /// fsync latencies in microseconds, for metrics.
-    pub fsync_micros: Mutex<Vec<u32>>,
+    /// fsync latencies, for metrics.
+    pub fsync: FsyncHistogram,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Upper bounds (seconds) of the fsync latency buckets.
+pub const FSYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A Prometheus-style histogram of fsync latencies, written by the log's
+/// writer thread and read by metrics scrapes without a lock.
+#[derive(Default)]
+pub struct FsyncHistogram {
+    /// Cumulative-ready counts per bucket of [`FSYNC_BUCKETS`] (not cumulative).
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl FsyncHistogram {
+    fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = FSYNC_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound, the total count and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut acc = 0;
+        let buckets = FSYNC_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -315,6 +360,19 @@ impl Scan {
 }
 
 impl Log {
+    /// Bytes of segment files on disk (read from the directory, for metrics).
+    pub fn disk_bytes(&self) -> u64 {
+        fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Open (creating) the log in `dir`, recover its contents and start the
     /// writer thread.
     pub fn open(dir: &Path) -> Result<(Arc<Log>, Recovery), StoreError> {
@@ -407,7 +465,7 @@ impl Log {
             segment_size,
             healthy: AtomicBool::new(true),
             reclaim_disabled: AtomicBool::new(false),
-            fsync_micros: Mutex::new(Vec::new()),
+            fsync: FsyncHistogram::default(),
             thread: Mutex::new(None),
         });
         let writer = log.clone();
@@ -684,10 +742,7 @@ impl Log {
                 f.sync_data().map_err(|e| StoreError::io(&self.dir, e))?;
             }
         }
-        let mut lat = self.fsync_micros.lock();
-        if lat.len() < 100_000 {
-            lat.push(t.elapsed().as_micros() as u32);
-        }
+        self.fsync.record(t.elapsed());
         Ok(())
     }
 

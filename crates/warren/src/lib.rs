@@ -84,6 +84,11 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             // First start on this directory: create the default user, as RabbitMQ does.
             broker.recover(&Default::default(), opened.recovery);
             broker.put_user(&u.name, &u.password, vec!["administrator".into()]);
+            if let Err(e) =
+                broker.set_permissions("/", &u.name, warren_core::auth::Permission::all())
+            {
+                tracing::error!("cannot grant the default user its permissions: {e}");
+            }
         }
     }
     let (tx, rx) = watch::channel(false);
@@ -133,21 +138,6 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             source,
         })?;
     tracing::info!("HTTP listener bound on {http_addr}");
-    let mgmt_state = warren_mgmt::MgmtState {
-        broker: broker.clone(),
-        plugins: Arc::new(
-            plugins
-                .iter()
-                .map(|p| warren_mgmt::PluginInfo {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    file: p.file.display().to_string(),
-                    exchange_types: p.types.clone(),
-                })
-                .collect(),
-        ),
-    };
-    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
     let mqtt_listener = TcpListener::bind(&settings.mqtt.bind)
         .await
         .map_err(|source| StartError::Bind {
@@ -163,7 +153,26 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             source,
         })?;
     tracing::info!("MQTT listener bound on {mqtt_addr}");
+    let mgmt_state = warren_mgmt::MgmtState::new(
+        broker.clone(),
+        plugins
+            .iter()
+            .map(|p| warren_mgmt::PluginInfo {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                file: p.file.display().to_string(),
+                exchange_types: p.types.clone(),
+            })
+            .collect(),
+        vec![
+            ("amqp", amqp_addr),
+            ("mqtt", mqtt_addr),
+            ("http", http_addr),
+        ],
+    );
+    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
     let mqtt_cfg = warren_mqtt::Config {
+        anonymous_user: u.name.clone(),
         loopback_users: if u.loopback_only {
             vec![u.name.clone()]
         } else {

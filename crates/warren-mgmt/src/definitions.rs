@@ -1,0 +1,237 @@
+//! /api/definitions in RabbitMQ's JSON format, both ways: a file exported
+//! from RabbitMQ imports here (users keep their salted SHA-256 password
+//! hashes) and Warren's export imports into RabbitMQ.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value as Json_};
+use warren_core::auth::Permission;
+use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
+
+use crate::admin::{check_hash_algorithm, parse_tags};
+use crate::listing::permission_json;
+use crate::{auth, json_to_table, table_json, ApiError, MgmtState, ADMIN};
+
+/// GET /api/definitions: users, vhosts, permissions and the durable
+/// topology (predeclared exchanges and exclusive queues left out, as RabbitMQ).
+pub(crate) async fn export(
+    State(s): State<MgmtState>,
+    h: HeaderMap,
+) -> Result<Json<Json_>, ApiError> {
+    auth(&s, &h, ADMIN)?;
+    let b = &s.broker;
+    let (mut exchanges, mut queues, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    for v in b.vhosts() {
+        for x in v.exchanges() {
+            if x.name.is_empty() || x.name.starts_with("amq.") || !x.durable {
+                continue;
+            }
+            exchanges.push(json!({
+                "name": x.name.as_ref(), "vhost": v.name.as_ref(), "type": x.kind,
+                "durable": true, "auto_delete": x.auto_delete, "internal": x.internal,
+                "arguments": table_json(&x.args),
+            }));
+        }
+        for q in v.queues() {
+            if !q.durable || q.exclusive() {
+                continue;
+            }
+            queues.push(json!({
+                "name": q.name.as_ref(), "vhost": v.name.as_ref(), "durable": true,
+                "auto_delete": q.auto_delete, "arguments": table_json(&q.args),
+            }));
+        }
+        for bi in v.bindings() {
+            if bi.source.is_empty() {
+                continue;
+            }
+            let dest_durable = match bi.destination_kind {
+                "queue" => v
+                    .queue(&bi.destination)
+                    .is_ok_and(|q| q.durable && !q.exclusive()),
+                _ => v.exchange(&bi.destination).is_ok_and(|x| x.durable),
+            };
+            let source_durable = v.exchange(&bi.source).is_ok_and(|x| x.durable);
+            if !(dest_durable && source_durable) {
+                continue;
+            }
+            bindings.push(json!({
+                "source": bi.source, "vhost": v.name.as_ref(), "destination": bi.destination,
+                "destination_type": bi.destination_kind, "routing_key": bi.key,
+                "arguments": table_json(&bi.args),
+            }));
+        }
+    }
+    Ok(Json(json!({
+        "rabbit_version": "3.10.0",
+        "rabbitmq_version": "3.10.0",
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "users": b.users.list().iter().map(|u| json!({
+            "name": u.name,
+            "password_hash": u.password_hash,
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": u.tags,
+            "limits": {},
+        })).collect::<Vec<_>>(),
+        "vhosts": b.vhosts().iter().map(|v| json!({"name": v.name.as_ref(), "limits": [], "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
+        "permissions": b.users.permissions().iter().map(permission_json).collect::<Vec<_>>(),
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })))
+}
+
+fn text<'a>(o: &'a Json_, k: &str) -> &'a str {
+    o.get(k).and_then(|v| v.as_str()).unwrap_or_default()
+}
+
+fn items<'a>(d: &'a Json_, k: &str) -> impl Iterator<Item = &'a Json_> {
+    d.get(k)
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flat_map(|a| a.iter())
+}
+
+/// POST /api/definitions: create what is missing, in dependency order.
+/// Items that cannot be applied are reported together (400) after the
+/// rest was applied; RabbitMQ-only sections (policies, parameters) are
+/// ignored with a log line.
+pub(crate) async fn import(
+    State(s): State<MgmtState>,
+    h: HeaderMap,
+    Json(d): Json<Json_>,
+) -> Result<StatusCode, ApiError> {
+    let caller = auth(&s, &h, ADMIN)?;
+    let b = &s.broker;
+    let mut errors = Vec::new();
+    let mut count = 0usize;
+    for v in items(&d, "vhosts") {
+        b.add_vhost(text(v, "name"));
+        count += 1;
+    }
+    for u in items(&d, "users") {
+        let name = text(u, "name");
+        let tags = parse_tags(u.get("tags"));
+        if let Some(pw) = u.get("password").and_then(|p| p.as_str()) {
+            b.put_user(name, pw, tags);
+        } else if let Err(ApiError(_, _, why)) = check_hash_algorithm(u) {
+            errors.push(format!("user '{name}': {why}"));
+            continue;
+        } else {
+            b.put_user_hash(name, text(u, "password_hash"), tags);
+        }
+        count += 1;
+    }
+    for p in items(&d, "permissions") {
+        let (user, vhost) = (text(p, "user"), text(p, "vhost"));
+        let r = Permission::new(text(p, "configure"), text(p, "write"), text(p, "read"))
+            .and_then(|perm| b.set_permissions(vhost, user, perm));
+        match r {
+            Ok(()) => count += 1,
+            Err(e) => errors.push(format!("permission of '{user}' in '{vhost}': {e}")),
+        }
+    }
+    for x in items(&d, "exchanges") {
+        let (name, vhost) = (text(x, "name"), text(x, "vhost"));
+        let Some(v) = b.vhost(vhost) else {
+            errors.push(format!("exchange '{name}': no vhost '{vhost}'"));
+            continue;
+        };
+        let r = v.declare_exchange(&ExchangeDeclare {
+            name: name.into(),
+            kind: text(x, "type").into(),
+            passive: false,
+            durable: x.get("durable").and_then(|f| f.as_bool()).unwrap_or(true),
+            auto_delete: x
+                .get("auto_delete")
+                .and_then(|f| f.as_bool())
+                .unwrap_or(false),
+            internal: x.get("internal").and_then(|f| f.as_bool()).unwrap_or(false),
+            args: json_to_table(x.get("arguments")),
+        });
+        match r {
+            Ok(_) => count += 1,
+            Err(e) => errors.push(format!("exchange '{name}' in '{vhost}': {e}")),
+        }
+    }
+    for q in items(&d, "queues") {
+        let (name, vhost) = (text(q, "name"), text(q, "vhost"));
+        let Some(v) = b.vhost(vhost) else {
+            errors.push(format!("queue '{name}': no vhost '{vhost}'"));
+            continue;
+        };
+        let mut args = json_to_table(q.get("arguments"));
+        // RabbitMQ 3.10 exports x-queue-type: classic; Warren's queues are that kind.
+        if args.get("x-queue-type").and_then(|t| t.as_str()) == Some("classic") {
+            args.0.retain(|(k, _)| k != "x-queue-type");
+        }
+        let r = v.declare_queue(
+            &QueueDeclare {
+                name: name.into(),
+                passive: false,
+                durable: q.get("durable").and_then(|f| f.as_bool()).unwrap_or(true),
+                exclusive: false,
+                auto_delete: q
+                    .get("auto_delete")
+                    .and_then(|f| f.as_bool())
+                    .unwrap_or(false),
+                args,
+                server_named: false,
+            },
+            0,
+        );
+        match r {
+            Ok(_) => count += 1,
+            Err(e) => errors.push(format!("queue '{name}' in '{vhost}': {e}")),
+        }
+    }
+    for bi in items(&d, "bindings") {
+        let vhost = text(bi, "vhost");
+        let (src, dst, key) = (
+            text(bi, "source"),
+            text(bi, "destination"),
+            text(bi, "routing_key"),
+        );
+        let Some(v) = b.vhost(vhost) else {
+            errors.push(format!("binding {src} -> {dst}: no vhost '{vhost}'"));
+            continue;
+        };
+        let args = json_to_table(bi.get("arguments"));
+        let r = if text(bi, "destination_type") == "exchange" {
+            v.bind_exchange(dst, src, key, &args)
+        } else {
+            v.bind_queue(dst, src, key, &args, 0)
+        };
+        match r {
+            Ok(()) => count += 1,
+            Err(e) => errors.push(format!("binding {src} -> {dst} in '{vhost}': {e}")),
+        }
+    }
+    for section in [
+        "policies",
+        "parameters",
+        "global_parameters",
+        "topic_permissions",
+    ] {
+        let n = items(&d, section).count();
+        if n > 0 {
+            tracing::warn!("definitions import: {n} {section} ignored (not supported)");
+        }
+    }
+    tracing::info!(
+        user = caller.name,
+        "definitions imported: {count} items, {} errors",
+        errors.len()
+    );
+    if errors.is_empty() {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::bad_request(errors.join("; ")))
+    }
+}

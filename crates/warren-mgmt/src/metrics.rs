@@ -1,0 +1,247 @@
+//! GET /metrics in the Prometheus text format (version 0.0.4). Like
+//! RabbitMQ's Prometheus endpoint it needs no login, so scrapers work
+//! without credentials; bind the listener accordingly.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::MgmtState;
+
+/// Process figures from /proc.
+pub(crate) struct Process {
+    pub(crate) rss_bytes: u64,
+    pub(crate) open_fds: u64,
+    pub(crate) max_fds: u64,
+}
+
+/// Read RSS and file descriptors of this process (Linux /proc; zeros elsewhere).
+pub(crate) fn process() -> Process {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(0);
+    Process {
+        rss_bytes: rss_kib * 1024,
+        open_fds,
+        max_fds,
+    }
+}
+
+/// Escape a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
+    let mut o = Out(String::with_capacity(8192));
+    let b = &s.broker;
+
+    // Per queue: one row of values per queue, one family per column.
+    let mut rows: Vec<(String, [f64; 9])> = Vec::new();
+    for v in b.vhosts() {
+        for q in v.queues() {
+            let st = q.stats();
+            let r = s.rates.queue(&v.name, &q.name);
+            rows.push((
+                format!("vhost=\"{}\",queue=\"{}\"", label(&v.name), label(&q.name)),
+                [
+                    st.ready as f64,
+                    st.unacked as f64,
+                    st.consumers as f64,
+                    st.published as f64,
+                    st.delivered as f64,
+                    st.acked as f64,
+                    r.publish,
+                    r.deliver_get,
+                    r.ack,
+                ],
+            ));
+        }
+    }
+    const QUEUE_FAMILIES: [(&str, &str, &str); 9] = [
+        (
+            "warren_queue_messages_ready",
+            "gauge",
+            "Messages ready for delivery.",
+        ),
+        (
+            "warren_queue_messages_unacked",
+            "gauge",
+            "Messages delivered and not yet acknowledged.",
+        ),
+        ("warren_queue_consumers", "gauge", "Consumers of the queue."),
+        (
+            "warren_queue_messages_published_total",
+            "counter",
+            "Messages enqueued.",
+        ),
+        (
+            "warren_queue_messages_delivered_total",
+            "counter",
+            "Messages delivered or fetched with basic.get.",
+        ),
+        (
+            "warren_queue_messages_acked_total",
+            "counter",
+            "Messages acknowledged.",
+        ),
+        (
+            "warren_queue_publish_rate",
+            "gauge",
+            "Messages enqueued per second over the last sample.",
+        ),
+        (
+            "warren_queue_deliver_rate",
+            "gauge",
+            "Messages delivered per second over the last sample.",
+        ),
+        (
+            "warren_queue_ack_rate",
+            "gauge",
+            "Acknowledgements per second over the last sample.",
+        ),
+    ];
+    for (i, (name, kind, help)) in QUEUE_FAMILIES.iter().enumerate() {
+        o.family(name, kind, help);
+        for (labels, vals) in &rows {
+            o.sample(name, labels, vals[i]);
+        }
+    }
+
+    // Connections and channels per protocol.
+    let mut per_protocol: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for p in ["AMQP 0-9-1", "MQTT 3.1.1", "MQTT 5.0"] {
+        per_protocol.insert(p, (0, 0));
+    }
+    for c in b.registry.list() {
+        let e = per_protocol.entry(c.protocol).or_default();
+        e.0 += 1;
+        e.1 += c.channels().len() as u64;
+    }
+    o.family("warren_connections", "gauge", "Open client connections.");
+    for (p, (n, _)) in &per_protocol {
+        o.sample("warren_connections", &format!("protocol=\"{p}\""), n);
+    }
+    o.family("warren_channels", "gauge", "Open AMQP channels.");
+    for (p, (_, n)) in &per_protocol {
+        o.sample("warren_channels", &format!("protocol=\"{p}\""), n);
+    }
+
+    // Broker totals.
+    let t = b.registry.totals();
+    for (name, help, v) in [
+        (
+            "warren_messages_published_total",
+            "Messages received from publishers.",
+            t.published,
+        ),
+        (
+            "warren_messages_delivered_total",
+            "Messages sent to consumers.",
+            t.delivered,
+        ),
+        (
+            "warren_messages_acked_total",
+            "Acknowledgements received from consumers.",
+            t.acked,
+        ),
+        (
+            "warren_messages_confirmed_total",
+            "Publisher confirms (MQTT PUBACK/PUBREC) sent.",
+            t.confirmed,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, "", v);
+    }
+    let (queues, exchanges): (usize, usize) = b.vhosts().iter().fold((0, 0), |(q, x), v| {
+        (q + v.queues().len(), x + v.exchanges().len())
+    });
+    o.family("warren_queues", "gauge", "Queues.");
+    o.sample("warren_queues", "", queues);
+    o.family("warren_exchanges", "gauge", "Exchanges.");
+    o.sample("warren_exchanges", "", exchanges);
+
+    // Store.
+    if let Some(store) = b.store() {
+        o.family(
+            "warren_store_bytes",
+            "gauge",
+            "Bytes of message log segments on disk.",
+        );
+        o.sample("warren_store_bytes", "", store.log.disk_bytes());
+        let (buckets, count, sum) = store.log.fsync.snapshot();
+        o.family(
+            "warren_store_fsync_seconds",
+            "histogram",
+            "Time of each group-commit fdatasync.",
+        );
+        for (le, n) in buckets {
+            o.sample(
+                "warren_store_fsync_seconds_bucket",
+                &format!("le=\"{le}\""),
+                n,
+            );
+        }
+        o.sample("warren_store_fsync_seconds_bucket", "le=\"+Inf\"", count);
+        o.sample("warren_store_fsync_seconds_sum", "", sum);
+        o.sample("warren_store_fsync_seconds_count", "", count);
+    }
+
+    // Process.
+    let p = process();
+    o.family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the broker process.",
+    );
+    o.sample("process_resident_memory_bytes", "", p.rss_bytes);
+    o.family("process_open_fds", "gauge", "Open file descriptors.");
+    o.sample("process_open_fds", "", p.open_fds);
+    o.family("process_max_fds", "gauge", "File descriptor limit.");
+    o.sample("process_max_fds", "", p.max_fds);
+    o.family(
+        "warren_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+    );
+    o.sample("warren_uptime_seconds", "", s.started.elapsed().as_secs());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        o.0,
+    )
+}
