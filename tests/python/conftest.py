@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("WARREN_BIN", str(ROOT / "target" / "debug" / "warren"))
+CTL = os.environ.get("WARRENCTL_BIN", str(ROOT / "target" / "debug" / "warrenctl"))
 
 
 class Broker:
@@ -61,8 +62,8 @@ class Broker:
             self.stop()
             raise RuntimeError("broker did not start:\n" + "".join(self.lines))
 
-    def api(self, path, user="guest", password="guest", method="GET"):
-        """GET a management API path; returns (status, parsed JSON)."""
+    def api(self, path, user="guest", password="guest", method="GET", body=None):
+        """Call a management API path (JSON body if given); returns (status, parsed JSON)."""
         import base64
         import json
         import urllib.error
@@ -71,7 +72,12 @@ class Broker:
         deadline = time.time() + 10
         while getattr(self, "http_port", None) is None and time.time() < deadline:
             time.sleep(0.02)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", method=method, data=data
+        )
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         try:
@@ -79,7 +85,21 @@ class Broker:
                 body = r.read()
                 return r.status, json.loads(body) if body else None
         except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw or b"null")
+            except ValueError:
+                return e.code, raw.decode(errors="replace")
+
+    def text(self, path):
+        """GET a path without credentials; returns (status, body text)."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
 
     def params(self, **kw):
         return pika.ConnectionParameters("127.0.0.1", self.amqp_port, **kw)

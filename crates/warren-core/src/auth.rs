@@ -184,8 +184,9 @@ impl Guard {
             Resource::Queue => "queue",
         };
         tracing::warn!(user = %self.user, vhost = %self.vhost, "{what} access to {kind} '{name}' refused");
+        // RabbitMQ's exact text; the log line above says which right was missing.
         Err(CoreError::AccessRefused(format!(
-            "{what} access to {kind} '{name}' in vhost '{}' refused for user '{}'",
+            "access to {kind} '{name}' in vhost '{}' refused for user '{}'",
             self.vhost, self.user
         )))
     }
