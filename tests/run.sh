@@ -5,10 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test clients (pika, paho-mqtt, mosquitto-clients)"
+echo "== installing test clients (pika, paho-mqtt, prometheus-client, mosquitto-clients, chromium)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-if ! command -v mosquitto_sub >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients) >/dev/null
+missing=()
+command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+# Headless Chromium renders the management web page in test_operator.py.
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
 fi
 
 echo "== building"
@@ -18,4 +22,5 @@ echo "== cargo test"
 cargo test --workspace -- --test-threads 2
 
 echo "== pytest"
-WARREN_BIN="$PWD/target/debug/warren" python3 -m pytest tests/python -q
+WARREN_BIN="$PWD/target/debug/warren" WARRENCTL_BIN="$PWD/target/debug/warrenctl" \
+  python3 -m pytest tests/python -q
