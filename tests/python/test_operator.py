@@ -2,6 +2,8 @@
 channels and consumers over HTTP, publish/get, definitions import (a real
 RabbitMQ 3.10.8 export) and round trip, /metrics parsed as Prometheus text,
 and the web page rendered by headless Chromium."""
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -238,11 +240,21 @@ def test_rabbitmq_definitions_import(tmp_path):
         ctl(fresh, "export_definitions", str(path))
         assert json.loads(path.read_text())["queues"] == again["queues"]
         ctl(fresh, "import_definitions", str(path))
+        # RabbitMQ's other scheme, salted SHA-512, logs in too.
+        salt = b"\x01\x02\x03\x04"
+        h512 = base64.b64encode(salt + hashlib.sha512(salt + b"pw512").digest()).decode()
+        assert fresh.api("/api/definitions", method="POST", body={
+            "users": [{"name": "u512", "password_hash": h512, "tags": [],
+                       "hashing_algorithm": "rabbit_password_hashing_sha512"}],
+            "permissions": [{"user": "u512", "vhost": "/", "configure": ".*",
+                             "write": ".*", "read": ".*"}]})[0] == 204
+        pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", fresh.amqp_port, "/", pika.PlainCredentials("u512", "pw512"))).close()
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"users": [{"name": "x", "password_hash": "abc",
-                                              "hashing_algorithm": "rabbit_password_hashing_sha512"}]}))
+                                              "hashing_algorithm": "rabbit_password_hashing_md5"}]}))
         r = ctl(fresh, "import_definitions", str(bad), check=False)
-        assert r.returncode == 1 and "sha512" in r.stderr
+        assert r.returncode == 1 and "rabbit_password_hashing_md5" in r.stderr
     finally:
         fresh.stop()
 

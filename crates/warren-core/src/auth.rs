@@ -41,15 +41,33 @@ fn hash_with_salt(salt: &[u8], password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(out)
 }
 
-/// Check a password against a stored hash in constant time.
+/// The RabbitMQ name of a stored hash's scheme, told apart by its length:
+/// new hashes are SHA-256; SHA-512 ones arrive from RabbitMQ imports.
+pub fn hash_algorithm(hash: &str) -> &'static str {
+    match base64::engine::general_purpose::STANDARD.decode(hash) {
+        Ok(raw) if raw.len() == 4 + 64 => "rabbit_password_hashing_sha512",
+        _ => "rabbit_password_hashing_sha256",
+    }
+}
+
+/// Check a password against a stored hash (RabbitMQ's salted SHA-256 or
+/// SHA-512) in constant time.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(hash) else {
         return false;
     };
-    if raw.len() != 4 + 32 {
-        return false;
-    }
-    let expect = hash_with_salt(&raw[..4], password);
+    let expect = match raw.len() {
+        36 => hash_with_salt(&raw[..4], password),
+        68 => {
+            let mut d = sha2::Sha512::new();
+            d.update(&raw[..4]);
+            d.update(password.as_bytes());
+            let mut out = raw[..4].to_vec();
+            out.extend_from_slice(&d.finalize());
+            base64::engine::general_purpose::STANDARD.encode(out)
+        }
+        _ => return false,
+    };
     let (a, b) = (expect.as_bytes(), hash.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -374,6 +392,18 @@ mod tests {
         assert!(verify_password(&h, "s3cret"));
         assert!(!verify_password(&h, "s3cret!"));
         assert!(!verify_password("not base64", "x"));
+        // SHA-512 as RabbitMQ's rabbit_password_hashing_sha512 stores it.
+        let salt = [1u8, 2, 3, 4];
+        let mut d = sha2::Sha512::new();
+        d.update(salt);
+        d.update(b"pw512");
+        let mut raw = salt.to_vec();
+        raw.extend_from_slice(&d.finalize());
+        let h512 = base64::engine::general_purpose::STANDARD.encode(raw);
+        assert!(verify_password(&h512, "pw512"));
+        assert!(!verify_password(&h512, "pw513"));
+        assert_eq!(hash_algorithm(&h512), "rabbit_password_hashing_sha512");
+        assert_eq!(hash_algorithm(&h), "rabbit_password_hashing_sha256");
     }
 
     #[test]

@@ -113,13 +113,13 @@ pub(crate) async fn user_put(
     Ok(created(new))
 }
 
-/// Only RabbitMQ's default scheme is understood; refusing others beats
-/// importing users who can never log in.
+/// RabbitMQ's salted SHA-256 and SHA-512 are understood; refusing others
+/// (the legacy MD5 one) beats importing users who can never log in.
 pub(crate) fn check_hash_algorithm(body: &Json_) -> Result<(), ApiError> {
     match body.get("hashing_algorithm").and_then(|a| a.as_str()) {
-        None | Some("rabbit_password_hashing_sha256") => Ok(()),
+        None | Some("rabbit_password_hashing_sha256" | "rabbit_password_hashing_sha512") => Ok(()),
         Some(other) => Err(ApiError::bad_request(format!(
-            "unsupported hashing_algorithm '{other}' (only rabbit_password_hashing_sha256)"
+            "unsupported hashing_algorithm '{other}' (rabbit_password_hashing_sha256 or _sha512)"
         ))),
     }
 }

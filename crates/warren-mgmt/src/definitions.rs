@@ -71,7 +71,7 @@ pub(crate) async fn export(
         "users": b.users.list().iter().map(|u| json!({
             "name": u.name,
             "password_hash": u.password_hash,
-            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "hashing_algorithm": warren_core::auth::hash_algorithm(&u.password_hash),
             "tags": u.tags,
             "limits": {},
         })).collect::<Vec<_>>(),

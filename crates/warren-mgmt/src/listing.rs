@@ -137,7 +137,7 @@ pub(crate) fn user_json(u: &warren_core::auth::User) -> Json_ {
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "hashing_algorithm": warren_core::auth::hash_algorithm(&u.password_hash),
         "tags": u.tags,
         "limits": {},
     })
