@@ -484,3 +484,37 @@ def test_mqtt5_no_local_and_retain_handling(broker):
     assert r.get().payload == b"kept"
     for x in (c, other, r):
         x.close()
+
+
+def test_mqtt5_retain_as_published(broker):
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+    done = queue.Queue()
+    keep = Client(broker, "rap-keep", v5=True)
+    keep.c.on_subscribe = lambda cl, u, mid, codes, p=None: done.put(codes)
+    keep.c.subscribe("rap/#", options=SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=2))
+    done.get(timeout=10)
+    plain = Client(broker, "rap-plain", v5=True)
+    plain.c.on_subscribe = lambda cl, u, mid, codes, p=None: done.put(codes)
+    plain.c.subscribe("rap/#", options=SubscribeOptions(qos=1, retainHandling=2))
+    done.get(timeout=10)
+    pub = Client(broker, "rap-pub", v5=True)
+    pub.pub("rap/a", b"retained", qos=1, retain=True)
+    pub.pub("rap/a", b"not retained", qos=1, retain=False)
+    # retain-as-published: the flag is passed on as the publisher set it.
+    m1, m2 = keep.get(), keep.get()
+    assert (m1.payload, m1.retain) == (b"retained", True)
+    assert (m2.payload, m2.retain) == (b"not retained", False)
+    # Without it, forwarded messages have RETAIN=0 (MQTT-3.3.1-12).
+    m1, m2 = plain.get(), plain.get()
+    assert (m1.payload, m1.retain) == (b"retained", False)
+    assert (m2.payload, m2.retain) == (b"not retained", False)
+    # A 3.1.1 subscriber never sees the flag on forwarded messages.
+    v3 = Client(broker, "rap-v3")
+    v3.sub("rap/#")
+    v3.get()  # the retained message, sent on subscribe with RETAIN=1
+    pub.pub("rap/a", b"again", qos=1, retain=True)
+    m = v3.get()
+    assert (m.payload, m.retain) == (b"again", False)
+    pub.pub("rap/a", b"", qos=1, retain=True)  # clear the retained message
+    for x in (keep, plain, pub, v3):
+        x.close()

@@ -112,6 +112,9 @@ const QOS_HEADER: &str = "x-mqtt-publish-qos";
 /// Header naming the connection that published a message, set only when
 /// that connection has a no-local subscription matching the topic.
 const NO_LOCAL_HEADER: &str = "x-mqtt-no-local";
+/// Header marking a message published with RETAIN=1, for subscriptions
+/// with retain-as-published.
+const RETAIN_HEADER: &str = "x-mqtt-retain";
 
 /// The QoS a message was published with: the header if set, else 1 for
 /// persistent and 0 for transient AMQP messages.
@@ -137,9 +140,29 @@ struct MqttConsumer {
     /// Set once the session has a no-local subscription.
     no_local: AtomicBool,
     stats: Arc<ConnStats>,
+    /// Filters subscribed with retain-as-published: a message published
+    /// with RETAIN=1 keeps the flag when it matches one of them.
+    retain_as_published: Mutex<Vec<String>>,
 }
 
 impl MqttConsumer {
+    /// The RETAIN flag of a forwarded message: set only when it was
+    /// published retained and a retain-as-published subscription matches.
+    /// The header is looked at first, so ordinary deliveries take no lock.
+    fn retain_flag(&self, m: &Message) -> bool {
+        let retained = m
+            .headers()
+            .is_some_and(|h| matches!(h.get(RETAIN_HEADER), Some(Value::Bool(true))));
+        if !retained {
+            return false;
+        }
+        let topic = swap(m.routing_key());
+        self.retain_as_published
+            .lock()
+            .iter()
+            .any(|f| matches(f, &topic))
+    }
+
     /// A message this connection published under a no-local subscription.
     fn is_own(&self, m: &Message) -> bool {
         self.no_local.load(Ordering::Relaxed)
@@ -183,7 +206,7 @@ impl Consumer for MqttConsumer {
         let p = Publish {
             dup: qos > 0 && d.redelivered,
             qos,
-            retain: false,
+            retain: self.level == 5 && self.retain_flag(&d.message),
             topic: swap(d.message.routing_key()),
             pkid,
             props: if self.level == 5 {
@@ -232,7 +255,7 @@ fn amqp_to_props(m: &Message) -> Props {
         for (k, v) in h.iter() {
             if k == "x-reply-to-topic" {
                 out.response_topic = v.as_str().map(String::from);
-            } else if k == QOS_HEADER || k == NO_LOCAL_HEADER {
+            } else if k == QOS_HEADER || k == NO_LOCAL_HEADER || k == RETAIN_HEADER {
                 continue;
             } else if let Some(s) = v.as_str() {
                 out.user.push((k.to_string(), s.to_string()));
@@ -259,6 +282,9 @@ fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
     }
     if let Some(id) = no_local_conn {
         headers.insert(NO_LOCAL_HEADER, Value::I64(id as i64));
+    }
+    if p.retain {
+        headers.insert(RETAIN_HEADER, Value::Bool(true));
     }
     Properties {
         delivery_mode: Some(if p.qos > 0 { 2 } else { 1 }),
@@ -622,6 +648,7 @@ fn accept(
         active: AtomicBool::new(true),
         conn_id,
         no_local: AtomicBool::new(false),
+        retain_as_published: Mutex::new(Vec::new()),
     });
 
     let tag: Arc<str> = Arc::from("mqtt");
@@ -874,6 +901,13 @@ impl Conn {
                     existed.push(self.subscriptions.contains(&f.filter));
                     let code = self.subscribe(f);
                     if code < 0x80 {
+                        if let Some(c) = &self.consumer {
+                            let mut rap = c.retain_as_published.lock();
+                            rap.retain(|x| x != &f.filter);
+                            if f.retain_as_published && !f.filter.starts_with("$share/") {
+                                rap.push(f.filter.clone());
+                            }
+                        }
                         self.subscriptions.insert(f.filter.clone());
                         self.no_local.retain(|x| x != &f.filter);
                         if f.no_local && !f.filter.starts_with("$share/") {
@@ -907,6 +941,9 @@ impl Conn {
                 for f in &filters {
                     self.subscriptions.remove(f);
                     self.no_local.retain(|x| x != f);
+                    if let Some(c) = &self.consumer {
+                        c.retain_as_published.lock().retain(|x| x != f);
+                    }
                 }
                 for f in &filters {
                     if let Some(q) = self.shared_subs.remove(f) {
