@@ -77,13 +77,8 @@ pub async fn handle(
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, wr) = stream.into_split();
-    let out = Arc::new(Outbox::default());
     let heartbeat = Arc::new(Mutex::new(None));
-    let writer = tokio::spawn(out.clone().run_writer(
-        wr,
-        heartbeat.clone(),
-        codec::write_heartbeat,
-    ));
+    let out = Outbox::new(Box::new(wr), heartbeat.clone(), codec::write_heartbeat);
     let mut conn = Conn {
         id: broker.next_id(),
         broker,
@@ -113,7 +108,7 @@ pub async fn handle(
     conn.cleanup();
     conn.registration = None;
     out.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
 }
 
 /// Why the read loop ended early.
@@ -600,10 +595,9 @@ impl Conn {
                 self.registration = Some(self.broker.registry.register(ConnectionInfo::new(
                     self.id,
                     "AMQP 0-9-1",
-                    self.peer,
-                    self.local,
-                    &self.user,
-                    name,
+                    (self.peer, self.local),
+                    guard.user.clone(),
+                    guard.vhost.clone(),
                     std::mem::take(&mut self.client),
                 )));
                 self.vhost = Some(vhost);

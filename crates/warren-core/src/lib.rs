@@ -126,7 +126,7 @@ impl Broker {
         let found = self.users.delete(name);
         if found {
             for c in self.registry.list() {
-                if c.user == name {
+                if &*c.user == name {
                     c.request_close("user deleted");
                 }
             }
@@ -164,7 +164,7 @@ impl Broker {
             return false;
         };
         for c in self.registry.list() {
-            if c.vhost == name {
+            if &*c.vhost == name {
                 c.request_close("vhost deleted");
             }
         }

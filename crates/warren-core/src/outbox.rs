@@ -1,7 +1,13 @@
-//! A connection's outbound buffer, shared by every protocol adapter. Every producer of frames for a connection
-//! (its own reader task, and the queues delivering to its consumers on other
-//! tasks) appends encoded frames here; one writer task swaps the buffer out
-//! and writes it with a single syscall, so frames are coalesced under load.
+//! A connection's outbound buffer, shared by every protocol adapter. Every
+//! producer of frames for a connection (its own reader task, and the queues
+//! delivering to its consumers on other tasks) appends encoded frames here;
+//! one writer task swaps the buffer out and writes it with a single syscall,
+//! so frames are coalesced under load.
+//!
+//! The writer task starts with the first frames and ends after [`LINGER`]
+//! without anything to write (unless it owes keep-alives), handing the
+//! socket back to the outbox; the next push starts a new one. An idle
+//! connection (a sleeping MQTT device) thus holds no writer task.
 //!
 //! When the buffer holds more than [`HIGH_WATER`] bytes, consumers refuse
 //! deliveries and leave their queue here; the writer wakes those queues once
@@ -23,34 +29,79 @@ pub type KeepAlive = fn(&mut BytesMut);
 /// Above this many buffered bytes consumers stop taking deliveries.
 pub const HIGH_WATER: usize = 4 << 20;
 
+/// How long a writer task waits for more frames before it ends.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// The write side of a connection, whatever the transport.
+pub type Sink = Box<dyn AsyncWrite + Send + Unpin>;
+
 struct Inner {
     buf: BytesMut,
     waiters: Vec<Weak<Queue>>,
     closed: bool,
+    /// The socket while no writer task runs.
+    socket: Option<Sink>,
+    /// A writer task runs (it owns the socket).
+    writing: bool,
 }
 
 /// The shared outbound buffer of one connection.
 pub struct Outbox {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Signalled when a writer task ends.
+    ended: Notify,
+    /// Keep-alive interval (AMQP heartbeat); a writer with one never lingers out.
+    heartbeat: Arc<Mutex<Option<Duration>>>,
+    keepalive: KeepAlive,
+    runtime: tokio::runtime::Handle,
+    me: Weak<Outbox>,
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox {
+impl Outbox {
+    /// An outbox writing to `socket`. Must be called inside a tokio runtime
+    /// (writer tasks are spawned on it). `keepalive` is written when nothing
+    /// else was for the `heartbeat` interval, once one is set.
+    pub fn new(
+        socket: Sink,
+        heartbeat: Arc<Mutex<Option<Duration>>>,
+        keepalive: KeepAlive,
+    ) -> Arc<Outbox> {
+        Arc::new_cyclic(|me| Outbox {
             inner: Mutex::new(Inner {
                 // Grows on first use; idle connections stay small.
                 buf: BytesMut::new(),
                 waiters: Vec::new(),
                 closed: false,
+                socket: Some(socket),
+                writing: false,
             }),
             notify: Notify::new(),
-        }
+            ended: Notify::new(),
+            heartbeat,
+            keepalive,
+            runtime: tokio::runtime::Handle::current(),
+            me: me.clone(),
+        })
     }
-}
 
-impl Outbox {
-    /// Append frames with `f`; wakes the writer if it was idle.
+    /// After frames were appended to an empty buffer: wake the writer, or
+    /// start one with the socket.
+    fn wake(&self, mut inner: parking_lot::MutexGuard<'_, Inner>) {
+        if inner.writing {
+            drop(inner);
+            self.notify.notify_one();
+            return;
+        }
+        let (Some(socket), Some(me)) = (inner.socket.take(), self.me.upgrade()) else {
+            return;
+        };
+        inner.writing = true;
+        drop(inner);
+        self.runtime.spawn(me.run_writer(socket));
+    }
+
+    /// Append frames with `f`; wakes (or starts) the writer.
     pub fn push(&self, f: impl FnOnce(&mut BytesMut)) {
         let mut inner = self.inner.lock();
         if inner.closed {
@@ -58,9 +109,8 @@ impl Outbox {
         }
         let was_empty = inner.buf.is_empty();
         f(&mut inner.buf);
-        drop(inner);
         if was_empty {
-            self.notify.notify_one();
+            self.wake(inner);
         }
     }
 
@@ -83,27 +133,38 @@ impl Outbox {
         }
         let was_empty = inner.buf.is_empty();
         f(&mut inner.buf);
-        drop(inner);
         if was_empty {
-            self.notify.notify_one();
+            self.wake(inner);
         }
         true
     }
 
-    /// Stop accepting frames; the writer flushes what is there and ends.
+    /// Stop accepting frames; a running writer flushes what is there and
+    /// ends. Without one, the socket is dropped here, which sends FIN.
     pub fn close(&self) {
-        self.inner.lock().closed = true;
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        let socket = inner.socket.take();
+        drop(inner);
+        drop(socket);
         self.notify.notify_one();
     }
 
-    /// Writer task: flush batches until closed or the socket fails. Writes
-    /// `keepalive` when nothing was written for the `heartbeat` interval.
-    pub async fn run_writer<W: AsyncWrite + Unpin>(
-        self: Arc<Self>,
-        mut socket: W,
-        heartbeat: Arc<Mutex<Option<Duration>>>,
-        keepalive: KeepAlive,
-    ) {
+    /// Wait until no writer task runs (after [`Outbox::close`]: everything
+    /// was written, or the socket failed).
+    pub async fn flushed(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if !self.inner.lock().writing {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Writer task: flush batches until closed, the socket fails, or
+    /// nothing came for [`LINGER`] (the socket then goes back to the outbox).
+    async fn run_writer(self: Arc<Self>, mut socket: Sink) {
         let mut spare = BytesMut::new();
         loop {
             let (mut chunk, waiters, closed) = {
@@ -120,6 +181,7 @@ impl Outbox {
                 if let Err(e) = socket.write_all(&chunk).await {
                     tracing::debug!(error = %e, "write failed; closing connection");
                     self.close();
+                    self.end();
                     return;
                 }
             }
@@ -140,6 +202,7 @@ impl Outbox {
                 if !pending {
                     let _ = socket.flush().await;
                     let _ = socket.shutdown().await;
+                    self.end();
                     return;
                 }
                 continue;
@@ -147,18 +210,37 @@ impl Outbox {
             if !self.inner.lock().buf.is_empty() {
                 continue;
             }
-            let hb = *heartbeat.lock();
+            let hb = *self.heartbeat.lock();
             match hb {
                 Some(interval) => {
                     if tokio::time::timeout(interval, self.notify.notified())
                         .await
                         .is_err()
                     {
-                        self.push(keepalive);
+                        self.push(self.keepalive);
                     }
                 }
-                None => self.notify.notified().await,
+                None => {
+                    if tokio::time::timeout(LINGER, self.notify.notified())
+                        .await
+                        .is_err()
+                    {
+                        let mut inner = self.inner.lock();
+                        if inner.buf.is_empty() && !inner.closed {
+                            inner.socket = Some(socket);
+                            inner.writing = false;
+                            drop(inner);
+                            self.ended.notify_waiters();
+                            return;
+                        }
+                    }
+                }
             }
         }
+    }
+
+    fn end(&self) {
+        self.inner.lock().writing = false;
+        self.ended.notify_waiters();
     }
 }

@@ -104,16 +104,16 @@ pub trait ChannelView: Send + Sync {
 pub struct ConnectionInfo {
     /// Broker-unique id.
     pub id: u64,
-    /// RabbitMQ-style name: "peer -> local".
-    pub name: String,
     /// "AMQP 0-9-1", "MQTT 3.1.1" or "MQTT 5.0".
     pub protocol: &'static str,
     /// Client address.
     pub peer: SocketAddr,
-    /// Authenticated user.
-    pub user: String,
-    /// Vhost.
-    pub vhost: String,
+    /// Our address.
+    pub local: SocketAddr,
+    /// Authenticated user (shared with the connection's guard).
+    pub user: Arc<str>,
+    /// Vhost (shared with the connection's guard).
+    pub vhost: Arc<str>,
     /// AMQP connection_name / product, or the MQTT client id.
     pub client: String,
     /// Milliseconds since the epoch.
@@ -131,19 +131,18 @@ impl ConnectionInfo {
     pub fn new(
         id: u64,
         protocol: &'static str,
-        peer: SocketAddr,
-        local: SocketAddr,
-        user: &str,
-        vhost: &str,
+        (peer, local): (SocketAddr, SocketAddr),
+        user: Arc<str>,
+        vhost: Arc<str>,
         client: String,
     ) -> ConnectionInfo {
         ConnectionInfo {
             id,
-            name: format!("{peer} -> {local}"),
             protocol,
             peer,
-            user: user.into(),
-            vhost: vhost.into(),
+            local,
+            user,
+            vhost,
             client,
             connected_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -154,6 +153,12 @@ impl ConnectionInfo {
             close: Notify::new(),
             close_reason: Mutex::new(String::new()),
         }
+    }
+
+    /// RabbitMQ-style name, "peer -> local" (made on demand: idle
+    /// connections should not carry it).
+    pub fn name(&self) -> String {
+        format!("{} -> {}", self.peer, self.local)
     }
 
     /// A channel opened.
@@ -230,7 +235,11 @@ impl Registry {
 
     /// The connection with this RabbitMQ-style name.
     pub fn by_name(&self, name: &str) -> Option<Arc<ConnectionInfo>> {
-        self.conns.lock().values().find(|c| c.name == name).cloned()
+        self.conns
+            .lock()
+            .values()
+            .find(|c| c.name() == name)
+            .cloned()
     }
 
     /// Counters over the broker's lifetime.

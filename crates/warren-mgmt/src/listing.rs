@@ -396,10 +396,10 @@ fn connection_json(s: &MgmtState, c: &ConnectionInfo) -> Json_ {
     let r = s.rates.connection(c.id);
     let channels = c.channels().len();
     json!({
-        "name": c.name,
+        "name": c.name(),
         "node": NODE,
-        "vhost": c.vhost,
-        "user": c.user,
+        "vhost": &*c.vhost,
+        "user": &*c.user,
         "protocol": c.protocol,
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
@@ -444,12 +444,12 @@ pub(crate) async fn channels(State(s): State<MgmtState>, h: HeaderMap) -> Reply 
     for c in s.broker.registry.list() {
         for ch in c.channels() {
             out.push(json!({
-                "name": format!("{} ({})", c.name, ch.number),
+                "name": format!("{} ({})", c.name(), ch.number),
                 "number": ch.number,
                 "node": NODE,
-                "vhost": c.vhost,
-                "user": c.user,
-                "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
+                "vhost": &*c.vhost,
+                "user": &*c.user,
+                "connection_details": {"name": c.name(), "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
                 "prefetch_count": ch.prefetch,
                 "global_prefetch_count": ch.global_prefetch,
                 "messages_unacknowledged": ch.unacked,
@@ -482,12 +482,12 @@ pub(crate) async fn consumers(State(s): State<MgmtState>, h: HeaderMap) -> Reply
                     "consumer_tag": tag.as_ref(),
                     "queue": {"name": q.name.as_ref(), "vhost": v.name.as_ref()},
                     "channel_details": owner.map(|(c, n, _)| json!({
-                        "name": format!("{} ({n})", c.name),
+                        "name": format!("{} ({n})", c.name()),
                         "number": n,
-                        "connection_name": c.name,
+                        "connection_name": c.name(),
                         "peer_host": c.peer.ip().to_string(),
                         "peer_port": c.peer.port(),
-                        "user": c.user,
+                        "user": &*c.user,
                     })),
                     "ack_required": !no_ack,
                     "exclusive": exclusive,

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::outbox::Outbox;
 use warren_core::props::Properties;
@@ -32,11 +32,71 @@ use crate::Config;
 /// State shared by all MQTT connections of a listener.
 #[derive(Default)]
 pub struct Shared {
-    sessions: Mutex<HashMap<(String, String), Arc<Notify>>>,
-    /// Bumped at every connect of a client id: timers (session expiry,
-    /// will delay) act only if no newer connection came since.
-    epochs: Mutex<HashMap<(String, String), u64>>,
+    /// Per (vhost, client id): the live connection (for takeover) and the
+    /// epoch of the latest one. Timers (session expiry, will delay) act
+    /// only if no newer connection came since; an entry goes once its
+    /// connection ended and no timer needs it.
+    sessions: Mutex<HashMap<(String, String), Slot>>,
+    next_epoch: std::sync::atomic::AtomicU64,
     retained: Mutex<HashMap<(String, String), Message>>,
+    /// The outbox keep-alive setting of every MQTT connection (none).
+    no_heartbeat: Arc<Mutex<Option<Duration>>>,
+}
+
+struct Slot {
+    conn: Option<Arc<ConnectionInfo>>,
+    epoch: u64,
+}
+
+type Key = (String, String);
+
+impl Shared {
+    /// A connection of `key` starts: it takes over an older one.
+    fn attach(&self, key: Key, me: &Arc<ConnectionInfo>) -> u64 {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self.sessions.lock().insert(
+            key,
+            Slot {
+                conn: Some(me.clone()),
+                epoch,
+            },
+        );
+        if let Some(Slot {
+            conn: Some(old), ..
+        }) = old
+        {
+            // Client-id takeover: the older connection is disconnected.
+            old.request_close(TAKEOVER);
+        }
+        epoch
+    }
+
+    /// The connection of `epoch` ended.
+    fn detach(&self, key: &Key, epoch: u64) {
+        if let Some(s) = self.sessions.lock().get_mut(key) {
+            if s.epoch == epoch {
+                s.conn = None;
+            }
+        }
+    }
+
+    /// No newer connection of this client id came since `epoch`.
+    fn is_latest(&self, key: &Key, epoch: u64) -> bool {
+        self.sessions
+            .lock()
+            .get(key)
+            .is_none_or(|s| s.epoch == epoch)
+    }
+
+    /// Drop the entry of an ended connection nobody waits on any more.
+    fn forget(&self, key: &Key, epoch: u64) {
+        let mut m = self.sessions.lock();
+        if m.get(key)
+            .is_some_and(|s| s.epoch == epoch && s.conn.is_none())
+        {
+            m.remove(key);
+        }
+    }
 }
 
 /// Swap `/` and `.`: MQTT topic <-> AMQP routing key.
@@ -131,8 +191,8 @@ fn publish_qos(m: &Message) -> u8 {
 struct MqttConsumer {
     out: Arc<Outbox>,
     level: u8,
-    max_qos: Arc<Mutex<u8>>,
-    inflight: Arc<Mutex<Inflight>>,
+    max_qos: Mutex<u8>,
+    inflight: Mutex<Inflight>,
     receive_max: usize,
     active: AtomicBool,
     /// The owning connection, for no-local.
@@ -348,6 +408,19 @@ enum End {
     Abnormal(String),
 }
 
+/// Per-connection state that many connections never need.
+#[derive(Default)]
+struct Extras {
+    /// Filters subscribed on this connection (retain handling 1).
+    subscriptions: HashSet<String>,
+    /// Filters subscribed with no-local.
+    no_local: Vec<String>,
+    aliases: HashMap<u16, String>,
+    qos2_seen: HashSet<u16>,
+    /// `$share/group/filter` -> the group's shared queue this session consumes.
+    shared_subs: HashMap<String, Arc<Queue>>,
+}
+
 struct Conn {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
@@ -359,22 +432,15 @@ struct Conn {
     queue: Option<Arc<Queue>>,
     /// The session outlives the connection (durable queue).
     persistent: bool,
-    /// Filters subscribed on this connection (retain handling 1).
-    subscriptions: HashSet<String>,
-    /// Filters subscribed with no-local.
-    no_local: Vec<String>,
+    /// Subscription and alias state, allocated at first use: devices that
+    /// only publish (or sit idle) do without.
+    extras: Option<Box<Extras>>,
     /// How long the session lives after disconnect (None: forever).
     expiry: Option<Duration>,
-    consumer: Option<Arc<MqttConsumer>>,
+    consumer: Arc<MqttConsumer>,
     consumer_tag: Arc<str>,
     conn_id: u64,
     scratch: RouteScratch,
-    max_qos: Arc<Mutex<u8>>,
-    inflight: Arc<Mutex<Inflight>>,
-    aliases: HashMap<u16, String>,
-    qos2_seen: HashSet<u16>,
-    /// `$share/group/filter` -> the group's shared queue this session consumes.
-    shared_subs: HashMap<String, Arc<Queue>>,
     /// A publish reached a queue whose consumers are far behind: pause
     /// reading briefly (the same flow control as AMQP publishers get).
     backlogged: bool,
@@ -383,6 +449,31 @@ struct Conn {
     /// Permission generation at which publishing was last found allowed.
     publish_ok: Option<u64>,
     registration: Registration,
+    /// (store sequence, PUBACK or PUBREC, packet id) to send once synced.
+    ack_after_sync: Option<(u64, u8, u16)>,
+}
+
+/// The close reason that marks a client-id takeover.
+const TAKEOVER: &str = "session taken over";
+
+/// What the session loop does after handling buffered packets.
+enum Step {
+    /// Read more from the socket.
+    Read,
+    /// Wait for the store, then acknowledge (`ack_after_sync`).
+    Sync,
+    /// The connection ends.
+    End(End),
+}
+
+/// What the handshake hands to the session loop.
+struct Accepted {
+    // Boxed: moved-from locals keep their space in the task's future.
+    conn: Box<Conn>,
+    rd: tokio::net::tcp::OwnedReadHalf,
+    buf: BytesMut,
+    keep_alive: u16,
+    will: Option<Box<codec::Will>>,
 }
 
 /// Serve one MQTT connection.
@@ -394,14 +485,89 @@ pub async fn handle(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The handshake runs in its own boxed future, freed once it is done:
+    // an idle connection's task then holds only the session loop's state
+    // (this matters at 10,000s of idle devices).
+    // Boxed in a statement of its own: a temporary in the awaiting
+    // statement would keep its full size in this task's state.
+    let handshaking = Box::pin(handshake(stream, peer, &broker, &cfg, &shared));
+    let Some(Accepted {
+        mut conn,
+        mut rd,
+        mut buf,
+        keep_alive,
+        will,
+    }) = handshaking.await
+    else {
+        return;
+    };
+    let out = conn.out.clone();
+    let me = conn.registration.info.clone();
+    let epoch = shared.attach((conn.vhost.name.to_string(), conn.client_id.clone()), &me);
+    drop(me);
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let end = conn.run(&mut rd, &mut buf, keep_alive, &mut shutdown).await;
+    // Built again rather than kept: an idle connection holds less.
+    let key = (conn.vhost.name.to_string(), conn.client_id.clone());
+    shared.detach(&key, epoch);
+    let mut timers = false;
+    if let End::Abnormal(why) = &end {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
+        if let Some(w) = will {
+            // v5 will delay, bounded by the session's expiry; a reconnect
+            // of the same client id within the delay cancels the will.
+            let mut delay = Duration::from_secs(u64::from(w.props.will_delay.unwrap_or(0)));
+            if let Some(e) = conn.expiry {
+                delay = delay.min(e);
+            }
+            if delay.is_zero() {
+                publish_will(&conn.vhost, &cfg, &shared, &conn.client_id, &w);
+            } else {
+                let (vhost, cfg, shared, id) = (
+                    conn.vhost.clone(),
+                    cfg.clone(),
+                    shared.clone(),
+                    conn.client_id.clone(),
+                );
+                let key = key.clone();
+                timers = true;
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if shared.is_latest(&key, epoch) {
+                        publish_will(&vhost, &cfg, &shared, &id, &w);
+                    }
+                    shared.forget(&key, epoch);
+                });
+            }
+        }
+    } else {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
+    }
+    timers |= conn.cleanup(&shared, &key, epoch);
+    if !timers {
+        shared.forget(&key, epoch);
+    }
+    out.close();
+    // Boxed so its timer is not part of every idle connection's task.
+    let flushing = Box::pin(tokio::time::timeout(Duration::from_secs(5), async move {
+        out.flushed().await
+    }));
+    let _ = flushing.await;
+}
+
+/// Read CONNECT (within 10 s) and accept or refuse it.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
+) -> Option<Accepted> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, wr) = stream.into_split();
-    let out = Arc::new(Outbox::default());
-    let writer = tokio::spawn(
-        out.clone()
-            .run_writer(wr, Arc::new(Mutex::new(None)), |_| {}),
-    );
+    // MQTT servers send no keep-alives: one shared "none" for every connection.
+    let out = Outbox::new(Box::new(wr), shared.no_heartbeat.clone(), |_| {});
     // Small to start: idle devices are the common case; it grows on demand.
     let mut buf = BytesMut::with_capacity(128);
     // The first packet must be CONNECT, within the handshake timeout.
@@ -423,7 +589,7 @@ pub async fn handle(
         Ok(Ok(other)) => {
             tracing::warn!(peer = %peer, "MQTT: first packet was not CONNECT ({other:?}); closing");
             out.close();
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; closing");
@@ -432,80 +598,27 @@ pub async fn handle(
                 out.push(|o| codec::write_connack(o, 4, false, 1, &Props::default()));
             }
             out.close();
-            let _ = writer.await;
-            return;
+            let _ = out.flushed().await;
+            return None;
         }
         Err(_) => {
             tracing::warn!(peer = %peer, "MQTT: no CONNECT within 10 s; closing");
             out.close();
-            return;
+            return None;
         }
     };
-    let Some(conn) = accept(&broker, &cfg, &shared, &out, (peer, local), &connect) else {
+    let Some(conn) = accept(broker, cfg, shared, &out, (peer, local), &connect) else {
         out.close();
-        let _ = writer.await;
-        return;
+        let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
+        return None;
     };
-    let kick = Arc::new(Notify::new());
-    let key = (conn.vhost.name.to_string(), conn.client_id.clone());
-    if let Some(old) = shared.sessions.lock().insert(key.clone(), kick.clone()) {
-        // Client-id takeover: the older connection is disconnected.
-        old.notify_one();
-    }
-    let epoch = {
-        let mut e = shared.epochs.lock();
-        let n = e.entry(key.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    // Keep only what is needed after CONNECT: an idle connection's task
-    // should hold as little as possible.
-    let Connect {
-        keep_alive, will, ..
-    } = connect;
-    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let will = will.map(Box::new);
-    let mut conn = Box::new(conn);
-    let end = Box::pin(conn.run(&mut rd, &mut buf, keep_alive, &kick, &mut shutdown)).await;
-    {
-        let mut sessions = shared.sessions.lock();
-        if sessions.get(&key).is_some_and(|k| Arc::ptr_eq(k, &kick)) {
-            sessions.remove(&key);
-        }
-    }
-    if let End::Abnormal(why) = &end {
-        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
-        if let Some(w) = will {
-            // v5 will delay, bounded by the session's expiry; a reconnect
-            // of the same client id within the delay cancels the will.
-            let mut delay = Duration::from_secs(u64::from(w.props.will_delay.unwrap_or(0)));
-            if let Some(e) = conn.expiry {
-                delay = delay.min(e);
-            }
-            if delay.is_zero() {
-                publish_will(&conn.vhost, &cfg, &shared, &conn.client_id, &w);
-            } else {
-                let (vhost, cfg, shared, id) = (
-                    conn.vhost.clone(),
-                    cfg.clone(),
-                    shared.clone(),
-                    conn.client_id.clone(),
-                );
-                let key = key.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    if shared.epochs.lock().get(&key) == Some(&epoch) {
-                        publish_will(&vhost, &cfg, &shared, &id, &w);
-                    }
-                });
-            }
-        }
-    } else {
-        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
-    }
-    conn.cleanup(&shared, &key, epoch);
-    out.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Some(Accepted {
+        conn: Box::new(conn),
+        rd,
+        buf,
+        keep_alive: connect.keep_alive,
+        will: connect.will.map(Box::new),
+    })
 }
 
 fn accept(
@@ -622,28 +735,25 @@ fn accept(
         .props
         .receive_maximum
         .map_or(cfg.receive_maximum, |r| r.min(cfg.receive_maximum)) as usize;
-    let max_qos = Arc::new(Mutex::new(0));
-    let inflight = Arc::new(Mutex::new(Inflight {
-        next: 0,
-        by_id: HashMap::new(),
-        released: HashSet::new(),
-    }));
     let conn_id = broker.next_id();
     let registration = broker.registry.register(ConnectionInfo::new(
         conn_id,
         if level == 5 { "MQTT 5.0" } else { "MQTT 3.1.1" },
-        peer,
-        local,
-        &user,
-        &vhost_name,
+        (peer, local),
+        guard.user.clone(),
+        guard.vhost.clone(),
         client_id.clone(),
     ));
     let consumer = Arc::new(MqttConsumer {
         stats: registration.info.stats.clone(),
         out: out.clone(),
         level,
-        max_qos: max_qos.clone(),
-        inflight: inflight.clone(),
+        max_qos: Mutex::new(0),
+        inflight: Mutex::new(Inflight {
+            next: 0,
+            by_id: HashMap::new(),
+            released: HashSet::new(),
+        }),
         receive_max: receive_max.max(1),
         active: AtomicBool::new(true),
         conn_id,
@@ -662,27 +772,22 @@ fn accept(
         client_id,
         queue: None,
         persistent,
-        subscriptions: HashSet::new(),
-        no_local: Vec::new(),
+        extras: None,
         expiry,
-        consumer: Some(consumer),
+        consumer,
         consumer_tag: tag,
         conn_id,
         scratch: RouteScratch::default(),
-        max_qos,
-        inflight,
-        aliases: HashMap::new(),
-        qos2_seen: HashSet::new(),
-        shared_subs: HashMap::new(),
         backlogged: false,
         sync_rx: broker.store().map(|s| s.log.subscribe()),
         guard,
         publish_ok: None,
         registration,
+        ack_after_sync: None,
     };
     if session_present {
         // A persistent session delivers at the QoS it subscribed with.
-        *conn.max_qos.lock() = 1;
+        *conn.consumer.max_qos.lock() = 1;
     }
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
@@ -695,6 +800,10 @@ fn accept(
 }
 
 impl Conn {
+    fn ext(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
     /// The session queue `mqtt-subscription-<client id>`, declared and
     /// consumed on first use.
     fn ensure_queue(&mut self) -> Result<Arc<Queue>, String> {
@@ -711,7 +820,7 @@ impl Conn {
             .vhost
             .declare_queue(&decl, 0)
             .map_err(|e| e.to_string())?;
-        let consumer = self.consumer.clone().ok_or("no consumer")?;
+        let consumer = self.consumer.clone();
         q.add_consumer(ConsumerSpec {
             tag: self.consumer_tag.clone(),
             channel_id: self.conn_id,
@@ -729,22 +838,26 @@ impl Conn {
         rd: &mut tokio::net::tcp::OwnedReadHalf,
         buf: &mut BytesMut,
         keep_alive: Option<Duration>,
-        kick: &Notify,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
-        let mut read_hint = 256usize;
+        // Small while idle; doubles while a busy client keeps filling it.
+        let mut read_hint = 128usize;
         let info = self.registration.info.clone();
         loop {
-            loop {
-                match codec::read(buf, self.level, self.cfg.max_packet_size) {
-                    Ok(p) => {
-                        if let Some(end) = self.on_packet(p).await {
-                            return end;
+            match self.drain(buf) {
+                Step::End(end) => return end,
+                Step::Sync => {
+                    if let Some((seq, kind, pkid)) = self.ack_after_sync.take() {
+                        if let Some(rx) = self.sync_rx.as_mut() {
+                            let _ = rx.wait_for(|s| s.synced >= seq).await;
                         }
+                        let level = self.level;
+                        self.out.push(|o| codec::write_ack(o, level, kind, pkid, 0));
+                        ConnStats::add(&self.registration.info.stats.confirmed, 1);
                     }
-                    Err(CodecError::Incomplete) => break,
-                    Err(e) => return self.protocol_error(&e),
+                    continue;
                 }
+                Step::Read => {}
             }
             warren_core::queue::pace_publisher(std::mem::take(&mut self.backlogged)).await;
             // The read size doubles while a busy client keeps filling it;
@@ -772,13 +885,13 @@ impl Conn {
                         }
                     }
                 },
-                _ = kick.notified() => {
-                    if self.level == 5 {
-                        self.out.push(|o| codec::write_disconnect(o, 0x8E, "session taken over"));
-                    }
-                    return End::Abnormal("session taken over by a new connection".into());
-                }
                 reason = info.close_requested() => {
+                    if reason == TAKEOVER {
+                        if self.level == 5 {
+                            self.out.push(|o| codec::write_disconnect(o, 0x8E, "session taken over"));
+                        }
+                        return End::Abnormal("session taken over by a new connection".into());
+                    }
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, "closing MQTT connection: {reason}");
                     if self.level == 5 {
                         self.out.push(|o| codec::write_disconnect(o, 0x98, &reason));
@@ -791,6 +904,25 @@ impl Conn {
                     }
                     return End::Clean;
                 }
+            }
+        }
+    }
+
+    /// Handle the complete packets in `buf`, without awaiting (so that no
+    /// packet is held in the session loop's future).
+    fn drain(&mut self, buf: &mut BytesMut) -> Step {
+        loop {
+            match codec::read(buf, self.level, self.cfg.max_packet_size) {
+                Ok(p) => {
+                    if let Some(end) = self.on_packet(p) {
+                        return Step::End(end);
+                    }
+                    if self.ack_after_sync.is_some() {
+                        return Step::Sync;
+                    }
+                }
+                Err(CodecError::Incomplete) => return Step::Read,
+                Err(e) => return Step::End(self.protocol_error(&e)),
             }
         }
     }
@@ -816,7 +948,10 @@ impl Conn {
         Some(End::Abnormal(why.to_string()))
     }
 
-    async fn on_packet(&mut self, p: Packet) -> Option<End> {
+    /// Handle one packet. Not async, so the session loop's future stays
+    /// small; a QoS 1/2 publish whose acknowledgement must wait for the
+    /// store leaves it in `ack_after_sync` for the loop to send.
+    fn on_packet(&mut self, p: Packet) -> Option<End> {
         let level = self.level;
         match p {
             Packet::Connect(_) => return self.disconnect_with(0x82, "second CONNECT"),
@@ -826,12 +961,13 @@ impl Conn {
                         return self.disconnect_with(0x94, "topic alias out of range");
                     }
                     if p.topic.is_empty() {
-                        match self.aliases.get(&alias) {
+                        match self.ext().aliases.get(&alias) {
                             Some(t) => p.topic = t.clone(),
                             None => return self.disconnect_with(0x82, "unknown topic alias"),
                         }
                     } else {
-                        self.aliases.insert(alias, p.topic.clone());
+                        let topic = p.topic.clone();
+                        self.ext().aliases.insert(alias, topic);
                     }
                 }
                 if !valid_topic(&p.topic) {
@@ -848,7 +984,7 @@ impl Conn {
                     }
                     return self.disconnect_with(0x87, &e.to_string());
                 }
-                if p.qos == 2 && !self.qos2_seen.insert(p.pkid) {
+                if p.qos == 2 && !self.ext().qos2_seen.insert(p.pkid) {
                     // A resent QoS 2 publish before PUBREL: route it once only.
                     self.out.push(|o| codec::write_ack(o, level, 5, p.pkid, 0));
                     return None;
@@ -860,11 +996,10 @@ impl Conn {
                 if p.retain {
                     self.retain(&p);
                 }
-                if let Some(seq) = sync {
+                if let Some(seq) = sync.filter(|_| p.qos > 0) {
                     // QoS 1/2 acknowledgement only once the message is on disk.
-                    if let Some(rx) = self.sync_rx.as_mut() {
-                        let _ = rx.wait_for(|s| s.synced >= seq).await;
-                    }
+                    self.ack_after_sync = Some((seq, if p.qos == 1 { 4 } else { 5 }, p.pkid));
+                    return None;
                 }
                 match p.qos {
                     1 => self.out.push(|o| codec::write_ack(o, level, 4, p.pkid, 0)),
@@ -876,7 +1011,9 @@ impl Conn {
                 }
             }
             Packet::PubRel(pkid, _) => {
-                self.qos2_seen.remove(&pkid);
+                if let Some(e) = self.extras.as_mut() {
+                    e.qos2_seen.remove(&pkid);
+                }
                 self.out.push(|o| codec::write_ack(o, level, 7, pkid, 0));
             }
             Packet::PubAck(pkid, _) => self.settle_outbound(pkid, false),
@@ -887,9 +1024,10 @@ impl Conn {
                 self.out.push(|o| codec::write_ack(o, level, 6, pkid, 0));
             }
             Packet::PubComp(pkid, _) => {
-                let freed = self.inflight.lock().released.remove(&pkid);
+                let freed = self.consumer.inflight.lock().released.remove(&pkid);
                 if freed {
-                    for q in self.queue.iter().chain(self.shared_subs.values()) {
+                    let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());
+                    for q in self.queue.iter().chain(shared) {
                         q.dispatch();
                     }
                 }
@@ -898,21 +1036,24 @@ impl Conn {
                 let mut codes = Vec::with_capacity(filters.len());
                 let mut existed = Vec::with_capacity(filters.len());
                 for f in &filters {
-                    existed.push(self.subscriptions.contains(&f.filter));
+                    existed.push(self.ext().subscriptions.contains(&f.filter));
                     let code = self.subscribe(f);
                     if code < 0x80 {
-                        if let Some(c) = &self.consumer {
+                        {
+                            let c = &self.consumer;
                             let mut rap = c.retain_as_published.lock();
                             rap.retain(|x| x != &f.filter);
                             if f.retain_as_published && !f.filter.starts_with("$share/") {
                                 rap.push(f.filter.clone());
                             }
                         }
-                        self.subscriptions.insert(f.filter.clone());
-                        self.no_local.retain(|x| x != &f.filter);
+                        let ext = self.ext();
+                        ext.subscriptions.insert(f.filter.clone());
+                        ext.no_local.retain(|x| x != &f.filter);
                         if f.no_local && !f.filter.starts_with("$share/") {
-                            self.no_local.push(f.filter.clone());
-                            if let Some(c) = &self.consumer {
+                            ext.no_local.push(f.filter.clone());
+                            {
+                                let c = &self.consumer;
                                 c.no_local.store(true, Ordering::Relaxed);
                             }
                         }
@@ -939,14 +1080,16 @@ impl Conn {
             }
             Packet::Unsubscribe(pkid, filters) => {
                 for f in &filters {
-                    self.subscriptions.remove(f);
-                    self.no_local.retain(|x| x != f);
-                    if let Some(c) = &self.consumer {
+                    let ext = self.ext();
+                    ext.subscriptions.remove(f);
+                    ext.no_local.retain(|x| x != f);
+                    {
+                        let c = &self.consumer;
                         c.retain_as_published.lock().retain(|x| x != f);
                     }
                 }
                 for f in &filters {
-                    if let Some(q) = self.shared_subs.remove(f) {
+                    if let Some(q) = self.ext().shared_subs.remove(f) {
                         self.leave_shared(&q, f);
                     }
                 }
@@ -983,7 +1126,7 @@ impl Conn {
     /// PUBACK or PUBREC for one of our deliveries: settle it on its queue.
     fn settle_outbound(&self, pkid: u16, released: bool) {
         let taken = {
-            let mut inf = self.inflight.lock();
+            let mut inf = self.consumer.inflight.lock();
             let t = inf.by_id.remove(&pkid);
             if released && t.is_some() {
                 inf.released.insert(pkid);
@@ -1024,7 +1167,7 @@ impl Conn {
             return 0x80;
         }
         let granted = f.qos.min(2);
-        let mut m = self.max_qos.lock();
+        let mut m = self.consumer.max_qos.lock();
         *m = (*m).max(granted);
         granted
     }
@@ -1039,7 +1182,7 @@ impl Conn {
         if group.is_empty() || group.contains(['+', '#']) || !valid_filter(filter) {
             return failure;
         }
-        if self.shared_subs.contains_key(&f.filter) {
+        if self.ext().shared_subs.contains_key(&f.filter) {
             return f.qos.min(2);
         }
         let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
@@ -1068,9 +1211,7 @@ impl Conn {
         {
             return 0x80;
         }
-        let Some(consumer) = self.consumer.clone() else {
-            return 0x80;
-        };
+        let consumer = self.consumer.clone();
         let spec = ConsumerSpec {
             tag: Arc::from(f.filter.as_str()),
             channel_id: self.conn_id,
@@ -1081,9 +1222,9 @@ impl Conn {
         if q.add_consumer(spec).is_err() {
             return 0x80;
         }
-        self.shared_subs.insert(f.filter.clone(), q);
+        self.ext().shared_subs.insert(f.filter.clone(), q);
         let granted = f.qos.min(2);
-        let mut m = self.max_qos.lock();
+        let mut m = self.consumer.max_qos.lock();
         *m = (*m).max(granted);
         granted
     }
@@ -1126,8 +1267,9 @@ impl Conn {
 
     fn message(&self, topic: &str, p: &Publish) -> Result<Message, String> {
         let own = self
-            .no_local
+            .extras
             .iter()
+            .flat_map(|e| e.no_local.iter())
             .any(|f| matches(f, topic))
             .then_some(self.conn_id);
         let props = props_to_amqp(p, own);
@@ -1189,23 +1331,39 @@ impl Conn {
         }
     }
 
-    fn cleanup(&mut self, shared: &Arc<Shared>, key: &(String, String), epoch: u64) {
-        if let Some(c) = &self.consumer {
+    /// Release the session's consumers; true when a session-expiry timer
+    /// was started (it needs the session's epoch entry).
+    fn cleanup(&mut self, shared: &Arc<Shared>, key: &Key, epoch: u64) -> bool {
+        {
+            let c = &self.consumer;
             c.active.store(false, Ordering::Release);
         }
-        for (filter, q) in std::mem::take(&mut self.shared_subs) {
+        let groups = self
+            .extras
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.shared_subs))
+            .unwrap_or_default();
+        for (filter, q) in groups {
             self.leave_shared(&q, &filter);
         }
         if let Some(q) = &self.queue {
             q.remove_consumer(self.conn_id, &self.consumer_tag);
         }
         // Unacknowledged QoS 1 deliveries go back to the queue each came from.
-        let inflight: Vec<(Arc<Queue>, Delivery)> =
-            self.inflight.lock().by_id.drain().map(|(_, v)| v).collect();
+        let inflight: Vec<(Arc<Queue>, Delivery)> = self
+            .consumer
+            .inflight
+            .lock()
+            .by_id
+            .drain()
+            .map(|(_, v)| v)
+            .collect();
         for (q, d) in inflight {
             q.requeue([d]);
         }
-        let Some(q) = self.queue.take() else { return };
+        let Some(q) = self.queue.take() else {
+            return false;
+        };
         match self.expiry {
             Some(d) if d.is_zero() => {
                 self.vhost.remove_queue(&q);
@@ -1215,14 +1373,17 @@ impl Conn {
                 let (vhost, shared, key) = (self.vhost.clone(), shared.clone(), key.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
-                    if shared.epochs.lock().get(&key) == Some(&epoch) {
+                    if shared.is_latest(&key, epoch) {
                         tracing::info!(queue = %q.name, "MQTT session expired");
                         vhost.remove_queue(&q);
                     }
+                    shared.forget(&key, epoch);
                 });
+                return true;
             }
             None => {}
         }
+        false
     }
 }
 
