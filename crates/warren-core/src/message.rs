@@ -110,6 +110,13 @@ impl Message {
             .map(|(t, _)| t)
     }
 
+    /// One header, without decoding the table (the per-delivery lookups
+    /// of the MQTT adapter use this).
+    pub fn header(&self, key: &str) -> Option<crate::Value> {
+        let (a, b) = self.headers?;
+        crate::value::find_in_table(&self.raw_properties()[a as usize..b as usize], key)
+    }
+
     /// The reply_to property, without decoding the rest.
     pub fn reply_to(&self) -> Option<&[u8]> {
         let (a, b) = self.reply_to?;

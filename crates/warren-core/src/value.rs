@@ -82,6 +82,23 @@ impl Value {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Table(pub Vec<(String, Value)>);
 
+/// The value under `key` in an encoded table (with its length prefix),
+/// found without decoding the others: per-message header lookups stay
+/// allocation-free for scalar values.
+pub fn find_in_table(encoded: &[u8], key: &str) -> Option<Value> {
+    let mut outer = Reader::new(encoded);
+    let body = outer.long_bytes().ok()?;
+    let mut r = Reader::new(body);
+    while r.pos < body.len() {
+        let k = r.short_str().ok()?;
+        if k == key.as_bytes() {
+            return r.value(0).ok();
+        }
+        r.skip_value().ok()?;
+    }
+    None
+}
+
 impl Table {
     /// The value stored under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -261,6 +278,24 @@ impl<'a> Reader<'a> {
         Ok(Table(out))
     }
 
+    /// Step over one value without building it.
+    fn skip_value(&mut self) -> Result<(), DecodeError> {
+        let n = match self.u8()? {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'l' | b'd' | b'T' => 8,
+            b'D' => 5,
+            b'S' | b'x' | b'A' | b'F' => {
+                self.long_bytes()?;
+                0
+            }
+            b'V' => 0,
+            other => return Err(DecodeError::UnknownFieldType(other)),
+        };
+        self.take(n).map(|_| ())
+    }
+
     fn value(&mut self, depth: u32) -> Result<Value, DecodeError> {
         if depth > 64 {
             return Err(DecodeError::TooDeep);
@@ -334,6 +369,23 @@ mod tests {
         let (back, used) = Table::decode(&b).unwrap();
         assert_eq!(used, b.len());
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn find_without_decoding() {
+        let mut t = Table::default();
+        t.insert("a", Value::str("text"));
+        t.insert("n", Value::Array(vec![Value::I32(1)]));
+        t.insert("q", Value::U8(2));
+        t.insert("d", Value::Decimal(2, 5));
+        t.insert("z", Value::Bool(true));
+        let mut out = BytesMut::new();
+        t.encode(&mut out);
+        assert_eq!(find_in_table(&out, "q"), Some(Value::U8(2)));
+        assert_eq!(find_in_table(&out, "z"), Some(Value::Bool(true)));
+        assert_eq!(find_in_table(&out, "a"), Some(Value::str("text")));
+        assert_eq!(find_in_table(&out, "missing"), None);
+        assert_eq!(find_in_table(&out[..6], "z"), None);
     }
 
     #[test]

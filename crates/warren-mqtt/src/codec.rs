@@ -635,6 +635,49 @@ pub fn write_publish(out: &mut BytesMut, level: u8, p: &Publish) {
     frame(out, first, &b);
 }
 
+/// A PUBLISH for a delivery, written straight into `out`: the topic is the
+/// AMQP routing key with `.` and `/` swapped on the fly, so a 3.1.1
+/// delivery allocates nothing (v5 properties use a reused scratch buffer).
+#[allow(clippy::too_many_arguments)]
+pub fn write_delivery(
+    out: &mut BytesMut,
+    level: u8,
+    (dup, qos, retain): (bool, u8, bool),
+    routing_key: &str,
+    pkid: u16,
+    props: Option<&Props>,
+    payload: &[u8],
+) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    SCRATCH.with(|scratch| {
+        let mut encoded = scratch.borrow_mut();
+        encoded.clear();
+        if level == 5 {
+            encode_props(props.unwrap_or(&Props::default()), &mut encoded);
+        }
+        let len =
+            2 + routing_key.len() + if qos > 0 { 2 } else { 0 } + encoded.len() + payload.len();
+        out.reserve(len + 5);
+        out.put_u8(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
+        put_varint(out, len);
+        out.put_u16(routing_key.len() as u16);
+        for b in routing_key.bytes() {
+            out.put_u8(match b {
+                b'.' => b'/',
+                b'/' => b'.',
+                other => other,
+            });
+        }
+        if qos > 0 {
+            out.put_u16(pkid);
+        }
+        out.put_slice(&encoded);
+        out.put_slice(payload);
+    });
+}
+
 /// PUBACK / PUBREC / PUBREL / PUBCOMP with an optional v5 reason code.
 pub fn write_ack(out: &mut BytesMut, level: u8, kind: u8, pkid: u16, code: u8) {
     let first = (kind << 4) | if kind == 6 { 2 } else { 0 };
@@ -695,6 +738,45 @@ pub fn write_disconnect(out: &mut BytesMut, code: u8, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_writer_matches_publish_encoding() {
+        for level in [4u8, 5] {
+            for qos in [0u8, 1, 2] {
+                let props = Props {
+                    content_type: Some("text/plain".into()),
+                    user: vec![("k".into(), "v".into())],
+                    ..Default::default()
+                };
+                let p = Publish {
+                    dup: qos > 0,
+                    qos,
+                    retain: true,
+                    topic: "sensors/room.1/temp".into(),
+                    pkid: if qos > 0 { 7 } else { 0 },
+                    props: if level == 5 {
+                        props.clone()
+                    } else {
+                        Props::default()
+                    },
+                    payload: Bytes::from_static(b"21.5"),
+                };
+                let mut a = BytesMut::new();
+                write_publish(&mut a, level, &p);
+                let mut b = BytesMut::new();
+                write_delivery(
+                    &mut b,
+                    level,
+                    (p.dup, qos, true),
+                    "sensors.room/1.temp",
+                    p.pkid,
+                    Some(&props),
+                    b"21.5",
+                );
+                assert_eq!(a, b, "level {level} qos {qos}");
+            }
+        }
+    }
 
     #[test]
     fn publish_roundtrip_v5_and_v4() {

@@ -182,8 +182,8 @@ fn publish_qos(m: &Message) -> u8 {
     if !m.persistent {
         return 0;
     }
-    m.headers()
-        .and_then(|h| h.get(QOS_HEADER).and_then(|v| v.as_i64()))
+    m.header(QOS_HEADER)
+        .and_then(|v| v.as_i64())
         .map_or(1, |q| q.clamp(1, 2) as u8)
 }
 
@@ -210,9 +210,7 @@ impl MqttConsumer {
     /// published retained and a retain-as-published subscription matches.
     /// The header is looked at first, so ordinary deliveries take no lock.
     fn retain_flag(&self, m: &Message) -> bool {
-        let retained = m
-            .headers()
-            .is_some_and(|h| matches!(h.get(RETAIN_HEADER), Some(Value::Bool(true))));
+        let retained = matches!(m.header(RETAIN_HEADER), Some(Value::Bool(true)));
         if !retained {
             return false;
         }
@@ -226,8 +224,8 @@ impl MqttConsumer {
     /// A message this connection published under a no-local subscription.
     fn is_own(&self, m: &Message) -> bool {
         self.no_local.load(Ordering::Relaxed)
-            && m.headers()
-                .and_then(|h| h.get(NO_LOCAL_HEADER).and_then(|v| v.as_i64()))
+            && m.header(NO_LOCAL_HEADER)
+                .and_then(|v| v.as_i64())
                 .is_some_and(|id| id as u64 == self.conn_id)
     }
 }
@@ -263,24 +261,25 @@ impl Consumer for MqttConsumer {
         } else {
             0
         };
-        let p = Publish {
-            dup: qos > 0 && d.redelivered,
-            qos,
-            retain: self.level == 5 && self.retain_flag(&d.message),
-            topic: swap(d.message.routing_key()),
-            pkid,
-            props: if self.level == 5 {
-                amqp_to_props(&d.message)
-            } else {
-                Props::default()
-            },
-            payload: d.message.body.clone(),
-        };
         let level = self.level;
-        if !self
-            .out
-            .try_push(queue, |o| codec::write_publish(o, level, &p))
-        {
+        let flags = (
+            qos > 0 && d.redelivered,
+            qos,
+            level == 5 && self.retain_flag(&d.message),
+        );
+        let props = (level == 5).then(|| amqp_to_props(&d.message));
+        let m = &d.message;
+        if !self.out.try_push(queue, |o| {
+            codec::write_delivery(
+                o,
+                level,
+                flags,
+                m.routing_key(),
+                pkid,
+                props.as_ref(),
+                &m.body,
+            )
+        }) {
             return Err(d);
         }
         ConnStats::add(&self.stats.delivered, 1);
