@@ -1,5 +1,6 @@
 """The HTTP management API, RabbitMQ-shaped, against what pika created."""
 import pika
+import pytest
 
 
 def test_queues_exchanges_bindings_match_what_pika_made(broker):
@@ -64,3 +65,27 @@ def test_purge_and_delete_queue_over_http(broker):
     assert not any(q["name"] == "http-doomed" for q in queues)
     status, _ = broker.api("/api/queues/%2F/http-doomed", method="DELETE")
     assert status == 404
+
+
+def test_queue_ttl_x_expires(broker):
+    """RabbitMQ's queue TTL: an unused queue goes after x-expires ms; one
+    with a consumer stays."""
+    import time
+    c = broker.connect()
+    ch = c.channel()
+    ch.queue_declare("ttl-unused", arguments={"x-expires": 300})
+    ch.queue_declare("ttl-consumed", arguments={"x-expires": 300})
+    ch.basic_consume("ttl-consumed", lambda *a: None, auto_ack=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        names = [q["name"] for q in broker.api("/api/queues")[1]]
+        if "ttl-unused" not in names:
+            break
+        c.process_data_events(0.05)
+    assert "ttl-unused" not in names
+    c.process_data_events(0.5)
+    assert "ttl-consumed" in [q["name"] for q in broker.api("/api/queues")[1]]
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        c.channel().queue_declare("ttl-bad", arguments={"x-expires": 0})
+    assert e.value.reply_code == 406
+    c.close()

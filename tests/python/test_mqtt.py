@@ -240,6 +240,50 @@ def test_persistent_session_survives_broker_restart(tmp_path):
         b.stop()
 
 
+def test_persistent_session_keeps_granted_qos2_across_restart(tmp_path):
+    from conftest import Broker
+    b = Broker(tmp_path)
+    try:
+        # v5: a session expiry interval keeps the session after disconnect.
+        props = Properties(PacketTypes.CONNECT)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="qos2-device", protocol=mqtt.MQTTv5)
+        props.SessionExpiryInterval = 3600
+        got = queue.Queue()
+        c.on_message = lambda cl, u, m: got.put(m)
+        done = queue.Queue()
+        c.on_subscribe = lambda cl, u, mid, codes, p=None: done.put(codes)
+        c.connect("127.0.0.1", b.mqtt_port, 30, clean_start=True, properties=props)
+        c.loop_start()
+        c.subscribe("orders/#", qos=2)
+        assert [r.value for r in done.get(timeout=10)] == [2]
+        c.subscribe("orders/#", qos=2)  # a resubscription replaces, it does not add
+        assert [r.value for r in done.get(timeout=10)] == [2]
+        c.disconnect()
+        c.loop_stop()
+        status, bindings = b.api("/api/bindings/%2F")
+        mine = [x for x in bindings if x["destination"] == "mqtt-subscription-qos2-device"
+                and x["source"] == "amq.topic"]
+        assert len(mine) == 1 and mine[0]["arguments"] == {"x-mqtt-qos": 2}
+        pub = Client(b, "qos2-pub", v5=True)
+        pub.pub("orders/1", b"exactly once", qos=2)
+        pub.close()
+        b.restart()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="qos2-device", protocol=mqtt.MQTTv5)
+        c.on_message = lambda cl, u, m: got.put(m)
+        flags = queue.Queue()
+        c.on_connect = lambda cl, u, f, rc, p=None: flags.put(f)
+        c.connect("127.0.0.1", b.mqtt_port, 30, clean_start=False, properties=props)
+        c.loop_start()
+        assert flags.get(timeout=10).session_present
+        m = got.get(timeout=10)
+        # Delivered at the QoS 2 granted before the restart, not downgraded.
+        assert (m.topic, m.payload, m.qos) == ("orders/1", b"exactly once", 2)
+        c.disconnect()
+        c.loop_stop()
+    finally:
+        b.stop()
+
+
 def test_shared_subscriptions_split_work_across_the_group(broker):
     a = Client(broker, "worker-a", v5=True)
     b = Client(broker, "worker-b", v5=True)
@@ -344,6 +388,41 @@ def test_mqtt5_session_expiry(broker):
         time.sleep(0.1)
     else:
         pytest.fail("session with expiry 1 s was not removed")
+
+
+def test_mqtt5_session_expiry_survives_restart(tmp_path):
+    from conftest import Broker
+    b = Broker(tmp_path)
+    try:
+        for cid, expiry in (("expiring", 2), ("forever", 0xFFFFFFFF)):
+            c, _ = v5_client(b, cid, clean=False, expiry=expiry)
+            subacks = queue.Queue()
+            c.on_subscribe = lambda cl, u, mid, codes, p=None: subacks.put(codes)
+            c.subscribe(cid[0] + "/#", 1)
+            subacks.get(timeout=10)
+            c.disconnect(); c.loop_stop()
+        b.restart()
+        # The expiry is kept with the session (the queue's x-expires): the
+        # expiring session still goes, counting from the restart.
+        _, q = b.api("/api/queues/%2F/mqtt-subscription-expiring")
+        assert q["arguments"] == {"x-expires": 2000}
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            _, queues = b.api("/api/queues")
+            if not any(x["name"] == "mqtt-subscription-expiring" for x in queues):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("expired session outlived the restart")
+        assert any(x["name"] == "mqtt-subscription-forever" for x in b.api("/api/queues")[1])
+        # Reconnecting with another expiry changes it (and it is saved).
+        c, flags = v5_client(b, "forever", clean=False, expiry=3600)
+        assert flags.session_present
+        c.disconnect(); c.loop_stop()
+        _, q = b.api("/api/queues/%2F/mqtt-subscription-forever")
+        assert q["arguments"] == {"x-expires": 3600000}
+    finally:
+        b.stop()
 
 
 def test_mqtt5_will_delay_and_cancel_on_reconnect(broker):

@@ -90,7 +90,7 @@ impl Broker {
             }) as vhost::DefinitionsHook
         });
         let log = self.store.as_ref().map(|s| s.log.clone());
-        let v = Arc::new(VHost::new(name, self.types.clone(), log, hook));
+        let v = VHost::new_shared(name, self.types.clone(), log, hook);
         vhosts.insert(name.to_string(), v.clone());
         (v, true)
     }

@@ -17,7 +17,7 @@ use warren_store::{Log, QueueKey};
 
 use crate::error::{CoreError, Result};
 use crate::message::Message;
-use crate::value::Table;
+use crate::value::{Table, Value};
 
 /// A message on its way to, or held by, a consumer.
 #[derive(Clone, Debug)]
@@ -77,6 +77,8 @@ pub struct Limits {
     pub max_length_bytes: Option<usize>,
     /// `x-overflow`.
     pub overflow: Overflow,
+    /// `x-expires`: the queue is deleted after being unused this long.
+    pub expires: Option<Duration>,
 }
 
 impl Limits {
@@ -105,7 +107,16 @@ impl Limits {
                 }
             },
         };
+        let expires = match int("x-expires")? {
+            Some(0) => {
+                return Err(CoreError::PreconditionFailed(
+                    "invalid arg 'x-expires' for queue: must be positive".into(),
+                ))
+            }
+            other => other.map(|n| Duration::from_millis(n as u64)),
+        };
         Ok(Limits {
+            expires,
             message_ttl: int("x-message-ttl")?.map(|n| Duration::from_millis(n as u64)),
             max_length: int("x-max-length")?.map(|n| n as usize),
             max_length_bytes: int("x-max-length-bytes")?.map(|n| n as usize),
@@ -167,6 +178,18 @@ pub struct Queue {
     deleted: AtomicBool,
     unacked: AtomicUsize,
     acked: AtomicU64,
+    /// Current `x-expires` in ms (0: none); an MQTT session changes it.
+    expires_ms: AtomicU64,
+    /// When the queue was last used (ms since [`clock`]'s origin).
+    last_used: AtomicU64,
+    /// An expiry timer task runs for this queue.
+    pub(crate) expiry_timer: AtomicBool,
+}
+
+/// Milliseconds since the first call (a process-wide monotonic origin).
+fn clock() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Ready messages beyond which a queue with consumers asks publishers to
@@ -215,11 +238,14 @@ impl Queue {
             owner,
             auto_delete,
             args,
-            limits,
+            limits: limits.clone(),
             hidden: false,
             store: None,
             unacked: AtomicUsize::new(0),
             acked: AtomicU64::new(0),
+            expires_ms: AtomicU64::new(limits.expires.map_or(0, |d| d.as_millis() as u64)),
+            last_used: AtomicU64::new(clock()),
+            expiry_timer: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 ready: VecDeque::new(),
                 ready_bytes: 0,
@@ -456,6 +482,7 @@ impl Queue {
 
     /// basic.get: the next ready message and how many remain after it.
     pub fn get(&self, no_ack: bool) -> Option<(Delivery, u32)> {
+        self.touch();
         let mut inner = self.lock();
         self.drop_expired(&mut inner);
         let d = inner.ready.pop_front()?;
@@ -505,6 +532,7 @@ impl Queue {
 
     /// Register a consumer (RabbitMQ's exclusivity rules: 403 on conflict).
     pub fn add_consumer(self: &Arc<Self>, spec: ConsumerSpec) -> Result<()> {
+        self.touch();
         let mut inner = self.lock();
         if self.is_deleted() {
             return Err(CoreError::NotFound(format!(
@@ -533,6 +561,7 @@ impl Queue {
     /// Remove a consumer. Returns true when an auto-delete queue lost its
     /// last consumer and must now be deleted.
     pub fn remove_consumer(&self, channel_id: u64, tag: &str) -> bool {
+        self.touch();
         let mut inner = self.lock();
         let before = inner.consumers.len();
         inner
@@ -572,6 +601,49 @@ impl Queue {
             .iter()
             .map(|c| (c.tag.clone(), c.channel_id, c.no_ack, c.exclusive))
             .collect()
+    }
+
+    /// Renew the `x-expires` lease (redeclare, consume, get, cancel).
+    pub fn touch(&self) {
+        self.last_used.store(clock(), Ordering::Relaxed);
+    }
+
+    /// The `x-expires` period now in force.
+    pub fn expires(&self) -> Option<Duration> {
+        match self.expires_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Change the `x-expires` period (an MQTT session's expiry interval
+    /// changes at each connect); kept in the definitions. Call
+    /// [`crate::VHost::watch_expiry`] after it.
+    pub fn set_expires(&self, d: Option<Duration>) {
+        self.expires_ms.store(
+            d.map_or(0, |d| d.as_millis().max(1) as u64),
+            Ordering::Relaxed,
+        );
+        self.touch();
+    }
+
+    /// How long the queue has been unused; None while it has consumers.
+    pub fn unused_for(&self) -> Option<Duration> {
+        if !self.lock().consumers.is_empty() {
+            return None;
+        }
+        let since = clock().saturating_sub(self.last_used.load(Ordering::Relaxed));
+        Some(Duration::from_millis(since))
+    }
+
+    /// The declare arguments with `x-expires` as it is now, for definitions.
+    pub fn current_args(&self) -> Table {
+        let mut args = self.args.clone();
+        match self.expires() {
+            Some(d) => args.insert("x-expires", Value::I64(d.as_millis() as i64)),
+            None => args.0.retain(|(k, _)| k != "x-expires"),
+        }
+        args
     }
 
     /// Consumer count.

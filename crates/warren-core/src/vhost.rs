@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{RwLock, RwLockWriteGuard};
 use warren_store::{BindingDef, ExchangeDef, Log, QueueDef, QueueKey};
@@ -115,6 +115,8 @@ pub struct VHost {
     on_change: Option<DefinitionsHook>,
     topology: RwLock<Topology>,
     name_counter: AtomicU64,
+    /// Itself, for timers (set by [`VHost::new_shared`]).
+    me: Weak<VHost>,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -184,6 +186,7 @@ impl VHost {
             on_change,
             topology: RwLock::new(Topology::default()),
             name_counter: AtomicU64::new(0),
+            me: Weak::new(),
         };
         for (n, t) in [
             ("", "direct"),
@@ -202,6 +205,20 @@ impl VHost {
                 .insert(n.to_string(), Arc::new(x));
         }
         v
+    }
+
+    /// [`VHost::new`] behind an `Arc` that knows itself (queue timers need it).
+    pub fn new_shared(
+        name: &str,
+        types: Arc<TypeRegistry>,
+        log: Option<Arc<Log>>,
+        on_change: Option<DefinitionsHook>,
+    ) -> Arc<VHost> {
+        Arc::new_cyclic(|me| {
+            let mut v = VHost::new(name, types, log, on_change);
+            v.me = me.clone();
+            v
+        })
     }
 
     fn changed(&self) {
@@ -241,7 +258,7 @@ impl VHost {
                 vhost: vhost.clone(),
                 name: q.name.to_string(),
                 auto_delete: q.auto_delete,
-                arguments: args_b64(&q.args),
+                arguments: args_b64(&q.current_args()),
             })
             .collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -524,6 +541,7 @@ impl VHost {
             drop(topo);
             q.check_owner(conn)?;
             self.check_equivalent(&q, d)?;
+            q.touch();
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
@@ -546,11 +564,59 @@ impl VHost {
         );
         self.insert_queue(&mut topo, q.clone())?;
         drop(topo);
+        self.watch_expiry(&q);
         tracing::debug!(vhost = %self.name, queue = %name, "queue declared");
         if q.durable {
             self.changed();
         }
         Ok((q, 0, 0))
+    }
+
+    /// Start the `x-expires` timer of `q` unless one runs: the queue is
+    /// deleted once it has had no consumer, redeclare or get for its
+    /// expiry period (RabbitMQ's queue TTL). After a restart the period
+    /// counts from recovery, as in RabbitMQ.
+    pub fn watch_expiry(&self, q: &Arc<Queue>) {
+        if q.expires().is_none() || q.expiry_timer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            q.expiry_timer.store(false, Ordering::Release);
+            return;
+        };
+        let (vhost, queue) = (self.me.clone(), Arc::downgrade(q));
+        rt.spawn(async move {
+            loop {
+                let (Some(q), Some(v)) = (queue.upgrade(), vhost.upgrade()) else {
+                    return;
+                };
+                if q.is_deleted() {
+                    return;
+                }
+                let Some(period) = q.expires() else {
+                    q.expiry_timer.store(false, Ordering::Release);
+                    return;
+                };
+                let wait = match q.unused_for() {
+                    Some(idle) if idle >= period => {
+                        tracing::info!(vhost = %v.name, queue = %q.name, "queue expired (unused for {period:?})");
+                        v.remove_queue(&q);
+                        return;
+                    }
+                    Some(idle) => period - idle,
+                    None => period,
+                };
+                drop((q, v));
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// A durable queue's settings changed (its `x-expires`): save definitions.
+    pub fn queue_changed(&self, q: &Queue) {
+        if q.durable {
+            self.changed();
+        }
     }
 
     /// Add an internal queue (direct reply-to) under a fixed name.
@@ -722,10 +788,10 @@ impl VHost {
         source: Arc<Exchange>,
         dest: Destination,
         key: &str,
-        args: &Table,
+        args: impl Fn(&Table) -> bool,
     ) {
         let (removed, left) =
-            source.remove_bindings(|b| b.dest.same(&dest) && b.key == key && &b.args == args);
+            source.remove_bindings(|b| b.dest.same(&dest) && b.key == key && args(&b.args));
         if removed > 0 && left == 0 && source.auto_delete {
             Self::auto_delete_exchanges(&mut topo, vec![source.name.to_string()]);
         }
@@ -767,7 +833,25 @@ impl VHost {
         let q = self.find_queue(&topo, queue)?;
         let x = self.find_exchange(&topo, exchange)?;
         q.check_owner(conn)?;
-        self.unbind(topo, x, Destination::Queue(q), key, args);
+        self.unbind(topo, x, Destination::Queue(q), key, |a| a == args);
+        Ok(())
+    }
+
+    /// Remove the bindings from `exchange` to `queue` with `key` whose
+    /// arguments are not `keep` (all of them with `None`): an MQTT
+    /// resubscribe binds the new arguments first, then drops the old, so
+    /// no message falls between.
+    pub fn unbind_queue_except(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        keep: Option<&Table>,
+    ) -> Result<()> {
+        let topo = self.topology.write();
+        let q = self.find_queue(&topo, queue)?;
+        let x = self.find_exchange(&topo, exchange)?;
+        self.unbind(topo, x, Destination::Queue(q), key, |a| Some(a) != keep);
         Ok(())
     }
 
@@ -801,7 +885,7 @@ impl VHost {
         let topo = self.topology.write();
         let d = self.find_exchange(&topo, destination)?;
         let s = self.find_exchange(&topo, source)?;
-        self.unbind(topo, s, Destination::Exchange(d), key, args);
+        self.unbind(topo, s, Destination::Exchange(d), key, |a| a == args);
         Ok(())
     }
 

@@ -39,7 +39,7 @@ pub(crate) async fn export(
             }
             queues.push(json!({
                 "name": q.name.as_ref(), "vhost": v.name.as_ref(), "durable": true,
-                "auto_delete": q.auto_delete, "arguments": table_json(&q.args),
+                "auto_delete": q.auto_delete, "arguments": table_json(&q.current_args()),
             }));
         }
         for bi in v.bindings() {

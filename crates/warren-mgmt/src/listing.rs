@@ -290,7 +290,7 @@ fn queue_json(v: &VHost, q: &warren_core::Queue, r: QueueRates) -> Json_ {
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive(),
-        "arguments": table_json(&q.args),
+        "arguments": table_json(&q.current_args()),
         "messages": st.ready + st.unacked,
         "messages_ready": st.ready,
         "messages_unacknowledged": st.unacked,

@@ -172,6 +172,8 @@ const QOS_HEADER: &str = "x-mqtt-publish-qos";
 /// Header naming the connection that published a message, set only when
 /// that connection has a no-local subscription matching the topic.
 const NO_LOCAL_HEADER: &str = "x-mqtt-no-local";
+/// Binding argument holding the QoS granted to a subscription.
+const GRANTED_QOS: &str = "x-mqtt-qos";
 /// Header marking a message published with RETAIN=1, for subscriptions
 /// with retain-as-published.
 const RETAIN_HEADER: &str = "x-mqtt-retain";
@@ -542,7 +544,7 @@ pub async fn handle(
     } else {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
     }
-    timers |= conn.cleanup(&shared, &key, epoch);
+    conn.cleanup();
     if !timers {
         shared.forget(&key, epoch);
     }
@@ -785,8 +787,22 @@ fn accept(
         ack_after_sync: None,
     };
     if session_present {
-        // A persistent session delivers at the QoS it subscribed with.
-        *conn.consumer.max_qos.lock() = 1;
+        // A persistent session delivers at the QoS its subscriptions were
+        // granted (kept on their bindings; 1 for bindings made before that).
+        let granted = match (conn.vhost.queue(&qname), conn.vhost.exchange(&cfg.exchange)) {
+            (Ok(q), Ok(x)) => x
+                .bindings_to_queue(&q)
+                .iter()
+                .map(|(_, args)| {
+                    args.get(GRANTED_QOS)
+                        .and_then(|v| v.as_i64())
+                        .map_or(1, |v| v.clamp(0, 2) as u8)
+                })
+                .max()
+                .unwrap_or(0),
+            _ => 1,
+        };
+        *conn.consumer.max_qos.lock() = granted;
     }
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
@@ -809,16 +825,37 @@ impl Conn {
         if let Some(q) = &self.queue {
             return Ok(q.clone());
         }
-        let decl = QueueDeclare {
-            name: format!("mqtt-subscription-{}", self.client_id),
-            durable: self.persistent,
-            auto_delete: false,
-            ..Default::default()
+        let name = format!("mqtt-subscription-{}", self.client_id);
+        // A persistent session's expiry is the queue's x-expires, so the
+        // core deletes it when unused that long, also after a restart.
+        let expires = self.expiry.filter(|_| self.persistent);
+        let q = match self.vhost.queue(&name) {
+            Ok(q) => {
+                if q.durable && q.expires() != expires {
+                    q.set_expires(expires);
+                    self.vhost.queue_changed(&q);
+                }
+                q
+            }
+            Err(_) => {
+                let mut args = Table::default();
+                if let Some(d) = expires {
+                    args.insert("x-expires", Value::I64(d.as_millis().max(1) as i64));
+                }
+                let decl = QueueDeclare {
+                    name,
+                    durable: self.persistent,
+                    auto_delete: false,
+                    args,
+                    ..Default::default()
+                };
+                self.vhost
+                    .declare_queue(&decl, 0)
+                    .map_err(|e| e.to_string())?
+                    .0
+            }
         };
-        let (q, _, _) = self
-            .vhost
-            .declare_queue(&decl, 0)
-            .map_err(|e| e.to_string())?;
+        self.vhost.watch_expiry(&q);
         let consumer = self.consumer.clone();
         q.add_consumer(ConsumerSpec {
             tag: self.consumer_tag.clone(),
@@ -1094,12 +1131,11 @@ impl Conn {
                 }
                 if let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) {
                     for f in filters.iter().filter(|f| !f.starts_with("$share/")) {
-                        let _ = self.vhost.unbind_queue(
+                        let _ = self.vhost.unbind_queue_except(
                             &q.name,
                             &x.name,
                             &filter_to_key(f),
-                            &Table::default(),
-                            0,
+                            None,
                         );
                     }
                 }
@@ -1155,17 +1191,21 @@ impl Conn {
         let (Ok(q), Ok(x)) = (self.ensure_queue(), self.vhost.exchange(&self.cfg.exchange)) else {
             return 0x80;
         };
-        if let Err(e) = self.vhost.bind_queue(
-            &q.name,
-            &x.name,
-            &filter_to_key(&f.filter),
-            &Table::default(),
-            0,
-        ) {
+        // The granted QoS rides on the binding, so it is stored with the
+        // session and comes back after a reconnect or a restart.
+        let granted = f.qos.min(2);
+        let mut args = Table::default();
+        args.insert(GRANTED_QOS, Value::U8(granted));
+        let key = filter_to_key(&f.filter);
+        if let Err(e) = self.vhost.bind_queue(&q.name, &x.name, &key, &args, 0) {
             tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
             return 0x80;
         }
-        let granted = f.qos.min(2);
+        // A resubscription replaces the old one: new binding first, then
+        // the old one goes, so the flow of messages is not interrupted.
+        let _ = self
+            .vhost
+            .unbind_queue_except(&q.name, &x.name, &key, Some(&args));
         let mut m = self.consumer.max_qos.lock();
         *m = (*m).max(granted);
         granted
@@ -1330,9 +1370,8 @@ impl Conn {
         }
     }
 
-    /// Release the session's consumers; true when a session-expiry timer
-    /// was started (it needs the session's epoch entry).
-    fn cleanup(&mut self, shared: &Arc<Shared>, key: &Key, epoch: u64) -> bool {
+    /// Release the session's consumers; a clean session's queue goes.
+    fn cleanup(&mut self) {
         {
             let c = &self.consumer;
             c.active.store(false, Ordering::Release);
@@ -1361,28 +1400,13 @@ impl Conn {
             q.requeue([d]);
         }
         let Some(q) = self.queue.take() else {
-            return false;
+            return;
         };
-        match self.expiry {
-            Some(d) if d.is_zero() => {
-                self.vhost.remove_queue(&q);
-            }
-            Some(d) => {
-                // Session expiry: the queue goes unless the client came back.
-                let (vhost, shared, key) = (self.vhost.clone(), shared.clone(), key.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    if shared.is_latest(&key, epoch) {
-                        tracing::info!(queue = %q.name, "MQTT session expired");
-                        vhost.remove_queue(&q);
-                    }
-                    shared.forget(&key, epoch);
-                });
-                return true;
-            }
-            None => {}
+        // A session that ends with its connection loses its queue now;
+        // otherwise the queue's x-expires (see ensure_queue) applies.
+        if self.expiry == Some(Duration::ZERO) {
+            self.vhost.remove_queue(&q);
         }
-        false
     }
 }
 

@@ -276,6 +276,19 @@ impl Exchange {
         self.inner.read().live
     }
 
+    /// (key, arguments) of the bindings to `queue` (a scan under the read
+    /// lock, cloning only those).
+    pub fn bindings_to_queue(&self, queue: &Arc<Queue>) -> Vec<(String, Table)> {
+        self.inner
+            .read()
+            .slots
+            .iter()
+            .flatten()
+            .filter(|b| matches!(&b.dest, Destination::Queue(q) if Arc::ptr_eq(q, queue)))
+            .map(|b| (b.key.clone(), b.args.clone()))
+            .collect()
+    }
+
     /// Snapshot of all bindings, for listing.
     pub fn bindings(&self) -> Vec<Binding> {
         self.inner.read().slots.iter().flatten().cloned().collect()
