@@ -45,6 +45,13 @@ fn allow(ctx: &Ctx<'_>, access: Access, kind: Resource, name: &str) -> AmqpResul
     ctx.guard.check(access, kind, name).map_err(AmqpError::from)
 }
 
+/// RabbitMQ's rule for (un)binding: write on the destination, read on the
+/// source exchange.
+fn allow_binding(ctx: &Ctx<'_>, dest_kind: Resource, dest: &str, source: &str) -> AmqpResult {
+    allow(ctx, Access::Write, dest_kind, dest)?;
+    allow(ctx, Access::Read, Resource::Exchange, source)
+}
+
 struct Pending {
     exchange: Vec<u8>,
     key_len: usize,
@@ -642,13 +649,12 @@ impl Channel {
                 );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
-                allow(
+                allow_binding(
                     ctx,
-                    Access::Write,
                     Resource::Exchange,
                     b.destination.as_str(),
+                    b.source.as_str(),
                 )?;
-                allow(ctx, Access::Read, Resource::Exchange, b.source.as_str())?;
                 ctx.vhost.bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -661,13 +667,12 @@ impl Channel {
                 );
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
-                allow(
+                allow_binding(
                     ctx,
-                    Access::Write,
                     Resource::Exchange,
                     b.destination.as_str(),
+                    b.source.as_str(),
                 )?;
-                allow(ctx, Access::Read, Resource::Exchange, b.source.as_str())?;
                 ctx.vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -712,8 +717,7 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
-                allow(ctx, Access::Write, Resource::Queue, &qname)?;
-                allow(ctx, Access::Read, Resource::Exchange, b.exchange.as_str())?;
+                allow_binding(ctx, Resource::Queue, &qname, b.exchange.as_str())?;
                 ctx.vhost.bind_queue(
                     &qname,
                     b.exchange.as_str(),
@@ -728,8 +732,7 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
                 let qname = self.queue_name(b.queue.as_str())?;
-                allow(ctx, Access::Write, Resource::Queue, &qname)?;
-                allow(ctx, Access::Read, Resource::Exchange, b.exchange.as_str())?;
+                allow_binding(ctx, Resource::Queue, &qname, b.exchange.as_str())?;
                 ctx.vhost.unbind_queue(
                     &qname,
                     b.exchange.as_str(),
