@@ -63,6 +63,15 @@ def test_warrenctl_list_queues_matches_pika(broker):
     # The same numbers pika sees.
     assert ch.queue_declare("ctl-b", passive=True).method.message_count == 2
 
+    ch.exchange_declare("ctl-x", "topic", durable=True)
+    ch.queue_bind("ctl-a", "ctl-x", "orders.#")
+    xs = {x["name"]: x["type"] for x in json.loads(ctl(broker, "list_exchanges", "--format", "json").stdout)}
+    assert xs["ctl-x"] == "topic" and xs["amq.fanout"] == "fanout"
+    out = ctl(broker, "list_exchanges").stdout.splitlines()
+    assert out[0].split() == ["name", "type"] and any(l.split() == ["ctl-x", "topic"] for l in out)
+    bs = json.loads(ctl(broker, "list_bindings", "--format", "json").stdout)
+    assert {"source_name": "ctl-x", "source_kind": "exchange", "destination_name": "ctl-a",
+            "destination_kind": "queue", "routing_key": "orders.#", "arguments": {}} in bs
     consumers = json.loads(ctl(broker, "list_consumers", "--format", "json").stdout)
     mine = [x for x in consumers if x["queue_name"] == "ctl-a"]
     assert len(mine) == 1 and mine[0]["ack_required"] is True and mine[0]["prefetch_count"] == 2
@@ -118,6 +127,10 @@ def test_warrenctl_errors_are_clear(broker):
     assert r.returncode == 1 and "no-such-queue" in r.stderr
     status = ctl(broker, "status").stdout
     assert "Warren" in status and "amqp on 127.0.0.1" in status
+    s, nodes = broker.api("/api/nodes")
+    assert s == 200 and nodes[0]["running"] is True
+    assert nodes[0]["mem_used"] > 1 << 20 and nodes[0]["fd_used"] > 3
+    assert "Memory used (bytes): " in status and "File descriptors: " in status
 
 
 def test_connections_channels_consumers_over_http(broker):

@@ -390,13 +390,12 @@ impl Conn {
         number: u16,
         f: impl FnOnce(&mut Channel, &Ctx<'_>) -> AmqpResult,
     ) -> AmqpResult {
-        let vhost = self.vhost.clone().expect("running connection has a vhost");
-        let guard = self.guard.clone().expect("running connection has a guard");
+        // Borrowed field by field, not cloned: this runs for every frame.
         let ctx = Ctx {
-            vhost: &vhost,
+            vhost: self.vhost.as_ref().expect("running connection has a vhost"),
             conn_id: self.id,
             cfg: &self.cfg,
-            guard: &guard,
+            guard: self.guard.as_ref().expect("running connection has a guard"),
         };
         match self.channels.get_mut(number as usize) {
             Some(Some(ch)) if ch.closing => Ok(()),
