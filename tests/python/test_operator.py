@@ -195,6 +195,8 @@ def test_declare_publish_get_over_http(broker):
     m, props, body = ch.basic_get("http-q")
     assert body == b"hello" and props.headers == {"k": "v"} and props.correlation_id == "c1"
     ch.basic_nack(m.delivery_tag, requeue=True)
+    # A synchronous method after the nack: once it answers, the nack was handled.
+    assert ch.queue_declare("http-q", passive=True).method.message_count == 1
     s, msgs = broker.api("/api/queues/%2F/http-q/get", method="POST",
                          body={"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
     assert s == 200 and len(msgs) == 1

@@ -74,6 +74,15 @@ struct RouteCache {
     queues: Vec<Arc<Queue>>,
 }
 
+/// What happens to settled deliveries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ack,
+    Requeue,
+    /// Rejected without requeue: dropped, or dead-lettered.
+    Reject,
+}
+
 /// Why a publish's confirm cannot be sent right away.
 #[derive(Clone, Copy, Debug)]
 enum Wait {
@@ -541,13 +550,18 @@ impl Channel {
         if !s.negative {
             ConnStats::add(&self.shared.stats.acked, settled.len() as u64);
         }
-        self.release(&mut settled, s.negative && s.requeue);
+        let outcome = match (s.negative, s.requeue) {
+            (false, _) => Outcome::Ack,
+            (true, true) => Outcome::Requeue,
+            (true, false) => Outcome::Reject,
+        };
+        self.release(&mut settled, outcome);
         self.settled = settled;
         Ok(())
     }
 
     /// Return credit and settle or requeue messages taken off `unacked`.
-    fn release(&self, settled: &mut Vec<Unacked>, requeue: bool) {
+    fn release(&self, settled: &mut Vec<Unacked>, outcome: Outcome) {
         for u in settled.iter() {
             if let Some(c) = &u.consumer {
                 c.unacked.fetch_sub(1, Ordering::Relaxed);
@@ -560,10 +574,11 @@ impl Channel {
             while j < settled.len() && Arc::ptr_eq(&settled[j].queue, &q) {
                 j += 1;
             }
-            if requeue {
-                q.requeue(settled[i..j].iter().map(|u| u.delivery.clone()));
-            } else {
-                q.settle(settled[i..j].iter().map(|u| &u.delivery));
+            match outcome {
+                Outcome::Requeue => q.requeue(settled[i..j].iter().map(|u| u.delivery.clone())),
+                Outcome::Ack => q.settle(settled[i..j].iter().map(|u| &u.delivery)),
+                // Dead-lettered when the queue has a DLX.
+                Outcome::Reject => q.reject(settled[i..j].iter().map(|u| &u.delivery)),
             }
             i = j;
         }
@@ -592,7 +607,7 @@ impl Channel {
                 ctx.vhost.remove_queue(&c.queue);
             }
         }
-        self.release(&mut unacked, true);
+        self.release(&mut unacked, Outcome::Requeue);
         if let Some(q) = self.reply_queue.take() {
             ctx.vhost.remove_queue(&q);
         }
@@ -1015,7 +1030,7 @@ impl Channel {
             return Err(AmqpError::connection(540, "requeue=false"));
         }
         let mut all: Vec<Unacked> = self.shared.state.lock().unacked.drain(..).collect();
-        self.release(&mut all, true);
+        self.release(&mut all, Outcome::Requeue);
         Ok(())
     }
 }

@@ -79,6 +79,39 @@ pub struct Limits {
     pub overflow: Overflow,
     /// `x-expires`: the queue is deleted after being unused this long.
     pub expires: Option<Duration>,
+    /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// Where a queue's dead letters go (RabbitMQ's DLX arguments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Exchange to republish to (`""` is the default exchange).
+    pub exchange: String,
+    /// Routing key to use instead of the message's own.
+    pub routing_key: Option<String>,
+}
+
+/// Why a message was dead-lettered (the `reason` of its `x-death` entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeathReason {
+    /// basic.reject or basic.nack with requeue=false.
+    Rejected,
+    /// Its TTL passed.
+    Expired,
+    /// Dropped from the head by `x-max-length(-bytes)`.
+    MaxLen,
+}
+
+impl DeathReason {
+    /// RabbitMQ's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::MaxLen => "maxlen",
+        }
+    }
 }
 
 impl Limits {
@@ -115,7 +148,30 @@ impl Limits {
             }
             other => other.map(|n| Duration::from_millis(n as u64)),
         };
+        let text = |k: &str| -> Result<Option<String>> {
+            match args.get(k) {
+                None => Ok(None),
+                Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| {
+                    CoreError::PreconditionFailed(format!("invalid arg '{k}' for queue: {v:?}"))
+                }),
+            }
+        };
+        let dead_letter = match (
+            text("x-dead-letter-exchange")?,
+            text("x-dead-letter-routing-key")?,
+        ) {
+            (Some(exchange), routing_key) => Some(DeadLetter {
+                exchange,
+                routing_key,
+            }),
+            (None, Some(_)) => return Err(CoreError::PreconditionFailed(
+                "invalid arg 'x-dead-letter-routing-key' for queue: needs x-dead-letter-exchange"
+                    .into(),
+            )),
+            (None, None) => None,
+        };
         Ok(Limits {
+            dead_letter,
             expires,
             message_ttl: int("x-message-ttl")?.map(|n| Duration::from_millis(n as u64)),
             max_length: int("x-max-length")?.map(|n| n as usize),
@@ -184,6 +240,13 @@ pub struct Queue {
     last_used: AtomicU64,
     /// An expiry timer task runs for this queue.
     pub(crate) expiry_timer: AtomicBool,
+    /// Messages waiting to be republished to the dead-letter exchange.
+    dead: Mutex<Vec<(Message, DeathReason)>>,
+    /// A task drains `dead` (or the TTL sweeper runs) for this queue.
+    pub(crate) dead_letter_task: AtomicBool,
+    pub(crate) ttl_sweeper: AtomicBool,
+    /// The vhost, for dead-lettering (set when the queue is added).
+    pub(crate) home: std::sync::OnceLock<std::sync::Weak<crate::VHost>>,
 }
 
 /// Milliseconds since the first call (a process-wide monotonic origin).
@@ -246,6 +309,10 @@ impl Queue {
             expires_ms: AtomicU64::new(limits.expires.map_or(0, |d| d.as_millis() as u64)),
             last_used: AtomicU64::new(clock()),
             expiry_timer: AtomicBool::new(false),
+            dead: Mutex::new(Vec::new()),
+            dead_letter_task: AtomicBool::new(false),
+            ttl_sweeper: AtomicBool::new(false),
+            home: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
                 ready: VecDeque::new(),
                 ready_bytes: 0,
@@ -389,6 +456,11 @@ impl Queue {
             expires_at: ttl,
         });
         self.dispatch_locked(&mut inner);
+        if ttl.is_some() && self.limits.dead_letter.is_some() {
+            drop(inner);
+            self.start_ttl_sweeper();
+            inner = self.lock();
+        }
         if inner.ready.len() > FLOW_BACKLOG && !inner.consumers.is_empty() {
             Enqueued::Backlogged
         } else {
@@ -406,6 +478,7 @@ impl Queue {
                 Some(d) => {
                     inner.ready_bytes -= d.message.body_len();
                     self.forget(&d.message);
+                    self.dead_letter(d.message, DeathReason::MaxLen);
                 }
                 None => break,
             }
@@ -424,7 +497,109 @@ impl Queue {
             let d = inner.ready.pop_front().expect("front exists");
             inner.ready_bytes -= d.message.body_len();
             self.forget(&d.message);
+            self.dead_letter(d.message, DeathReason::Expired);
         }
+    }
+
+    /// Hand a dropped message to the dead-letter exchange, if the queue has
+    /// one. Called under the queue lock, so the message only goes on a list
+    /// here; a task republishes it outside every lock.
+    fn dead_letter(&self, m: Message, reason: DeathReason) {
+        if self.limits.dead_letter.is_none() {
+            return;
+        }
+        self.dead.lock().push((m, reason));
+        if !self.dead_letter_task.swap(true, Ordering::AcqRel) {
+            match (
+                tokio::runtime::Handle::try_current(),
+                self.home.get().cloned(),
+            ) {
+                (Ok(rt), Some(home)) => {
+                    let name = self.name.clone();
+                    rt.spawn(async move {
+                        if let Some(v) = home.upgrade() {
+                            v.drain_dead_letters(&name);
+                        }
+                    });
+                }
+                _ => {
+                    self.dead.lock().clear();
+                    self.dead_letter_task.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Take the pending dead letters (the drain task).
+    pub(crate) fn take_dead_letters(&self) -> Vec<(Message, DeathReason)> {
+        std::mem::take(&mut *self.dead.lock())
+    }
+
+    /// More dead letters came while the drain task finished: true when
+    /// this caller must drain again.
+    pub(crate) fn dead_letters_pending(&self) -> bool {
+        self.dead_letter_task.store(false, Ordering::Release);
+        !self.dead.lock().is_empty() && !self.dead_letter_task.swap(true, Ordering::AcqRel)
+    }
+
+    /// Messages rejected without requeue: dead-lettered if the queue has a
+    /// DLX, then settled.
+    pub fn reject<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+        let mut n = 0;
+        for d in deliveries {
+            n += 1;
+            self.forget(&d.message);
+            self.dead_letter(d.message.clone(), DeathReason::Rejected);
+        }
+        self.unacked.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Drop expired messages now (the TTL sweeper of a queue with a DLX);
+    /// returns when the next head expires, if one will.
+    pub(crate) fn sweep_expired(&self) -> Option<Instant> {
+        let mut inner = self.lock();
+        self.drop_expired(&mut inner);
+        inner.ready.front().and_then(|d| d.expires_at)
+    }
+
+    /// Expiry is otherwise lazy (a message nobody can see may stay until
+    /// the queue is touched); with a DLX the expired message must move on
+    /// in time, so a task sleeps until the head's expiry.
+    fn start_ttl_sweeper(self: &Arc<Self>) {
+        if self.ttl_sweeper.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.ttl_sweeper.store(false, Ordering::Release);
+            return;
+        };
+        let me = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let Some(q) = me.upgrade() else { return };
+                if q.is_deleted() {
+                    return;
+                }
+                match q.sweep_expired() {
+                    Some(at) => {
+                        drop(q);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    None => {
+                        q.ttl_sweeper.store(false, Ordering::Release);
+                        // A message with a TTL may have come in meanwhile.
+                        let again = q
+                            .lock()
+                            .ready
+                            .front()
+                            .is_some_and(|d| d.expires_at.is_some());
+                        if !again || q.ttl_sweeper.swap(true, Ordering::AcqRel) {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Hand ready messages to consumers with credit; call after credit grows.

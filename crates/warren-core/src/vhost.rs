@@ -15,7 +15,8 @@ use warren_store::{BindingDef, ExchangeDef, Log, QueueDef, QueueKey};
 use crate::error::{CoreError, Result};
 use crate::exchange::{Binding, BindingId, Destination, Exchange, TypeRegistry};
 use crate::message::Message;
-use crate::queue::{Enqueued, Queue};
+use crate::props::Properties;
+use crate::queue::{DeadLetter, DeathReason, Enqueued, Queue};
 use crate::value::{Table, Value};
 
 /// Scratch space for routing, owned by a channel so publishing never allocates.
@@ -612,6 +613,104 @@ impl VHost {
         });
     }
 
+    /// Republish the dead letters of queue `name` to its dead-letter
+    /// exchange (the queue's drain task; runs outside every lock).
+    pub(crate) fn drain_dead_letters(&self, name: &str) {
+        let Ok(q) = self.queue(name) else { return };
+        let Some(dl) = q.limits.dead_letter.clone() else {
+            return;
+        };
+        let mut scratch = RouteScratch::default();
+        loop {
+            for (m, reason) in q.take_dead_letters() {
+                if let Err(e) = self.republish_dead(&q, &dl, m, reason, &mut scratch) {
+                    tracing::debug!(queue = %q.name, "dead letter dropped: {e}");
+                }
+            }
+            if !q.dead_letters_pending() {
+                return;
+            }
+        }
+    }
+
+    /// One dead letter: `x-death` and `x-first-death-*` headers as RabbitMQ
+    /// writes them, the per-message TTL removed, then routed through the
+    /// DLX. A message that would expire round the same queue forever
+    /// (a cycle with no rejection in it) is dropped, as RabbitMQ does.
+    fn republish_dead(
+        &self,
+        q: &Queue,
+        dl: &DeadLetter,
+        m: Message,
+        reason: DeathReason,
+        scratch: &mut RouteScratch,
+    ) -> Result<()> {
+        let x = self.exchange(&dl.exchange)?;
+        let mut props = Properties::decode(m.raw_properties())
+            .map_err(|e| CoreError::Internal(format!("bad properties: {e}")))?;
+        let mut headers = props.headers.take().unwrap_or_default();
+        let mut deaths = match headers.get("x-death") {
+            Some(Value::Array(a)) => a.clone(),
+            _ => Vec::new(),
+        };
+        let field = |t: &Table, k: &str| t.get(k).and_then(|v| v.as_str()).map(String::from);
+        let same = |v: &Value| match v {
+            Value::Table(t) => {
+                field(t, "queue").as_deref() == Some(&*q.name)
+                    && field(t, "reason").as_deref() == Some(reason.as_str())
+            }
+            _ => false,
+        };
+        let automatic = deaths.iter().all(|d| match d {
+            Value::Table(t) => field(t, "reason").as_deref() != Some("rejected"),
+            _ => true,
+        });
+        let count = match deaths.iter().position(same) {
+            Some(i) => {
+                if reason != DeathReason::Rejected && automatic {
+                    tracing::warn!(queue = %q.name, "dead-letter cycle without rejection: message dropped");
+                    return Ok(());
+                }
+                let old = deaths.remove(i);
+                match old {
+                    Value::Table(t) => t.get("count").and_then(|c| c.as_i64()).unwrap_or(1) + 1,
+                    _ => 1,
+                }
+            }
+            None => 1,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut death = Table::default();
+        death.insert("count", Value::I64(count));
+        death.insert("reason", Value::str(reason.as_str()));
+        death.insert("queue", Value::str(&q.name));
+        death.insert("time", Value::Timestamp(now));
+        death.insert("exchange", Value::str(&m.exchange));
+        death.insert(
+            "routing-keys",
+            Value::Array(vec![Value::str(m.routing_key())]),
+        );
+        if let Some(exp) = &props.expiration {
+            death.insert("original-expiration", Value::str(exp));
+        }
+        deaths.insert(0, Value::Table(death));
+        if headers.get("x-first-death-reason").is_none() {
+            headers.insert("x-first-death-reason", Value::str(reason.as_str()));
+            headers.insert("x-first-death-queue", Value::str(&q.name));
+            headers.insert("x-first-death-exchange", Value::str(&m.exchange));
+        }
+        headers.insert("x-death", Value::Array(deaths));
+        props.headers = Some(headers);
+        props.expiration = None;
+        let key = dl.routing_key.as_deref().unwrap_or(m.routing_key());
+        let msg = Message::from_parts(&x.name, key, &props.encode(), m.body.clone())
+            .map_err(|e| CoreError::Internal(format!("dead letter: {e}")))?;
+        self.publish(&x, msg, scratch)?;
+        Ok(())
+    }
+
     /// A durable queue's settings changed (its `x-expires`): save definitions.
     pub fn queue_changed(&self, q: &Queue) {
         if q.durable {
@@ -628,6 +727,7 @@ impl VHost {
     }
 
     fn insert_queue(&self, topo: &mut Topology, q: Arc<Queue>) -> Result<()> {
+        let _ = q.home.set(self.me.clone());
         let default = topo.exchanges.get("").expect("default exchange").clone();
         default.add_binding(Binding {
             dest: Destination::Queue(q.clone()),

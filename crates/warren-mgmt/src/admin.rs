@@ -434,9 +434,11 @@ pub(crate) async fn queue_get(
 ) -> Result<Json<Json_>, ApiError> {
     let (_, _, q) = queue_for(&s, &h, &vhost, &name, Access::Read)?;
     let count = body.get("count").and_then(|c| c.as_u64()).unwrap_or(1) as usize;
-    let requeue = match body.get("ackmode").and_then(|a| a.as_str()) {
-        Some("ack_requeue_true" | "reject_requeue_true") | None => true,
-        Some("ack_requeue_false" | "reject_requeue_false") => false,
+    // (requeue, reject): a reject without requeue dead-letters, as on AMQP.
+    let (requeue, reject) = match body.get("ackmode").and_then(|a| a.as_str()) {
+        Some("ack_requeue_true" | "reject_requeue_true") | None => (true, false),
+        Some("ack_requeue_false") => (false, false),
+        Some("reject_requeue_false") => (false, true),
         Some(other) => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
     };
     let base64_out = body.get("encoding").and_then(|e| e.as_str()) == Some("base64");
@@ -474,6 +476,8 @@ pub(crate) async fn queue_get(
     }
     if requeue {
         q.requeue(taken);
+    } else if reject {
+        q.reject(taken.iter());
     } else {
         q.settle(taken.iter());
     }

@@ -1,0 +1,97 @@
+"""Dead-letter exchanges as RabbitMQ does them: rejected, expired and
+overflowed messages republished with x-death headers."""
+import time
+
+import pika
+
+
+def next_message(conn, ch, queue, timeout=10):
+    """The next message of `queue` (auto-ack) within `timeout` seconds."""
+    for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=timeout):
+        ch.cancel()
+        assert method is not None, f"nothing arrived in {queue} within {timeout} s"
+        return method, props, body
+
+
+def test_rejected_message_goes_to_dlx_with_x_death(conn):
+    ch = conn.channel()
+    ch.exchange_declare("dlx-fan", "fanout")
+    ch.queue_declare("dlx-dead")
+    ch.queue_bind("dlx-dead", "dlx-fan")
+    ch.queue_declare("dlx-work", arguments={"x-dead-letter-exchange": "dlx-fan"})
+    ch.basic_publish("", "dlx-work", b"bad job",
+                     pika.BasicProperties(headers={"job": "7"}, delivery_mode=2))
+    m, _, _ = ch.basic_get("dlx-work")
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    method, props, body = next_message(conn, ch, "dlx-dead")
+    assert body == b"bad job" and method.routing_key == "dlx-work"
+    death = props.headers["x-death"][0]
+    assert (death["reason"], death["queue"], death["exchange"], death["count"]) == (
+        "rejected", "dlx-work", "", 1)
+    assert death["routing-keys"] == ["dlx-work"]
+    assert props.headers["x-first-death-reason"] == "rejected"
+    assert props.headers["job"] == "7" and props.delivery_mode == 2
+    # A nack with requeue=false dead-letters too; an ack does not.
+    ch.basic_publish("", "dlx-work", b"nacked")
+    ch.basic_publish("", "dlx-work", b"acked")
+    m1, _, _ = ch.basic_get("dlx-work")
+    m2, _, _ = ch.basic_get("dlx-work")
+    ch.basic_nack(m1.delivery_tag, requeue=False)
+    ch.basic_ack(m2.delivery_tag)
+    _, _, body = next_message(conn, ch, "dlx-dead")
+    assert body == b"nacked"
+    assert ch.queue_declare("dlx-dead", passive=True).method.message_count == 0
+
+
+def test_ttl_expiry_dead_letters_with_routing_key_override(conn):
+    """The delayed-retry pattern: a wait queue with a TTL and no consumers
+    dead-letters into the work queue through the default exchange."""
+    ch = conn.channel()
+    ch.queue_declare("retry-work")
+    ch.queue_declare("retry-wait", arguments={
+        "x-message-ttl": 200, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "retry-work"})
+    sent = time.time()
+    ch.basic_publish("", "retry-wait", b"try again",
+                     pika.BasicProperties(expiration="60000"))
+    method, props, body = next_message(conn, ch, "retry-work")
+    assert body == b"try again" and time.time() - sent >= 0.19
+    assert method.routing_key == "retry-work"
+    death = props.headers["x-death"][0]
+    assert (death["reason"], death["queue"]) == ("expired", "retry-wait")
+    assert death["original-expiration"] == "60000"
+    assert props.expiration is None  # the per-message TTL is removed
+
+
+def test_max_length_overflow_dead_letters_the_head(conn):
+    ch = conn.channel()
+    ch.queue_declare("ml-dead")
+    ch.queue_declare("ml-bounded", arguments={
+        "x-max-length": 1, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "ml-dead"})
+    ch.basic_publish("", "ml-bounded", b"first")
+    ch.basic_publish("", "ml-bounded", b"second")
+    _, props, body = next_message(conn, ch, "ml-dead")
+    assert body == b"first" and props.headers["x-death"][0]["reason"] == "maxlen"
+    assert ch.queue_declare("ml-bounded", passive=True).method.message_count == 1
+
+
+def test_expiry_cycle_is_cut(broker, conn):
+    ch = conn.channel()
+    # Expires back into itself: one round is allowed, the second is a cycle.
+    ch.queue_declare("cycle-q", arguments={
+        "x-message-ttl": 50, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "cycle-q"})
+    ch.basic_publish("", "cycle-q", b"round and round")
+    assert broker.wait_log("dead-letter cycle without rejection", timeout=10)
+    assert ch.queue_declare("cycle-q", passive=True).method.message_count == 0
+
+
+def test_bad_dead_letter_arguments_are_406(conn):
+    import pytest
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().queue_declare("dlx-bad", arguments={"x-dead-letter-routing-key": "k"})
+    assert e.value.reply_code == 406
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().queue_declare("dlx-bad2", arguments={"x-dead-letter-exchange": 5})
+    assert e.value.reply_code == 406
