@@ -95,3 +95,26 @@ def test_bad_dead_letter_arguments_are_406(conn):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         conn.channel().queue_declare("dlx-bad2", arguments={"x-dead-letter-exchange": 5})
     assert e.value.reply_code == 406
+
+
+def test_alternate_exchange_takes_unroutable_messages(conn):
+    ch = conn.channel()
+    ch.exchange_declare("ae-fallback", "fanout")
+    ch.queue_declare("ae-unrouted")
+    ch.queue_bind("ae-unrouted", "ae-fallback")
+    ch.exchange_declare("ae-main", "direct", arguments={"alternate-exchange": "ae-fallback"})
+    ch.queue_declare("ae-routed")
+    ch.queue_bind("ae-routed", "ae-main", "known")
+    ch.confirm_delivery()
+    # Mandatory publishes: the alternate exchange routed it, so no return.
+    ch.basic_publish("ae-main", "known", b"k", mandatory=True)
+    ch.basic_publish("ae-main", "unknown", b"u", mandatory=True)
+    _, _, body = next_message(conn, ch, "ae-routed")
+    assert body == b"k"
+    method, _, body = next_message(conn, ch, "ae-unrouted")
+    assert (body, method.exchange, method.routing_key) == (b"u", "ae-main", "unknown")
+    # An alternate exchange that does not exist leaves the message unroutable.
+    ch.exchange_declare("ae-broken", "direct", arguments={"alternate-exchange": "no-such-x"})
+    import pytest
+    with pytest.raises(pika.exceptions.UnroutableError):
+        ch.basic_publish("ae-broken", "k", b"lost", mandatory=True)

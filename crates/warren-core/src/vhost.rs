@@ -1003,24 +1003,54 @@ impl VHost {
         scratch.cacheable = true;
         scratch.seen.push(Arc::as_ptr(exchange));
         exchange.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
-        while let Some(d) = scratch.dests.pop() {
-            match d {
-                Destination::Queue(q) => {
-                    if !scratch.queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
-                        scratch.queues.push(q);
+        // The alternate exchange being tried (none at first: no Arc clone
+        // on the common path).
+        let mut hop: Option<Arc<Exchange>> = None;
+        loop {
+            while let Some(d) = scratch.dests.pop() {
+                match d {
+                    Destination::Queue(q) => {
+                        if !scratch.queues.iter().any(|x| Arc::ptr_eq(x, &q)) {
+                            scratch.queues.push(q);
+                        }
                     }
-                }
-                Destination::Exchange(x) => {
-                    scratch.cacheable = false;
-                    let p = Arc::as_ptr(&x);
-                    if !scratch.seen.contains(&p) {
-                        scratch.seen.push(p);
-                        x.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
+                    Destination::Exchange(x) => {
+                        scratch.cacheable = false;
+                        let p = Arc::as_ptr(&x);
+                        if !scratch.seen.contains(&p) {
+                            scratch.seen.push(p);
+                            x.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
+                        }
                     }
                 }
             }
+            // Unroutable: RabbitMQ's alternate exchange takes it (and its
+            // own alternate, in turn). Its bindings are not covered by the
+            // channel's route cache, so such results are not cached.
+            if !scratch.queues.is_empty() {
+                return Ok(());
+            }
+            let current = hop.as_ref().unwrap_or(exchange);
+            let Some(ae) = current
+                .args
+                .get("alternate-exchange")
+                .and_then(|v| v.as_str())
+            else {
+                return Ok(());
+            };
+            scratch.cacheable = false;
+            let Ok(next) = self.exchange(ae) else {
+                tracing::debug!(vhost = %self.name, exchange = %current.name, "alternate exchange '{ae}' does not exist");
+                return Ok(());
+            };
+            let p = Arc::as_ptr(&next);
+            if scratch.seen.contains(&p) {
+                return Ok(());
+            }
+            scratch.seen.push(p);
+            next.route_into(msg, &mut scratch.ids, &mut scratch.dests)?;
+            hop = Some(next);
         }
-        Ok(())
     }
 
     /// Hand one message to each queue; the body is shared, never copied.
