@@ -233,3 +233,29 @@ def test_full_disk_refuses_persistent_publishes_clearly(tmp_path, small_disk):
         assert ch.basic_get("still-works", auto_ack=True)[2] == b"transient"
     finally:
         b.stop()
+
+
+def test_ttl_counts_again_after_restart_and_dead_letters(fresh):
+    """Stored messages keep their TTL across a restart (counted from the
+    restart, since the log keeps no arrival time); with a DLX they move on
+    when it passes."""
+    c = fresh.connect()
+    ch = c.channel()
+    ch.queue_declare("after-dead", durable=True)
+    ch.queue_declare("after-wait", durable=True, arguments={
+        "x-message-ttl": 2000, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "after-dead"})
+    ch.confirm_delivery()
+    ch.basic_publish("", "after-wait", b"later", pika.BasicProperties(delivery_mode=2))
+    c.close()
+    fresh.restart()
+    c = fresh.connect()
+    ch = c.channel()
+    assert ch.queue_declare("after-wait", passive=True).method.message_count == 1
+    for method, props, body in ch.consume("after-dead", auto_ack=True, inactivity_timeout=15):
+        break
+    ch.cancel()
+    assert method is not None, "the restored message never expired"
+    assert body == b"later" and props.headers["x-death"][0]["reason"] == "expired"
+    assert ch.queue_declare("after-wait", passive=True).method.message_count == 0
+    c.close()

@@ -363,8 +363,23 @@ impl Queue {
         }
     }
 
+    /// When a message enqueued now expires: the shorter of the queue's
+    /// `x-message-ttl` and the message's expiration.
+    fn expiry_for(&self, message: &Message) -> Option<Instant> {
+        match (self.limits.message_ttl, message.expiration_ms) {
+            (None, None) => None,
+            (a, b) => {
+                let b = b.map(Duration::from_millis);
+                // A TTL too large to represent never expires.
+                Instant::now()
+                    .checked_add(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
+            }
+        }
+    }
+
     /// Put recovered messages back, in order, without logging them again.
-    pub fn restore(&self, messages: impl IntoIterator<Item = (Message, bool)>) {
+    /// TTLs count again from the restart (the log keeps no arrival time).
+    pub fn restore(self: &Arc<Self>, messages: impl IntoIterator<Item = (Message, bool)>) {
         let mut inner = self.lock();
         let messages = messages.into_iter();
         inner.ready.reserve(messages.size_hint().1.unwrap_or(0));
@@ -372,12 +387,19 @@ impl Queue {
             let seq = inner.next_seq;
             inner.next_seq += 1;
             inner.ready_bytes += message.body_len();
+            let expires_at = self.expiry_for(&message);
             inner.ready.push_back(Delivery {
                 message,
                 seq,
                 redelivered,
-                expires_at: None,
+                expires_at,
             });
+        }
+        let sweep = self.limits.dead_letter.is_some()
+            && inner.ready.front().is_some_and(|d| d.expires_at.is_some());
+        drop(inner);
+        if sweep {
+            self.start_ttl_sweeper();
         }
     }
 
@@ -436,15 +458,7 @@ impl Queue {
                 return Enqueued::Rejected;
             }
         }
-        let ttl = match (self.limits.message_ttl, message.expiration_ms) {
-            (None, None) => None,
-            (a, b) => {
-                let b = b.map(Duration::from_millis);
-                // A TTL too large to represent never expires.
-                Instant::now()
-                    .checked_add(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
-            }
-        };
+        let ttl = self.expiry_for(&message);
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.stats.published += 1;
