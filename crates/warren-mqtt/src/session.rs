@@ -328,6 +328,34 @@ fn amqp_to_props(m: &Message) -> Props {
     out
 }
 
+/// No MQTT 5 property that maps to an AMQP one.
+fn is_plain(p: &Props) -> bool {
+    p.content_type.is_none()
+        && p.correlation_data.is_none()
+        && p.message_expiry.is_none()
+        && p.response_topic.is_none()
+        && p.user.is_empty()
+}
+
+/// What [`props_to_amqp`] encodes for a publish without MQTT 5 properties,
+/// written directly: delivery_mode, and for QoS 1/2 the
+/// `x-mqtt-publish-qos` header.
+fn plain_props(out: &mut BytesMut, qos: u8) {
+    use bytes::BufMut;
+    if qos == 0 {
+        out.put_u16(0x1000); // delivery_mode
+        out.put_u8(1);
+    } else {
+        out.put_u16(0x3000); // headers, delivery_mode
+        out.put_u32(1 + QOS_HEADER.len() as u32 + 2);
+        out.put_u8(QOS_HEADER.len() as u8);
+        out.put_slice(QOS_HEADER.as_bytes());
+        out.put_u8(b'B');
+        out.put_u8(qos);
+        out.put_u8(2);
+    }
+}
+
 /// AMQP properties for an MQTT publish: QoS 0/1+ -> delivery_mode 1/2, and
 /// the MQTT 5 properties RabbitMQ maps.
 fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
@@ -452,6 +480,8 @@ struct Conn {
     registration: Registration,
     /// (store sequence, PUBACK or PUBREC, packet id) to send once synced.
     ack_after_sync: Option<(u64, u8, u16)>,
+    /// The MQTT exchange, looked up at the first publish.
+    exchange: Option<Arc<warren_core::Exchange>>,
 }
 
 /// The close reason that marks a client-id takeover.
@@ -785,6 +815,7 @@ fn accept(
         publish_ok: None,
         registration,
         ack_after_sync: None,
+        exchange: None,
     };
     if session_present {
         // A persistent session delivers at the QoS its subscriptions were
@@ -1311,23 +1342,45 @@ impl Conn {
             .flat_map(|e| e.no_local.iter())
             .any(|f| matches(f, topic))
             .then_some(self.conn_id);
-        let props = props_to_amqp(p, own);
-        let key = swap(topic);
-        Message::from_parts(&self.cfg.exchange, &key, &props, p.payload.clone())
+        let exchange: Arc<str> = match &self.exchange {
+            Some(x) => x.name.clone(),
+            None => Arc::from(self.cfg.exchange.as_str()),
+        };
+        let key_len = topic.len().min(255);
+        let mut meta = BytesMut::with_capacity(key_len + 32);
+        // The routing key is the topic with `/` and `.` swapped.
+        meta.extend(topic.as_bytes()[..key_len].iter().map(|b| match b {
+            b'/' => b'.',
+            b'.' => b'/',
+            other => *other,
+        }));
+        if own.is_none() && !p.retain && is_plain(&p.props) {
+            // The common publish: no table or property struct is built.
+            plain_props(&mut meta, p.qos);
+        } else {
+            meta.extend_from_slice(&props_to_amqp(p, own));
+        }
+        Message::new(exchange, meta.freeze(), key_len as u8, p.payload.clone())
             .map_err(|e| e.to_string())
     }
 
     /// Route a PUBLISH; returns the store sequence to wait for, if any.
     fn route(&mut self, p: &Publish) -> Result<Option<u64>, String> {
+        // The MQTT exchange is looked up once, not per message (the lookup
+        // takes the vhost's topology lock).
+        if self.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
+            self.exchange = Some(
+                self.vhost
+                    .exchange(&self.cfg.exchange)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
         let msg = self.message(&p.topic, p)?;
         ConnStats::add(&self.registration.info.stats.published, 1);
-        let x = self
-            .vhost
-            .exchange(&self.cfg.exchange)
-            .map_err(|e| e.to_string())?;
+        let x = self.exchange.as_ref().expect("looked up above");
         let routed = self
             .vhost
-            .publish(&x, msg, &mut self.scratch)
+            .publish(x, msg, &mut self.scratch)
             .map_err(|e| e.to_string())?;
         self.backlogged |= routed.backlogged;
         Ok(routed.sync_seq)
@@ -1413,6 +1466,24 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_properties_match_the_general_encoding() {
+        for qos in [0u8, 1, 2] {
+            let p = Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic: "a/b".into(),
+                pkid: 1,
+                props: Props::default(),
+                payload: Bytes::from_static(b"x"),
+            };
+            let mut fast = BytesMut::new();
+            plain_props(&mut fast, qos);
+            assert_eq!(&fast[..], &props_to_amqp(&p, None)[..], "qos {qos}");
+        }
+    }
 
     #[test]
     fn topic_and_filter_rules() {
