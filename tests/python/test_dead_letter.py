@@ -118,3 +118,34 @@ def test_alternate_exchange_takes_unroutable_messages(conn):
     import pytest
     with pytest.raises(pika.exceptions.UnroutableError):
         ch.basic_publish("ae-broken", "k", b"lost", mandatory=True)
+
+
+def test_priority_queue_delivers_highest_first(conn):
+    ch = conn.channel()
+    ch.queue_declare("prio-q", arguments={"x-max-priority": 10})
+    ch.confirm_delivery()
+    for body, prio in ((b"low", 1), (b"high", 9), (b"mid", 5), (b"none", None), (b"capped", 200)):
+        ch.basic_publish("", "prio-q", body, pika.BasicProperties(priority=prio))
+    order = []
+    for _ in range(5):
+        m, _, body = ch.basic_get("prio-q", auto_ack=True)
+        order.append(body)
+    # 200 is capped at the queue's maximum (10): above 9.
+    assert order == [b"capped", b"high", b"mid", b"low", b"none"]
+    # A requeued message goes back to its place within its priority.
+    ch.basic_publish("", "prio-q", b"a", pika.BasicProperties(priority=5))
+    ch.basic_publish("", "prio-q", b"b", pika.BasicProperties(priority=5))
+    ch.basic_publish("", "prio-q", b"top", pika.BasicProperties(priority=8))
+    m1, _, body1 = ch.basic_get("prio-q")
+    m2, _, body2 = ch.basic_get("prio-q")
+    assert (body1, body2) == (b"top", b"a")
+    ch.basic_nack(m2.delivery_tag, requeue=True)
+    ch.basic_ack(m1.delivery_tag)
+    m, _, body = ch.basic_get("prio-q", auto_ack=True)
+    assert body == b"a" and m.redelivered
+    m, _, body = ch.basic_get("prio-q", auto_ack=True)
+    assert body == b"b"
+    import pytest
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        conn.channel().queue_declare("prio-bad", arguments={"x-max-priority": 0})
+    assert e.value.reply_code == 406

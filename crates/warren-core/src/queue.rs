@@ -81,6 +81,8 @@ pub struct Limits {
     pub expires: Option<Duration>,
     /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
     pub dead_letter: Option<DeadLetter>,
+    /// `x-max-priority`: 0 for a plain FIFO queue.
+    pub max_priority: u8,
 }
 
 /// Where a queue's dead letters go (RabbitMQ's DLX arguments).
@@ -170,7 +172,17 @@ impl Limits {
             )),
             (None, None) => None,
         };
+        let max_priority = match int("x-max-priority")? {
+            None => 0,
+            Some(n @ 1..=255) => n as u8,
+            Some(_) => {
+                return Err(CoreError::PreconditionFailed(
+                    "invalid arg 'x-max-priority' for queue: must be between 1 and 255".into(),
+                ))
+            }
+        };
         Ok(Limits {
+            max_priority,
             dead_letter,
             expires,
             message_ttl: int("x-message-ttl")?.map(|n| Duration::from_millis(n as u64)),
@@ -200,8 +212,80 @@ pub struct QueueStats {
     pub acked: u64,
 }
 
+/// Ready messages: one FIFO, or one per priority level for a queue with
+/// `x-max-priority` (highest level first, FIFO within a level).
+struct Ready {
+    levels: Vec<VecDeque<Delivery>>,
+    len: usize,
+}
+
+impl Ready {
+    fn new(max_priority: u8) -> Ready {
+        Ready {
+            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
+            len: 0,
+        }
+    }
+
+    /// The level of a message: its priority, capped at the queue's maximum.
+    fn level(&self, d: &Delivery) -> usize {
+        (d.message.priority as usize).min(self.levels.len() - 1)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn reserve(&mut self, n: usize) {
+        if let [only] = &mut self.levels[..] {
+            only.reserve(n);
+        }
+    }
+
+    fn push_back(&mut self, d: Delivery) {
+        let l = self.level(&d);
+        self.levels[l].push_back(d);
+        self.len += 1;
+    }
+
+    /// Put back what was just popped.
+    fn push_front(&mut self, d: Delivery) {
+        let l = self.level(&d);
+        self.levels[l].push_front(d);
+        self.len += 1;
+    }
+
+    /// A requeued delivery goes back to its original position in its level.
+    fn insert_by_seq(&mut self, d: Delivery) {
+        let l = self.level(&d);
+        let level = &mut self.levels[l];
+        let pos = level.partition_point(|x| x.seq < d.seq);
+        level.insert(pos, d);
+        self.len += 1;
+    }
+
+    fn front(&self) -> Option<&Delivery> {
+        self.levels.iter().rev().find_map(|l| l.front())
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        self.len -= 1;
+        Some(d)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Delivery> + '_ {
+        self.len = 0;
+        self.levels.iter_mut().rev().flat_map(|l| l.drain(..))
+    }
+}
+
 struct Inner {
-    ready: VecDeque<Delivery>,
+    ready: Ready,
     ready_bytes: usize,
     consumers: Vec<ConsumerSpec>,
     rr: usize,
@@ -314,7 +398,7 @@ impl Queue {
             ttl_sweeper: AtomicBool::new(false),
             home: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
-                ready: VecDeque::new(),
+                ready: Ready::new(limits.max_priority),
                 ready_bytes: 0,
                 consumers: Vec::new(),
                 rr: 0,
@@ -712,8 +796,7 @@ impl Queue {
             }
             d.redelivered = true;
             inner.ready_bytes += d.message.body_len();
-            let pos = inner.ready.partition_point(|x| x.seq < d.seq);
-            inner.ready.insert(pos, d);
+            inner.ready.insert_by_seq(d);
         }
         self.unacked.fetch_sub(n, Ordering::Relaxed);
         self.dispatch_locked(&mut inner);
@@ -769,7 +852,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut inner = self.lock();
         let n = inner.ready.len();
-        for d in inner.ready.drain(..) {
+        for d in inner.ready.drain() {
             self.forget(&d.message);
         }
         inner.ready_bytes = 0;
@@ -859,7 +942,7 @@ impl Queue {
             let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
-            for d in inner.ready.drain(..) {
+            for d in inner.ready.drain() {
                 self.forget(&d.message);
             }
             inner.ready_bytes = 0;
