@@ -1,5 +1,6 @@
-"""Dead-letter exchanges as RabbitMQ does them: rejected, expired and
-overflowed messages republished with x-death headers."""
+"""RabbitMQ queue and exchange features: dead-letter exchanges (rejected,
+expired and overflowed messages republished with x-death headers),
+alternate exchanges and priority queues."""
 import time
 
 import pika
