@@ -941,11 +941,21 @@ impl Channel {
             channel: self.shared.clone(),
             state: state.clone(),
         });
+        let priority = match to_table(&c.arguments).get("x-priority") {
+            None => 0,
+            Some(v) => v
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| {
+                    AmqpError::channel(406, format!("invalid arg 'x-priority' for consumer: {v:?}"))
+                })?,
+        };
         q.add_consumer(ConsumerSpec {
             tag: tag.clone(),
             channel_id: self.shared.uid,
             no_ack: c.no_ack,
             exclusive: c.exclusive,
+            priority,
             consumer,
         })?;
         self.consumers.insert(tag.clone(), state.clone());

@@ -53,6 +53,9 @@ pub struct ConsumerSpec {
     pub no_ack: bool,
     /// No other consumer may share the queue.
     pub exclusive: bool,
+    /// `x-priority`: higher-priority consumers get messages first; lower
+    /// ones only while those have no credit (RabbitMQ's consumer priorities).
+    pub priority: i32,
     /// The receiving end.
     pub consumer: Arc<dyn Consumer>,
 }
@@ -287,7 +290,10 @@ impl Ready {
 struct Inner {
     ready: Ready,
     ready_bytes: usize,
+    /// Sorted by priority, highest first.
     consumers: Vec<ConsumerSpec>,
+    /// All consumers have the same priority (the common case: one group).
+    uniform: bool,
     rr: usize,
     next_seq: u64,
     had_consumer: bool,
@@ -401,6 +407,7 @@ impl Queue {
                 ready: Ready::new(limits.max_priority),
                 ready_bytes: 0,
                 consumers: Vec::new(),
+                uniform: true,
                 rr: 0,
                 next_seq: 0,
                 had_consumer: false,
@@ -715,42 +722,71 @@ impl Queue {
             if d.expires_at.is_some_and(|at| at <= Instant::now()) {
                 inner.ready_bytes -= d.message.body_len();
                 self.forget(&d.message);
+                self.dead_letter(d.message, DeathReason::Expired);
                 continue;
             }
+            // Priority groups, highest first; round-robin within a group.
             let n = inner.consumers.len();
-            for i in 0..n {
-                let idx = (inner.rr + i) % n;
-                let len = d.message.body_len();
-                let c = &inner.consumers[idx];
-                let no_ack = c.no_ack;
-                // Log before handing over: afterwards the delivery is gone.
-                let stored = d.message.store_id != 0 && self.store.is_some();
-                let for_log = stored.then(|| d.clone());
-                match c.consumer.offer(self, d) {
-                    Ok(()) => {
-                        inner.rr = (idx + 1) % n;
-                        inner.ready_bytes -= len;
-                        inner.stats.delivered += 1;
-                        if no_ack {
-                            self.acked.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            self.unacked.fetch_add(1, Ordering::Relaxed);
+            let mut start = 0;
+            while start < n {
+                let end = if inner.uniform {
+                    n
+                } else {
+                    let p = inner.consumers[start].priority;
+                    start
+                        + inner.consumers[start..]
+                            .iter()
+                            .take_while(|c| c.priority == p)
+                            .count()
+                };
+                let group = end - start;
+                for i in 0..group {
+                    let idx = start + (inner.rr + i) % group;
+                    match self.offer_to(inner, idx, d) {
+                        Ok(()) => {
+                            inner.rr = (idx - start + 1) % group;
+                            continue 'next;
                         }
-                        if let Some(d) = for_log {
-                            if no_ack {
-                                self.forget(&d.message);
-                            } else {
-                                self.mark_delivered(&d);
-                            }
-                        }
-                        continue 'next;
+                        Err(back) => d = back,
                     }
-                    Err(back) => d = back,
                 }
+                start = end;
             }
             inner.ready.push_front(d);
             break;
         }
+    }
+
+    /// Offer `d` to consumer `idx`; on success account for the delivery.
+    #[allow(clippy::result_large_err)]
+    fn offer_to(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        idx: usize,
+        d: Delivery,
+    ) -> std::result::Result<(), Delivery> {
+        let len = d.message.body_len();
+        let c = &inner.consumers[idx];
+        let no_ack = c.no_ack;
+        // Log before handing over: afterwards the delivery is gone.
+        let stored = d.message.store_id != 0 && self.store.is_some();
+        let for_log = stored.then(|| d.clone());
+        c.consumer.offer(self, d)?;
+        inner.ready_bytes -= len;
+        inner.stats.delivered += 1;
+        if no_ack {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.unacked.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(d) = for_log {
+            if no_ack {
+                self.forget(&d.message);
+            } else {
+                self.mark_delivered(&d);
+            }
+        }
+        Ok(())
     }
 
     /// basic.get: the next ready message and how many remain after it.
@@ -824,7 +860,14 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        inner.consumers.push(spec);
+        let pos = inner
+            .consumers
+            .partition_point(|c| c.priority >= spec.priority);
+        inner.consumers.insert(pos, spec);
+        inner.uniform = inner
+            .consumers
+            .windows(2)
+            .all(|w| w[0].priority == w[1].priority);
         inner.had_consumer = true;
         self.dispatch_locked(&mut inner);
         Ok(())
@@ -839,6 +882,10 @@ impl Queue {
         inner
             .consumers
             .retain(|c| !(c.channel_id == channel_id && &*c.tag == tag));
+        inner.uniform = inner
+            .consumers
+            .windows(2)
+            .all(|w| w[0].priority == w[1].priority);
         if inner.rr >= inner.consumers.len() {
             inner.rr = 0;
         }

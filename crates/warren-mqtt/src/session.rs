@@ -893,6 +893,7 @@ impl Conn {
             channel_id: self.conn_id,
             no_ack: false,
             exclusive: false,
+            priority: 0,
             consumer,
         })
         .map_err(|e| e.to_string())?;
@@ -1287,6 +1288,7 @@ impl Conn {
             channel_id: self.conn_id,
             no_ack: false,
             exclusive: false,
+            priority: 0,
             consumer,
         };
         if q.add_consumer(spec).is_err() {
