@@ -178,3 +178,20 @@ def test_consumer_priorities(conn):
         c = conn.channel()
         c.basic_consume("cprio-q", lambda *a: None, arguments={"x-priority": "high"})
     assert e.value.reply_code == 406
+
+
+def test_reject_publish_dlx_nacks_and_dead_letters(conn):
+    ch = conn.channel()
+    ch.queue_declare("rpd-dead")
+    ch.queue_declare("rpd-full", arguments={
+        "x-max-length": 1, "x-overflow": "reject-publish-dlx",
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "rpd-dead"})
+    ch.confirm_delivery()
+    ch.basic_publish("", "rpd-full", b"kept")
+    import pytest
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", "rpd-full", b"refused")
+    _, props, body = next_message(conn, ch, "rpd-dead")
+    assert body == b"refused" and props.headers["x-death"][0]["reason"] == "maxlen"
+    m, _, body = ch.basic_get("rpd-full", auto_ack=True)
+    assert body == b"kept"

@@ -67,6 +67,8 @@ pub enum Overflow {
     DropHead,
     /// Refuse the new message (publisher gets a nack).
     RejectPublish,
+    /// Refuse it and dead-letter it (reason `maxlen`).
+    RejectPublishDlx,
 }
 
 /// Limits from the queue's `x-` arguments.
@@ -137,7 +139,8 @@ impl Limits {
             None => Overflow::DropHead,
             Some(v) => match v.as_str() {
                 Some("drop-head") => Overflow::DropHead,
-                Some("reject-publish") | Some("reject-publish-dlx") => Overflow::RejectPublish,
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => {
                     return Err(CoreError::PreconditionFailed(format!(
                         "invalid arg 'x-overflow' for queue: {v:?}"
@@ -534,8 +537,7 @@ impl Queue {
         }
         if let Some(max) = self.limits.max_length {
             if inner.ready.len() >= max && !self.make_room(&mut inner, |i| i.ready.len() >= max) {
-                self.forget(&message);
-                return Enqueued::Rejected;
+                return self.refuse(message);
             }
         }
         if let Some(max) = self.limits.max_length_bytes {
@@ -545,8 +547,7 @@ impl Queue {
                     !i.ready.is_empty() && i.ready_bytes + len > max
                 })
             {
-                self.forget(&message);
-                return Enqueued::Rejected;
+                return self.refuse(message);
             }
         }
         let ttl = self.expiry_for(&message);
@@ -573,9 +574,19 @@ impl Queue {
         }
     }
 
+    /// A publish refused by the overflow rule (dead-lettered with
+    /// `reject-publish-dlx`).
+    fn refuse(&self, message: Message) -> Enqueued {
+        self.forget(&message);
+        if self.limits.overflow == Overflow::RejectPublishDlx {
+            self.dead_letter(message, DeathReason::MaxLen);
+        }
+        Enqueued::Rejected
+    }
+
     /// Apply the overflow rule while `full` holds; false means reject.
     fn make_room(&self, inner: &mut Inner, full: impl Fn(&Inner) -> bool) -> bool {
-        if self.limits.overflow == Overflow::RejectPublish {
+        if self.limits.overflow != Overflow::DropHead {
             return false;
         }
         while full(inner) {
