@@ -116,8 +116,8 @@ pub fn router(state: MgmtState) -> Router {
                 .put(admin::permission_put)
                 .delete(admin::permission_delete),
         )
-        .route("/api/exchanges", get(listing::exchanges_all))
-        .route("/api/exchanges/{vhost}", get(listing::exchanges_vhost))
+        .route("/api/exchanges", get(listing::exchanges))
+        .route("/api/exchanges/{vhost}", get(listing::exchanges))
         .route(
             "/api/exchanges/{vhost}/{name}",
             get(listing::exchange_one)
@@ -128,8 +128,8 @@ pub fn router(state: MgmtState) -> Router {
             "/api/exchanges/{vhost}/{name}/publish",
             post(admin::exchange_publish),
         )
-        .route("/api/queues", get(listing::queues_all))
-        .route("/api/queues/{vhost}", get(listing::queues_vhost))
+        .route("/api/queues", get(listing::queues))
+        .route("/api/queues/{vhost}", get(listing::queues))
         .route(
             "/api/queues/{vhost}/{name}",
             get(listing::queue_one)
@@ -141,8 +141,8 @@ pub fn router(state: MgmtState) -> Router {
             delete(admin::queue_purge),
         )
         .route("/api/queues/{vhost}/{name}/get", post(admin::queue_get))
-        .route("/api/bindings", get(listing::bindings_all))
-        .route("/api/bindings/{vhost}", get(listing::bindings_vhost))
+        .route("/api/bindings", get(listing::bindings))
+        .route("/api/bindings/{vhost}", get(listing::bindings))
         .route(
             "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
             post(admin::binding_post).get(listing::bindings_between),

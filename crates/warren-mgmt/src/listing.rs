@@ -256,16 +256,13 @@ fn listing(
     Ok(Json(Json_::Array(items)))
 }
 
-pub(crate) async fn exchanges_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    listing(&s, &h, None, exchanges_of)
-}
-
-pub(crate) async fn exchanges_vhost(
+/// GET /api/exchanges and /api/exchanges/{vhost}.
+pub(crate) async fn exchanges(
     State(s): State<MgmtState>,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     h: HeaderMap,
 ) -> Reply {
-    listing(&s, &h, Some(&vhost), exchanges_of)
+    listing(&s, &h, vhost.as_deref().map(String::as_str), exchanges_of)
 }
 
 pub(crate) async fn exchange_one(
@@ -318,16 +315,18 @@ fn queues_with_rates(s: &MgmtState) -> impl Fn(&VHost) -> Vec<Json_> + '_ {
     }
 }
 
-pub(crate) async fn queues_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    listing(&s, &h, None, queues_with_rates(&s))
-}
-
-pub(crate) async fn queues_vhost(
+/// GET /api/queues and /api/queues/{vhost}.
+pub(crate) async fn queues(
     State(s): State<MgmtState>,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     h: HeaderMap,
 ) -> Reply {
-    listing(&s, &h, Some(&vhost), queues_with_rates(&s))
+    listing(
+        &s,
+        &h,
+        vhost.as_deref().map(String::as_str),
+        queues_with_rates(&s),
+    )
 }
 
 pub(crate) async fn queue_one(
@@ -358,16 +357,13 @@ fn bindings_of(v: &VHost) -> Vec<Json_> {
         .collect()
 }
 
-pub(crate) async fn bindings_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    listing(&s, &h, None, bindings_of)
-}
-
-pub(crate) async fn bindings_vhost(
+/// GET /api/bindings and /api/bindings/{vhost}.
+pub(crate) async fn bindings(
     State(s): State<MgmtState>,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     h: HeaderMap,
 ) -> Reply {
-    listing(&s, &h, Some(&vhost), bindings_of)
+    listing(&s, &h, vhost.as_deref().map(String::as_str), bindings_of)
 }
 
 pub(crate) async fn bindings_between(
