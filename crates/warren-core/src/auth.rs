@@ -73,14 +73,15 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 }
 
 /// What an operation does to a resource, as RabbitMQ's permission kinds.
+/// The discriminant indexes a [`Permission`]'s three expressions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Create or delete it.
-    Configure,
+    Configure = 0,
     /// Put messages in (publish to an exchange, bind a queue).
-    Write,
+    Write = 1,
     /// Take messages out (consume, get, purge, bind from an exchange).
-    Read,
+    Read = 2,
 }
 
 /// Which kind of resource a permission check is about (for the message).
@@ -135,12 +136,7 @@ impl Permission {
 
     /// Does this permission allow `access` to the resource called `name`?
     pub fn allows(&self, access: Access, name: &str) -> bool {
-        let i = match access {
-            Access::Configure => 0,
-            Access::Write => 1,
-            Access::Read => 2,
-        };
-        self.compiled[i]
+        self.compiled[access as usize]
             .as_ref()
             .is_some_and(|re| re.is_match(name))
     }
@@ -192,11 +188,7 @@ impl Guard {
         if self.slot.get().is_some_and(|p| p.allows(access, name)) {
             return Ok(());
         }
-        let (what, kind) = match (access, kind) {
-            (Access::Configure, _) => ("configure", kind),
-            (Access::Write, _) => ("write", kind),
-            (Access::Read, _) => ("read", kind),
-        };
+        let what = ["configure", "write", "read"][access as usize];
         let kind = match kind {
             Resource::Exchange => "exchange",
             Resource::Queue => "queue",
