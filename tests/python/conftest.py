@@ -169,3 +169,14 @@ def drain(ch, queue, n, timeout=10):
             break
     ch.cancel()
     return out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)])

@@ -82,22 +82,38 @@ def test_ten_thousand_messages_half_acked_then_restart(fresh):
 
 
 def test_delivered_unacked_come_back_redelivered(fresh):
-    c = fresh.connect()
-    ch = c.channel()
-    ch.queue_declare(queue="inflight", durable=True)
-    ch.confirm_delivery()
-    for i in range(3):
-        ch.basic_publish("", "inflight", str(i).encode(), PERSISTENT)
-    m, _, body = ch.basic_get("inflight")  # delivered, never acked
-    assert body == b"0"
+    """After a clean stop the flags are exact. After kill -9 every recovered
+    message is flagged redelivered ("may have been delivered", as AMQP
+    defines the flag): delivered markers are not fsynced before a delivery
+    goes out, so the newest may be missing after a crash."""
+    def fill(name):
+        ch = fresh.connect().channel()
+        ch.queue_declare(queue=name, durable=True)
+        ch.confirm_delivery()
+        for i in range(3):
+            ch.basic_publish("", name, str(i).encode(), PERSISTENT)
+        m, _, body = ch.basic_get(name)  # delivered, never acked
+        assert body == b"0"
+
+    def flags(name):
+        ch = fresh.connect().channel()
+        seen = []
+        for _ in range(3):
+            m, _, body = ch.basic_get(name, auto_ack=True)
+            seen.append((body, m.redelivered))
+        return seen
+
+    fill("inflight-clean")
+    fresh.restart()
+    assert flags("inflight-clean") == [(b"0", True), (b"1", False), (b"2", False)]
+    fill("inflight")
     fresh.kill9()
     fresh.start()
-    ch = fresh.connect().channel()
-    seen = []
-    for _ in range(3):
-        m, _, body = ch.basic_get("inflight", auto_ack=True)
-        seen.append((body, m.redelivered))
-    assert seen == [(b"0", True), (b"1", False), (b"2", False)]
+    assert flags("inflight") == [(b"0", True), (b"1", True), (b"2", True)]
+    # The crash flag lasts one recovery: after a clean stop it is exact again.
+    fill("inflight-after")
+    fresh.restart()
+    assert flags("inflight-after") == [(b"0", True), (b"1", False), (b"2", False)]
 
 
 def publisher(port, stop, confirmed, worker):
@@ -197,19 +213,10 @@ def test_large_persistent_message_round_trips(fresh):
     assert len(got) == len(body) and got == body
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
-
-
 def test_full_disk_refuses_persistent_publishes_clearly(tmp_path, small_disk):
-    b = Broker(tmp_path, {"WARREN_STORE__DIR": str(small_disk / "data")})
+    # The disk alarm (on at once on a 6 MiB disk) is set off here: this test
+    # is about the store's own answer when a write finds the disk full.
+    b = Broker(tmp_path, {"WARREN_STORE__DIR": str(small_disk / "data"), "WARREN_DISK__FREE_LIMIT_BYTES": "0"})
     try:
         c = b.connect()
         ch = c.channel()

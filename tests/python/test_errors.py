@@ -174,3 +174,28 @@ def test_sigterm_closes_clients_with_320_and_exits_0(tmp_path):
         c.process_data_events(time_limit=1)
         c.channel()
     assert e.value.reply_code == 320
+
+
+def test_second_exclusive_consumer_same_connection_403(broker):
+    """RabbitMQ answers a conflicting consume on another channel of the same
+    connection with a 403 channel error, not silence."""
+    c = broker.connect()
+    a, b = c.channel(), c.channel()
+    a.queue_declare("excl-consume-q", auto_delete=True)
+    a.basic_consume("excl-consume-q", lambda *x: None, exclusive=True)
+    for exclusive in (True, False):
+        ch = c.channel()
+        with pytest.raises(ChannelClosedByBroker) as e:
+            ch.basic_consume("excl-consume-q", lambda *x: None, exclusive=exclusive)
+        assert e.value.reply_code == 403
+        assert "queue 'excl-consume-q' in vhost '/' in exclusive use" in e.value.reply_text
+    # An exclusive consume on a queue that already has a consumer is refused too.
+    b.queue_declare("excl-consume-q2", auto_delete=True)
+    b.basic_consume("excl-consume-q2", lambda *x: None)
+    ch = c.channel()
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume("excl-consume-q2", lambda *x: None, exclusive=True)
+    assert e.value.reply_code == 403
+    # The connection and the first channel are unharmed.
+    assert c.is_open and a.is_open
+    c.close()

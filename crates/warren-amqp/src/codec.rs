@@ -225,6 +225,120 @@ pub fn parse_content_header(payload: &[u8]) -> Result<(u16, u64, &[u8]), SyntaxE
     Ok((class, size, &payload[c.p..]))
 }
 
+/// Deepest nesting of field tables and arrays accepted in method arguments,
+/// as in warren-core's own table reader.
+pub const MAX_TABLE_DEPTH: usize = 64;
+
+/// amq-protocol's `parse_class` for a control-plane method payload, after
+/// [`check_table_depth`]: amq-protocol's field-table parser recurses once
+/// per nesting level, and a 25 KB queue.declare (or connection.start-ok,
+/// before login) of nested arrays overflows a 2 MiB worker stack, which
+/// aborts the whole broker.
+pub fn parse_class(payload: &[u8]) -> Result<(&[u8], AMQPClass), SyntaxError> {
+    check_table_depth(payload)?;
+    amq_protocol::protocol::parse_class(payload).map_err(|_| SyntaxError("method arguments"))
+}
+
+/// Refuse a method whose field-table argument nests tables and arrays more
+/// than [`MAX_TABLE_DEPTH`] deep, without recursing. Payloads that are
+/// malformed before the table, or inside it before that depth, pass: the
+/// parser refuses them itself, at a point no deeper than this walk got.
+pub fn check_table_depth(payload: &[u8]) -> Result<(), SyntaxError> {
+    // What precedes the arguments table, per method (see amq-protocol's
+    // generated parsers): 2 = reserved short, s = short string, b = one
+    // octet (bits or a version number).
+    let before: &[u8] = match method_id(payload) {
+        Some((10, 10)) => b"bb",         // connection.start
+        Some((10, 11)) => b"",           // connection.start-ok
+        Some((40, 10)) => b"2ssb",       // exchange.declare
+        Some((40, 30 | 40)) => b"2sssb", // exchange.bind / unbind
+        Some((50, 10)) => b"2sb",        // queue.declare
+        Some((50, 20)) => b"2sssb",      // queue.bind
+        Some((50, 50)) => b"2sss",       // queue.unbind
+        Some((60, 20)) => b"2ssb",       // basic.consume
+        _ => return Ok(()),
+    };
+    let mut c = Cur {
+        b: payload,
+        p: 4,
+        what: "method arguments",
+    };
+    for op in before {
+        let skipped = match op {
+            b'2' => c.u16().map(|_| ()),
+            b's' => c.short().map(|_| ()),
+            _ => c.u8().map(|_| ()),
+        };
+        if skipped.is_err() {
+            return Ok(());
+        }
+    }
+    if table_depth(&payload[c.p..]) > MAX_TABLE_DEPTH {
+        return Err(SyntaxError("field table nesting"));
+    }
+    Ok(())
+}
+
+/// How deep the field table at the start of `b` (with its length prefix)
+/// nests, walking it in the parser's order with an explicit stack; the walk
+/// stops at the first malformed element, or once past [`MAX_TABLE_DEPTH`].
+/// Type octets as amq-protocol reads them.
+fn table_depth(b: &[u8]) -> usize {
+    let mut c = Cur {
+        b,
+        p: 0,
+        what: "field table",
+    };
+    let long = |c: &mut Cur<'_>| -> Option<usize> {
+        let s = c.take(4).ok()?;
+        Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    // (end of the table or array, whether it is a table: keyed entries).
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    let Some(n) = long(&mut c) else { return 0 };
+    open.push((c.p.saturating_add(n), true));
+    let mut deepest = 1;
+    while let Some(&(end, keyed)) = open.last() {
+        if c.p >= end {
+            if c.p > end {
+                break; // an element overran its container: malformed
+            }
+            open.pop();
+            continue;
+        }
+        if keyed && c.short().is_err() {
+            break;
+        }
+        let Ok(kind) = c.u8() else { break };
+        let fixed = match kind {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'U' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'L' | b'l' | b'd' | b'T' => 8,
+            b'D' => 5,
+            b'V' => 0,
+            b'S' | b'x' => match long(&mut c) {
+                Some(n) => n,
+                None => break,
+            },
+            b'A' | b'F' => {
+                let Some(n) = long(&mut c) else { break };
+                open.push((c.p.saturating_add(n), kind == b'F'));
+                deepest = deepest.max(open.len());
+                if deepest > MAX_TABLE_DEPTH {
+                    break;
+                }
+                continue;
+            }
+            _ => break,
+        };
+        if c.take(fixed).is_err() {
+            break;
+        }
+    }
+    deepest
+}
+
 fn put_short(out: &mut BytesMut, s: &[u8]) {
     let s = &s[..s.len().min(255)];
     out.put_u8(s.len() as u8);
@@ -517,6 +631,138 @@ mod tests {
             }
         );
         assert!(parse_frame(&frame[..]).is_ok());
+    }
+
+    /// Arguments whose "k" entry is an array nested `levels` deep, so the
+    /// table as a whole nests `levels + 1` deep.
+    fn nested_args(levels: usize) -> FieldTable {
+        let mut v = AMQPValue::Void;
+        for _ in 0..levels {
+            v = AMQPValue::FieldArray(vec![v].into());
+        }
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-match".into(),
+            AMQPValue::LongString(LongString::from("all")),
+        );
+        t.insert("k".into(), v);
+        t
+    }
+
+    fn method_payload(m: AMQPClass) -> Vec<u8> {
+        let f = reference(AMQPFrame::Method(1, m));
+        f[7..f.len() - 1].to_vec()
+    }
+
+    #[test]
+    fn table_depth_limit_applies_to_every_method_with_a_table() {
+        use amq_protocol::protocol::{connection, exchange, queue};
+        let methods = |args: FieldTable| {
+            vec![
+                AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                    version_major: 0,
+                    version_minor: 9,
+                    server_properties: args.clone(),
+                    mechanisms: "PLAIN".into(),
+                    locales: "en_US".into(),
+                })),
+                AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                    client_properties: args.clone(),
+                    mechanism: "PLAIN".into(),
+                    response: "\0guest\0guest".into(),
+                    locale: "en_US".into(),
+                })),
+                AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                    exchange: "x".into(),
+                    kind: "headers".into(),
+                    arguments: args.clone(),
+                    ..Default::default()
+                })),
+                AMQPClass::Exchange(exchange::AMQPMethod::Bind(exchange::Bind {
+                    destination: "d".into(),
+                    source: "s".into(),
+                    routing_key: "k".into(),
+                    arguments: args.clone(),
+                    ..Default::default()
+                })),
+                AMQPClass::Exchange(exchange::AMQPMethod::Unbind(exchange::Unbind {
+                    destination: "d".into(),
+                    source: "s".into(),
+                    routing_key: "k".into(),
+                    arguments: args.clone(),
+                    ..Default::default()
+                })),
+                AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                    queue: "q".into(),
+                    arguments: args.clone(),
+                    ..Default::default()
+                })),
+                AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                    queue: "q".into(),
+                    exchange: "x".into(),
+                    routing_key: "k".into(),
+                    arguments: args.clone(),
+                    ..Default::default()
+                })),
+                AMQPClass::Queue(queue::AMQPMethod::Unbind(queue::Unbind {
+                    queue: "q".into(),
+                    exchange: "x".into(),
+                    routing_key: "k".into(),
+                    arguments: args.clone(),
+                })),
+                AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                    queue: "q".into(),
+                    consumer_tag: "c".into(),
+                    arguments: args,
+                    ..Default::default()
+                })),
+            ]
+        };
+        for m in methods(nested_args(MAX_TABLE_DEPTH - 1)) {
+            let p = method_payload(m.clone());
+            assert_eq!(parse_class(&p).map(|(_, got)| got), Ok(m));
+        }
+        for m in methods(nested_args(MAX_TABLE_DEPTH)) {
+            let p = method_payload(m.clone());
+            assert_eq!(
+                parse_class(&p).map(|_| ()),
+                Err(SyntaxError("field table nesting")),
+                "{m:?}"
+            );
+        }
+    }
+
+    /// A 25 KB queue.declare whose arguments nest 5000 arrays deep: handed
+    /// to amq-protocol's recursive parser it overflowed a 2 MiB tokio
+    /// worker stack and aborted the broker (connection.start-ok, parsed
+    /// before login, did the same). The walk is iterative: a 64 KiB stack
+    /// is plenty.
+    #[test]
+    fn deeply_nested_arguments_are_refused_without_recursion() {
+        let mut inner = vec![b'V'];
+        for _ in 0..5000 {
+            let mut v = vec![b'A'];
+            v.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+            v.extend_from_slice(&inner);
+            inner = v;
+        }
+        // queue.declare: ids, reserved, queue "q", bits, then { "": nested }.
+        let mut p = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+        p.extend_from_slice(&((inner.len() + 1) as u32).to_be_bytes());
+        p.push(0);
+        p.extend_from_slice(&inner);
+        assert!(p.len() < 131_072 - FRAME_OVERHEAD);
+        let got = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || parse_class(&p).map(|_| ()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(got, Err(SyntaxError("field table nesting")));
+        // Malformed before the table or inside it: left to the parser.
+        assert!(check_table_depth(&[0, 50, 0, 10, 0]).is_ok());
+        assert!(check_table_depth(&[0, 50, 0, 10, 0, 0, 1, b'q', 0, 0, 0, 9, 9]).is_ok());
+        assert!(parse_class(&[0, 50, 0, 10, 0, 0, 1, b'q', 0, 0, 0, 9, 9]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amq_protocol::protocol::AMQPHardError;
 use amq_protocol::protocol::{channel, connection, parse_class, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Buf, BytesMut};
@@ -14,12 +15,15 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use warren_core::alarm::Alarms;
 use warren_core::auth::Guard;
+use warren_core::limits::ConnectionLease;
 use warren_core::registry::{ConnectionInfo, Registration};
 use warren_core::{Broker, Table, VHost};
 use warren_store::SyncState;
 
 use crate::channel::{Channel, Ctx};
+use crate::channels::Channels;
 use crate::codec::{self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
 use crate::deliveries::ChannelShared;
 use crate::error::{AmqpError, AmqpResult, Scope};
@@ -62,8 +66,19 @@ struct Conn {
     channel_max: u16,
     heartbeat: Arc<Mutex<Option<Duration>>>,
     read_timeout: Option<Duration>,
-    channels: Vec<Option<Channel>>,
+    channels: Channels<Channel>,
+    /// The connection's place in the node, vhost and user connection
+    /// counts, from connection.open until cleanup.
+    lease: Option<ConnectionLease>,
     cancel_notify: bool,
+    /// Memory and disk alarms: a publishing connection is not read while one is on.
+    alarms: Arc<Alarms>,
+    /// Set by the first basic.publish: only publishers are blocked by alarms.
+    published: bool,
+    /// The client understands connection.blocked (its capabilities say so).
+    blocked_notify: bool,
+    /// connection.blocked was sent and unblocked not yet.
+    blocked_sent: bool,
 }
 
 /// Serve one accepted socket until it closes.
@@ -81,6 +96,10 @@ pub async fn handle(
     let out = Outbox::new(Box::new(wr), heartbeat.clone(), codec::write_heartbeat);
     let mut conn = Conn {
         id: broker.next_id(),
+        alarms: broker.alarms.clone(),
+        published: false,
+        blocked_notify: false,
+        blocked_sent: false,
         broker,
         frame_max: cfg.frame_max as usize,
         channel_max: cfg.channel_max,
@@ -96,7 +115,8 @@ pub async fn handle(
         registration: None,
         heartbeat,
         read_timeout: None,
-        channels: Vec::new(),
+        channels: Channels::default(),
+        lease: None,
         cancel_notify: false,
     };
     tracing::debug!(peer = %peer, "accepting AMQP connection");
@@ -152,7 +172,13 @@ impl Conn {
         let mut sync_rx = self.broker.store().map(|s| s.log.subscribe());
         let has_store = sync_rx.is_some();
         let mut close_asked = false;
+        let mut alarm_rx = self.alarms.subscribe();
         loop {
+            let blocked = self.is_blocked();
+            if self.notify_blocked(blocked) {
+                // Unblocked: handle the frames that waited in the buffer.
+                self.drain(&mut buf, sync_rx.as_ref()).await?;
+            }
             let info = self.registration.as_ref().map(|r| r.info.clone());
             let timeout = match self.phase {
                 Phase::Running => self.read_timeout,
@@ -166,7 +192,10 @@ impl Conn {
                 buf.reserve(buf.capacity().clamp(4096, 256 * 1024));
             }
             let n = tokio::select! {
-                r = read_with_timeout(rd, &mut buf, timeout) => r?,
+                // While blocked by an alarm the socket is not read (and
+                // missed heartbeats are not counted), as in RabbitMQ.
+                r = read_with_timeout(rd, &mut buf, timeout), if !blocked => r?,
+                _ = alarm_rx.changed() => continue,
                 _ = shutdown.changed(), if !shutting_down => {
                     shutting_down = true;
                     if matches!(self.phase, Phase::Running) {
@@ -197,20 +226,61 @@ impl Conn {
                     Err(End::Eof)
                 };
             }
-            // Handle what was read in slices of FRAMES_PER_SLICE frames,
-            // yielding between slices: a busy publisher always finds its
-            // socket readable, so without this its task would keep the worker
-            // to itself, and the consumers' writers it woke would wait.
-            while self.process(&mut buf)? {
-                self.flush_confirms(sync_rx.as_ref());
-                self.yield_or_pause().await;
-            }
-            self.flush_confirms(sync_rx.as_ref());
-            self.yield_or_pause().await;
+            self.drain(&mut buf, sync_rx.as_ref()).await?;
             if self.phase == Phase::Done {
                 return Ok(());
             }
         }
+    }
+
+    /// Handle what was read in slices of FRAMES_PER_SLICE frames, yielding
+    /// between slices: a busy publisher always finds its socket readable,
+    /// so without this its task would keep the worker to itself, and the
+    /// consumers' writers it woke would wait.
+    async fn drain(
+        &mut self,
+        buf: &mut BytesMut,
+        sync: Option<&watch::Receiver<SyncState>>,
+    ) -> Result<(), End> {
+        while self.process(buf)? {
+            self.flush_confirms(sync);
+            self.yield_or_pause().await;
+        }
+        self.flush_confirms(sync);
+        self.yield_or_pause().await;
+        Ok(())
+    }
+
+    /// A connection that has published is blocked while an alarm is on.
+    fn is_blocked(&self) -> bool {
+        self.published && self.phase == Phase::Running && self.alarms.blocking()
+    }
+
+    /// Send connection.blocked / unblocked on a change of `blocked` to
+    /// clients that asked for them; true when the connection was just
+    /// unblocked.
+    fn notify_blocked(&mut self, blocked: bool) -> bool {
+        if blocked == self.blocked_sent {
+            return false;
+        }
+        self.blocked_sent = blocked;
+        let reason = self.alarms.current().reason();
+        if blocked {
+            tracing::info!(peer = %self.peer, user = %self.user, "blocking publishing connection: {reason}");
+        } else {
+            tracing::info!(peer = %self.peer, user = %self.user, "unblocking publishing connection");
+        }
+        if self.blocked_notify {
+            let m = if blocked {
+                connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: reason.into(),
+                })
+            } else {
+                connection::AMQPMethod::Unblocked(connection::Unblocked {})
+            };
+            self.send0(AMQPClass::Connection(m));
+        }
+        !blocked
     }
 
     /// Yield to other tasks; pause for a millisecond when a publish on this
@@ -218,7 +288,7 @@ impl Conn {
     /// publishers slow to the rate consumers keep up with.
     async fn yield_or_pause(&mut self) {
         let mut backlogged = false;
-        for ch in self.channels.iter_mut().flatten() {
+        for ch in self.channels.iter_mut() {
             backlogged |= std::mem::take(&mut ch.backlogged);
         }
         warren_core::queue::pace_publisher(backlogged).await;
@@ -233,7 +303,7 @@ impl Conn {
                 failed: 0,
             },
         };
-        for ch in self.channels.iter_mut().flatten() {
+        for ch in self.channels.iter_mut() {
             if ch.has_pending_confirms() && !ch.closing {
                 ch.flush_confirms(state);
             }
@@ -244,7 +314,9 @@ impl Conn {
     /// more complete frames may remain.
     fn process(&mut self, buf: &mut BytesMut) -> Result<bool, End> {
         for _ in 0..FRAMES_PER_SLICE {
-            if self.phase == Phase::Done {
+            // An alarm stops a publisher at the next frame; the rest waits
+            // in the buffer until the alarm clears.
+            if self.phase == Phase::Done || self.is_blocked() {
                 return Ok(false);
             }
             let frame = match codec::peek_frame(buf, self.frame_max) {
@@ -288,10 +360,11 @@ impl Conn {
     fn on_error(&mut self, channel: u16, e: AmqpError) {
         match e.scope {
             Scope::Channel if channel != 0 => {
-                tracing::warn!(peer = %self.peer, channel, code = e.code, "channel error: {}", e.text);
+                let vhost = self.vhost.as_ref().map_or("", |v| &*v.name);
+                tracing::warn!(peer = %self.peer, user = %self.user, vhost, channel, code = e.code, "channel error: {}", e.text);
                 let ctx_vhost = self.vhost.clone();
                 let ctx_guard = self.guard.clone();
-                if let Some(Some(ch)) = self.channels.get_mut(channel as usize) {
+                if let Some(ch) = self.channels.get_mut(channel) {
                     if let (Some(vhost), Some(guard)) = (&ctx_vhost, &ctx_guard) {
                         let ctx = Ctx {
                             vhost,
@@ -397,9 +470,9 @@ impl Conn {
             cfg: &self.cfg,
             guard: self.guard.as_ref().expect("running connection has a guard"),
         };
-        match self.channels.get_mut(number as usize) {
-            Some(Some(ch)) if ch.closing => Ok(()),
-            Some(Some(ch)) => f(ch, &ctx),
+        match self.channels.get_mut(number) {
+            Some(ch) if ch.closing => Ok(()),
+            Some(ch) => f(ch, &ctx),
             _ => Err(AmqpError::connection(
                 504,
                 format!("expected 'channel.open' on channel {number}"),
@@ -412,7 +485,7 @@ impl Conn {
             return Err(AmqpError::connection(502, "method frame too short"));
         };
         // While a publish awaits its content, only content frames may come.
-        if let Some(Some(ch)) = self.channels.get(number as usize) {
+        if let Some(ch) = self.channels.get(number) {
             if ch.expects_content() && !ch.closing {
                 return Err(AmqpError::connection(
                     505,
@@ -422,6 +495,7 @@ impl Conn {
         }
         match (class, method) {
             (60, 40) => {
+                self.published = true;
                 let p = codec::parse_publish(payload)
                     .map_err(|e| AmqpError::connection(502, e).on(60, 40))?;
                 self.with_channel(number, |ch, _| ch.on_publish(p))
@@ -446,45 +520,14 @@ impl Conn {
         let AMQPClass::Channel(m) = m else {
             unreachable!("class 20")
         };
-        let slot = number as usize;
-        let open = matches!(self.channels.get(slot), Some(Some(_)));
+        let open = self.channels.get(number).is_some();
+        let closing = matches!(self.channels.get(number), Some(ch) if ch.closing);
         match m {
             channel::AMQPMethod::Open(_) => {
                 if open {
                     return Err(AmqpError::connection(504, "second 'channel.open' seen").on(20, 10));
                 }
-                if number > self.channel_max {
-                    return Err(AmqpError::connection(
-                        530,
-                        format!(
-                            "channel number {number} exceeds channel_max {}",
-                            self.channel_max
-                        ),
-                    )
-                    .on(20, 10));
-                }
-                if self.channels.len() <= slot {
-                    self.channels.resize_with(slot + 1, || None);
-                }
-                let reg = self
-                    .registration
-                    .as_ref()
-                    .expect("open connection is registered");
-                let shared = Arc::new(ChannelShared::new(
-                    number,
-                    self.broker.next_id(),
-                    self.frame_max,
-                    self.out.clone(),
-                    self.cancel_notify,
-                    reg.info.stats.clone(),
-                ));
-                reg.info.add_channel(number, shared.clone());
-                self.channels[slot] = Some(Channel::new(shared));
-                self.send(
-                    number,
-                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-                );
-                Ok(())
+                self.open_channel(number)
             }
             _ if !open => Err(AmqpError::connection(
                 504,
@@ -499,13 +542,12 @@ impl Conn {
                 Ok(())
             }
             channel::AMQPMethod::CloseOk(_) => {
-                let closing = matches!(self.channels.get(slot), Some(Some(ch)) if ch.closing);
                 if closing {
                     self.drop_channel(number);
                 }
                 Ok(())
             }
-            _ if matches!(self.channels.get(slot), Some(Some(ch)) if ch.closing) => Ok(()),
+            _ if closing => Ok(()),
             channel::AMQPMethod::Flow(f) => {
                 if !f.active {
                     return Err(AmqpError::channel(540, "channel.flow active=false").on(20, 20));
@@ -522,11 +564,51 @@ impl Conn {
         }
     }
 
-    fn drop_channel(&mut self, number: u16) {
-        let Some(slot) = self.channels.get_mut(number as usize) else {
-            return;
+    /// channel.open: any number is accepted, but no more channels than the
+    /// negotiated channel_max (nor the user's `max-channels`) may be open,
+    /// as in RabbitMQ 3.10; both refusals are 530 connection errors.
+    fn open_channel(&mut self, number: u16) -> AmqpResult {
+        let not_allowed = AMQPHardError::NOTALLOWED.get_id();
+        let open = self.channels.len();
+        if self.channel_max != 0 && open >= usize::from(self.channel_max) {
+            let why = format!(
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                self.channel_max
+            );
+            tracing::warn!(peer = %self.peer, user = %self.user, "channel.open refused: {why}");
+            return Err(AmqpError::connection(not_allowed, why));
+        }
+        let channel_lease = match &self.lease {
+            Some(lease) => Some(lease.open_channel().map_err(|e| {
+                tracing::warn!(peer = %self.peer, user = %self.user, "channel.open refused: {e}");
+                AmqpError::connection(not_allowed, e)
+            })?),
+            None => None,
         };
-        if let Some(mut ch) = slot.take() {
+        let reg = self
+            .registration
+            .as_ref()
+            .expect("open connection is registered");
+        let shared = Arc::new(ChannelShared::new(
+            number,
+            self.broker.next_id(),
+            self.frame_max,
+            self.out.clone(),
+            self.cancel_notify,
+            reg.info.stats.clone(),
+        ));
+        reg.info.add_channel(number, shared.clone());
+        self.channels
+            .insert(number, Channel::new(shared), channel_lease);
+        self.send(
+            number,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
+        Ok(())
+    }
+
+    fn drop_channel(&mut self, number: u16) {
+        if let Some(mut ch) = self.channels.remove(number) {
             if let Some(r) = &self.registration {
                 r.info.remove_channel(number);
             }
@@ -586,11 +668,13 @@ impl Conn {
                         AmqpError::connection(530, format!("vhost '{name}' not found")).on(10, 40),
                     );
                 };
+                let lease = self.admit(&vhost)?;
                 let guard = self
                     .broker
                     .users
                     .guard(name, &self.user)
                     .map_err(|e| AmqpError::from(e).on(10, 40))?;
+                self.lease = Some(lease);
                 self.registration = Some(self.broker.registry.register(ConnectionInfo::new(
                     self.id,
                     "AMQP 0-9-1",
@@ -631,6 +715,19 @@ impl Conn {
         }
     }
 
+    /// Count the connection against the node, vhost and user connection
+    /// limits, before the permission check as RabbitMQ does; a refusal is
+    /// 530 NOT_ALLOWED on connection.open with RabbitMQ's text.
+    fn admit(&self, vhost: &VHost) -> AmqpResult<ConnectionLease> {
+        self.broker
+            .limits
+            .admit((&vhost.name, &vhost.limits), &self.user)
+            .map_err(|e| {
+                tracing::warn!(peer = %self.peer, user = %self.user, vhost = %vhost.name, "AMQP connection refused: {e}");
+                AmqpError::connection(AMQPHardError::NOTALLOWED.get_id(), e).on(10, 40)
+            })
+    }
+
     fn on_start_ok(&mut self, s: connection::StartOk) -> AmqpResult {
         let props = s.client_properties.inner();
         self.client = match props
@@ -644,6 +741,10 @@ impl Conn {
         if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
             self.cancel_notify = matches!(
                 caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            );
+            self.blocked_notify = matches!(
+                caps.inner().get("connection.blocked"),
                 Some(AMQPValue::Boolean(true))
             );
         }
@@ -756,6 +857,9 @@ impl Conn {
     /// Release everything the connection holds: consumers, unacked
     /// messages (requeued), exclusive queues.
     fn cleanup(&mut self) {
+        // Given back before close-ok goes out: a client that reconnects at
+        // once finds its place free.
+        self.lease = None;
         let (Some(vhost), Some(guard)) = (self.vhost.clone(), self.guard.clone()) else {
             return;
         };
@@ -765,7 +869,7 @@ impl Conn {
             cfg: &self.cfg,
             guard: &guard,
         };
-        for ch in self.channels.iter_mut().flatten() {
+        for ch in self.channels.iter_mut() {
             ch.shutdown(&ctx);
         }
         self.channels.clear();

@@ -90,6 +90,8 @@ impl From<CoreError> for AmqpError {
         match e {
             CoreError::NotFound(t) => AmqpError::channel(404, t),
             CoreError::PreconditionFailed(t) => AmqpError::channel(406, t),
+            // RabbitMQ's code for a vhost queue limit (rabbit_channel.erl).
+            CoreError::LimitReached(t) => AmqpError::channel(406, t),
             CoreError::ResourceLocked(t) => AmqpError::channel(405, t),
             CoreError::AccessRefused(t) => AmqpError::channel(403, t),
             CoreError::NotAllowed(t) => AmqpError::connection(530, t),

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod channel;
+pub mod channels;
 pub mod codec;
 pub mod connection;
 pub mod deliveries;
@@ -23,7 +24,9 @@ use warren_core::Broker;
 pub struct Config {
     /// Largest frame we accept and propose (connection.tune).
     pub frame_max: u32,
-    /// Highest channel number (connection.tune).
+    /// Most channels open at once per connection, proposed in
+    /// connection.tune (RabbitMQ's channel_max: it limits how many, not
+    /// which numbers; 0 means no limit).
     pub channel_max: u16,
     /// Proposed heartbeat in seconds; 0 disables.
     pub heartbeat: u16,

@@ -136,6 +136,15 @@ fn scenarios() -> Vec<Spec> {
             ..BASE
         },
         Spec {
+            name: "topic-100k-bindings",
+            exchange: "bench.topic",
+            kind: "topic",
+            queues: 4,
+            bindings_per_queue: 25_000,
+            window: Some(5000),
+            ..BASE
+        },
+        Spec {
             name: "latency-5k",
             rate: Some(5000),
             ..BASE

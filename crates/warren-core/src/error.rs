@@ -46,6 +46,10 @@ pub enum CoreError {
     /// AMQP 503: the command is invalid in this context (e.g. unknown type).
     #[error("{0}")]
     CommandInvalid(String),
+    /// An operator-set limit (vhost `max-queues`) is reached: AMQP 406, as
+    /// RabbitMQ answers; MQTT 0x97 quota exceeded.
+    #[error("{0}")]
+    LimitReached(String),
     /// AMQP 541: an internal fault such as a failing plugin.
     #[error("{0}")]
     Internal(String),

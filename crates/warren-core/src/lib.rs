@@ -4,9 +4,11 @@
 
 #![deny(missing_docs)]
 
+pub mod alarm;
 pub mod auth;
 pub mod error;
 pub mod exchange;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod outbox;
@@ -39,6 +41,11 @@ pub struct Broker {
     pub types: Arc<TypeRegistry>,
     /// Live connections and traffic totals.
     pub registry: Arc<registry::Registry>,
+    /// Operator-set limits: node and per-user connection counts, user
+    /// limits (vhost limits live in each vhost).
+    pub limits: Arc<limits::Limits>,
+    /// Memory and disk alarms; adapters block publishers while one is on.
+    pub alarms: Arc<alarm::Alarms>,
     next_id: AtomicU64,
     store: Option<Arc<Store>>,
     me: Weak<Broker>,
@@ -60,6 +67,8 @@ impl Broker {
             users: auth::Users::default(),
             types: Arc::new(TypeRegistry::with_builtins()),
             registry: Arc::default(),
+            limits: Arc::default(),
+            alarms: Arc::default(),
             next_id: AtomicU64::new(1),
             store,
             me: me.clone(),
@@ -125,6 +134,7 @@ impl Broker {
     pub fn delete_user(&self, name: &str) -> bool {
         let found = self.users.delete(name);
         if found {
+            self.limits.forget_user(name);
             for c in self.registry.list() {
                 if &*c.user == name {
                     c.request_close("user deleted");
@@ -232,6 +242,7 @@ impl Broker {
                 })
                 .collect(),
         );
+        self.limit_definitions(&mut d);
         d
     }
 
@@ -382,6 +393,7 @@ impl Broker {
                 Some((msg, m.redelivered))
             }));
         }
+        self.restore_limits(defs);
         self.recovering.store(false, Ordering::Release);
         tracing::info!(
             "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records in {:.1?}{}",

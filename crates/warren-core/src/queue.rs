@@ -279,14 +279,31 @@ impl Ready {
     }
 
     fn pop_front(&mut self) -> Option<Delivery> {
-        let d = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
+        let d = level.pop_front()?;
+        shrink(level);
         self.len -= 1;
         Some(d)
     }
 
     fn drain(&mut self) -> impl Iterator<Item = Delivery> + '_ {
         self.len = 0;
-        self.levels.iter_mut().rev().flat_map(|l| l.drain(..))
+        self.levels.iter_mut().rev().flat_map(|l| {
+            let all = std::mem::take(l);
+            all.into_iter()
+        })
+    }
+}
+
+/// Capacity below which a level's buffer is never shrunk.
+const SHRINK_MIN: usize = 4096;
+
+/// Halve a level's buffer once it is three-quarters empty, so that a
+/// drained backlog gives its memory back (amortised O(1) per pop).
+fn shrink(level: &mut VecDeque<Delivery>) {
+    let cap = level.capacity();
+    if cap > SHRINK_MIN && level.len() < cap / 4 {
+        level.shrink_to(cap / 2);
     }
 }
 
@@ -859,13 +876,10 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        if inner.consumers.iter().any(|c| c.exclusive) {
-            return Err(CoreError::AccessRefused(format!(
-                "queue '{}' in vhost '{}' has an exclusive consumer",
-                self.name, self.vhost
-            )));
-        }
-        if spec.exclusive && !inner.consumers.is_empty() {
+        // RabbitMQ answers both conflicts with the same text.
+        if inner.consumers.iter().any(|c| c.exclusive)
+            || (spec.exclusive && !inner.consumers.is_empty())
+        {
             return Err(CoreError::AccessRefused(format!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 self.name, self.vhost

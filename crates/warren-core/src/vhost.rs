@@ -14,6 +14,7 @@ use warren_store::{BindingDef, ExchangeDef, Log, QueueDef, QueueKey};
 
 use crate::error::{CoreError, Result};
 use crate::exchange::{Binding, BindingId, Destination, Exchange, TypeRegistry};
+use crate::limits::VhostLimits;
 use crate::message::Message;
 use crate::props::Properties;
 use crate::queue::{DeadLetter, DeathReason, Enqueued, Queue};
@@ -118,6 +119,9 @@ pub struct VHost {
     name_counter: AtomicU64,
     /// Itself, for timers (set by [`VHost::new_shared`]).
     me: Weak<VHost>,
+    /// RabbitMQ's vhost limits and the vhost's connection count; shared
+    /// with the connections' leases.
+    pub limits: Arc<VhostLimits>,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -188,6 +192,7 @@ impl VHost {
             topology: RwLock::new(Topology::default()),
             name_counter: AtomicU64::new(0),
             me: Weak::new(),
+            limits: Arc::default(),
         };
         for (n, t) in [
             ("", "direct"),
@@ -551,6 +556,7 @@ impl VHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        self.check_queue_limit(&topo, &name)?;
         let owner = d.exclusive.then_some(conn);
         let q = Arc::new(
             Queue::new(
@@ -724,6 +730,28 @@ impl VHost {
         let mut topo = self.topology.write();
         self.insert_queue(&mut topo, q.clone())?;
         Ok(q)
+    }
+
+    /// Whether declaring `name` now would be refused by `max-queues` (an
+    /// existing queue never is): MQTT asks before it answers CONNACK.
+    pub fn may_declare_queue(&self, name: &str) -> Result<()> {
+        let topo = self.topology.read();
+        if topo.queues.contains_key(name) {
+            return Ok(());
+        }
+        self.check_queue_limit(&topo, name)
+    }
+
+    /// RabbitMQ's `max-queues`: a new queue is refused once the vhost has
+    /// that many (hidden direct reply-to queues are not counted).
+    fn check_queue_limit(&self, topo: &Topology, name: &str) -> Result<()> {
+        let existing = || topo.queues.values().filter(|q| !q.hidden).count();
+        self.limits.check_new_queue(existing).map_err(|limit| {
+            CoreError::LimitReached(format!(
+                "cannot declare queue '{name}': queue limit in vhost '{}' ({limit}) is reached",
+                self.name
+            ))
+        })
     }
 
     fn insert_queue(&self, topo: &mut Topology, q: Arc<Queue>) -> Result<()> {

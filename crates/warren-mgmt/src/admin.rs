@@ -80,7 +80,7 @@ pub(crate) async fn vhost_delete(
 }
 
 /// PUT /api/users/{name}: `password` (hashed here) or `password_hash`
-/// (RabbitMQ's salted SHA-256), and `tags`. Without either, an existing
+/// (RabbitMQ's salted SHA-256), `tags` and optionally `limits`. Without either, an existing
 /// user keeps its password and only the tags change.
 pub(crate) async fn user_put(
     State(s): State<MgmtState>,
@@ -90,6 +90,8 @@ pub(crate) async fn user_put(
 ) -> Done {
     let caller = auth(&s, &h, ADMIN)?;
     let tags = parse_tags(body.get("tags"));
+    // RabbitMQ takes the user's limits in the same body; checked first.
+    let limits = crate::limits::user_limits_in(&user, &body).map_err(ApiError::bad_request)?;
     let existing = s.broker.users.get(&user);
     let new = existing.is_none();
     if let Some(pw) = body.get("password").and_then(|p| p.as_str()) {
@@ -103,6 +105,9 @@ pub(crate) async fn user_put(
         return Err(ApiError::bad_request(
             "a new user needs 'password' or 'password_hash'",
         ));
+    }
+    if let Some(m) = limits {
+        s.broker.merge_user_limits(&user, &m)?;
     }
     tracing::info!(
         user = caller.name,

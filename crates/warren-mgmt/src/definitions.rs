@@ -10,7 +10,8 @@ use warren_core::auth::Permission;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 
 use crate::admin::{check_hash_algorithm, parse_tags};
-use crate::listing::permission_json;
+use crate::limits::{import_parameter, import_user_limits, limits_json, vhost_limit_parameters};
+use crate::listing::{permission_json, user_json};
 use crate::{auth, json_to_table, table_json, ApiError, MgmtState, ADMIN};
 
 /// GET /api/definitions: users, vhosts, permissions and the durable
@@ -68,23 +69,28 @@ pub(crate) async fn export(
         "rabbitmq_version": "3.10.0",
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "users": b.users.list().iter().map(|u| json!({
-            "name": u.name,
-            "password_hash": u.password_hash,
-            "hashing_algorithm": warren_core::auth::hash_algorithm(&u.password_hash),
-            "tags": u.tags,
-            "limits": {},
-        })).collect::<Vec<_>>(),
-        "vhosts": b.vhosts().iter().map(|v| json!({"name": v.name.as_ref(), "limits": [], "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
+        "users": b.users.list().iter().map(|u| user_json(&s, u)).collect::<Vec<_>>(),
+        "vhosts": b.vhosts().iter().map(|v| json!({"name": v.name.as_ref(), "limits": vhost_limits_field(v), "metadata": {"description": "", "tags": []}})).collect::<Vec<_>>(),
         "permissions": b.users.permissions().iter().map(permission_json).collect::<Vec<_>>(),
         "topic_permissions": [],
-        "parameters": [],
+        "parameters": vhost_limit_parameters(&s),
         "global_parameters": [],
         "policies": [],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     })))
+}
+
+/// A vhost's `limits` as rabbit_definitions writes it: an object, or an
+/// empty list when there is none.
+fn vhost_limits_field(v: &warren_core::VHost) -> Json_ {
+    let m = warren_core::limits::NamedLimits::to_map(&*v.limits);
+    if m.is_empty() {
+        json!([])
+    } else {
+        limits_json(&m)
+    }
 }
 
 fn text<'a>(o: &'a Json_, k: &str) -> &'a str {
@@ -100,8 +106,8 @@ fn items<'a>(d: &'a Json_, k: &str) -> impl Iterator<Item = &'a Json_> {
 
 /// POST /api/definitions: create what is missing, in dependency order.
 /// Items that cannot be applied are reported together (400) after the
-/// rest was applied; RabbitMQ-only sections (policies, parameters) are
-/// ignored with a log line.
+/// rest was applied; RabbitMQ-only sections (policies, parameters other
+/// than vhost limits) are ignored with a log line.
 pub(crate) async fn import(
     State(s): State<MgmtState>,
     h: HeaderMap,
@@ -126,7 +132,19 @@ pub(crate) async fn import(
         } else {
             b.put_user_hash(name, text(u, "password_hash"), tags);
         }
+        if let Err(e) = import_user_limits(&s, name, u) {
+            errors.push(e);
+        }
         count += 1;
+    }
+    // Vhost limits before queues, so that max-queues applies to the import.
+    let mut ignored_parameters = 0usize;
+    for p in items(&d, "parameters") {
+        match import_parameter(&s, p) {
+            Ok(true) => count += 1,
+            Ok(false) => ignored_parameters += 1,
+            Err(e) => errors.push(e),
+        }
     }
     for p in items(&d, "permissions") {
         let (user, vhost) = (text(p, "user"), text(p, "vhost"));
@@ -213,12 +231,12 @@ pub(crate) async fn import(
             Err(e) => errors.push(format!("binding {src} -> {dst} in '{vhost}': {e}")),
         }
     }
-    for section in [
-        "policies",
-        "parameters",
-        "global_parameters",
-        "topic_permissions",
-    ] {
+    if ignored_parameters > 0 {
+        tracing::warn!(
+            "definitions import: {ignored_parameters} parameters ignored (only vhost-limits are supported)"
+        );
+    }
+    for section in ["policies", "global_parameters", "topic_permissions"] {
         let n = items(&d, section).count();
         if n > 0 {
             tracing::warn!("definitions import: {n} {section} ignored (not supported)");

@@ -11,6 +11,7 @@
 mod admin;
 mod definitions;
 mod json;
+mod limits;
 mod listing;
 mod metrics;
 mod rates;
@@ -110,6 +111,18 @@ pub fn router(state: MgmtState) -> Router {
             get(listing::permissions_of_user),
         )
         .route("/api/permissions", get(listing::permissions))
+        .route("/api/vhost-limits", get(limits::vhost_all))
+        .route("/api/vhost-limits/{vhost}", get(limits::vhost_one))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(limits::vhost_put).delete(limits::vhost_delete),
+        )
+        .route("/api/user-limits", get(limits::user_all))
+        .route("/api/user-limits/{user}", get(limits::user_one))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(limits::user_put).delete(limits::user_delete),
+        )
         .route(
             "/api/permissions/{vhost}/{user}",
             get(listing::permission_one)
@@ -230,7 +243,9 @@ impl From<warren_core::CoreError> for ApiError {
         use warren_core::CoreError as E;
         match e {
             E::NotFound(t) => ApiError::not_found(t),
-            E::PreconditionFailed(t) | E::CommandInvalid(t) => ApiError::bad_request(t),
+            E::PreconditionFailed(t) | E::CommandInvalid(t) | E::LimitReached(t) => {
+                ApiError::bad_request(t)
+            }
             E::ResourceLocked(t) | E::AccessRefused(t) | E::NotAllowed(t) => ApiError::forbidden(t),
             other => ApiError(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -11,6 +11,7 @@ use warren_core::auth::PermissionEntry;
 use warren_core::registry::ConnectionInfo;
 use warren_core::VHost;
 
+use crate::limits::limits_json;
 use crate::metrics::process;
 use crate::rates::{QueueRates, TotalRates};
 use crate::{auth, table_json, ApiError, MgmtState, ADMIN, READ};
@@ -68,16 +69,20 @@ pub(crate) async fn overview(State(s): State<MgmtState>, h: HeaderMap) -> Reply 
 pub(crate) async fn nodes(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
     auth(&s, &h, READ)?;
     let p = process();
+    let a = s.broker.alarms.figures();
     Ok(Json(json!([{
         "name": NODE,
         "type": "disc",
         "running": true,
-        "mem_used": p.rss_bytes,
+        "mem_used": a.mem_used,
+        "mem_limit": a.mem_limit,
+        "mem_alarm": a.alarms.memory,
+        "disk_free": a.disk_free,
+        "disk_free_limit": a.disk_limit,
+        "disk_free_alarm": a.alarms.disk,
         "fd_used": p.open_fds,
         "fd_total": p.max_fds,
         "uptime": s.started.elapsed().as_millis() as u64,
-        "disk_free_alarm": false,
-        "mem_alarm": false,
         "store_bytes": s.broker.store().map_or(0, |st| st.log.disk_bytes()),
         "exchange_types": s.broker.types.names().into_iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
     }])))
@@ -133,20 +138,26 @@ pub(crate) async fn vhost_one(
     Ok(Json(vhost_json(&*vhost_or_404(&s, &vhost)?)))
 }
 
-pub(crate) fn user_json(u: &warren_core::auth::User) -> Json_ {
+/// A user as RabbitMQ lists and exports it, limits included.
+pub(crate) fn user_json(s: &MgmtState, u: &warren_core::auth::User) -> Json_ {
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": warren_core::auth::hash_algorithm(&u.password_hash),
         "tags": u.tags,
-        "limits": {},
+        "limits": limits_json(&s.broker.limits.user_map(&u.name)),
     })
 }
 
 pub(crate) async fn users(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
     auth(&s, &h, ADMIN)?;
     Ok(Json(Json_::Array(
-        s.broker.users.list().iter().map(user_json).collect(),
+        s.broker
+            .users
+            .list()
+            .iter()
+            .map(|u| user_json(&s, u))
+            .collect(),
     )))
 }
 
@@ -161,7 +172,7 @@ pub(crate) async fn user_one(
         .users
         .get(&user)
         .ok_or_else(|| ApiError::not_found(format!("no user '{user}'")))?;
-    Ok(Json(user_json(&u)))
+    Ok(Json(user_json(&s, &u)))
 }
 
 pub(crate) fn permission_json(p: &PermissionEntry) -> Json_ {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use warren_core::alarm::AlarmFigures;
 
 use axum::extract::State;
 use axum::http::header;
@@ -60,6 +61,46 @@ impl Out {
         } else {
             let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
         }
+    }
+}
+
+/// Memory and disk alarm figures, under RabbitMQ's Prometheus names.
+fn alarm_metrics(o: &mut Out, f: &AlarmFigures) {
+    let rows: [(&str, &str, u64); 6] = [
+        (
+            "rabbitmq_resident_memory_limit_bytes",
+            "Memory high watermark in bytes.",
+            f.mem_limit,
+        ),
+        (
+            "rabbitmq_process_resident_memory_bytes",
+            "Memory used, as the memory alarm counts it.",
+            f.mem_used,
+        ),
+        (
+            "rabbitmq_alarms_memory_used_watermark",
+            "1 while the memory alarm is on.",
+            u64::from(f.alarms.memory),
+        ),
+        (
+            "rabbitmq_disk_space_available_bytes",
+            "Free bytes on the data directory's filesystem.",
+            f.disk_free,
+        ),
+        (
+            "rabbitmq_disk_space_available_limit_bytes",
+            "Free disk space below which the disk alarm is on.",
+            f.disk_limit,
+        ),
+        (
+            "rabbitmq_alarms_free_disk_space_watermark",
+            "1 while the disk alarm is on.",
+            u64::from(f.alarms.disk),
+        ),
+    ];
+    for (name, help, v) in rows {
+        o.family(name, "gauge", help);
+        o.sample(name, "", v);
     }
 }
 
@@ -218,6 +259,8 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
         o.sample("warren_store_fsync_seconds_sum", "", sum);
         o.sample("warren_store_fsync_seconds_count", "", count);
     }
+
+    alarm_metrics(&mut o, &b.alarms.figures());
 
     // Process.
     let p = process();

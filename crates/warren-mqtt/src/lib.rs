@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod reason;
 pub mod session;
 
 use std::sync::Arc;
@@ -56,7 +57,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let shared = Arc::new(session::Shared::default());
+    let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
     warren_core::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
             stream,

@@ -18,15 +18,22 @@ use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use warren_core::alarm::Alarms;
 use warren_core::auth::{Access, Guard, Resource};
+use warren_core::limits::ConnectionLease;
 use warren_core::outbox::Outbox;
 use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
 use warren_core::registry::{ConnStats, ConnectionInfo, Registration};
 use warren_core::vhost::QueueDeclare;
-use warren_core::{Broker, Consumer, Delivery, Message, Queue, RouteScratch, Table, VHost, Value};
+use warren_core::{
+    Broker, Consumer, CoreError, Delivery, Message, Queue, RouteScratch, Table, VHost, Value,
+};
 
 use crate::codec::{self, CodecError, Connect, Packet, Props, Publish};
+use crate::reason::{
+    QUOTA_EXCEEDED, UNSPECIFIED_ERROR, V4_NOT_AUTHORIZED, V4_SERVER_UNAVAILABLE, V4_SUBACK_FAILURE,
+};
 use crate::Config;
 
 /// State shared by all MQTT connections of a listener.
@@ -41,6 +48,11 @@ pub struct Shared {
     retained: Mutex<HashMap<(String, String), Message>>,
     /// The outbox keep-alive setting of every MQTT connection (none).
     no_heartbeat: Arc<Mutex<Option<Duration>>>,
+    /// The broker's memory and disk alarms: publishers are not read while one is on.
+    alarms: Arc<Alarms>,
+    /// Woken whenever a connection has finished its clean-up, for
+    /// [`Shared::take_over`].
+    ended: tokio::sync::Notify,
 }
 
 struct Slot {
@@ -51,6 +63,14 @@ struct Slot {
 type Key = (String, String);
 
 impl Shared {
+    /// State for one listener, watching the broker's alarms.
+    pub fn new(alarms: Arc<Alarms>) -> Self {
+        Shared {
+            alarms,
+            ..Default::default()
+        }
+    }
+
     /// A connection of `key` starts: it takes over an older one.
     fn attach(&self, key: Key, me: &Arc<ConnectionInfo>) -> u64 {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
@@ -71,11 +91,34 @@ impl Shared {
         epoch
     }
 
-    /// The connection of `epoch` ended.
+    /// The connection of `epoch` ended and has cleaned up its session.
     fn detach(&self, key: &Key, epoch: u64) {
         if let Some(s) = self.sessions.lock().get_mut(key) {
             if s.epoch == epoch {
                 s.conn = None;
+            }
+        }
+        self.ended.notify_waiters();
+    }
+
+    /// Before a new connection of `key` looks at its session: close the
+    /// live one, if any, and wait until it has cleaned up, so that the new
+    /// one sees the session as the old one left it (a v5 session with
+    /// expiry 0 is gone, in-flight messages are back in the queue).
+    async fn take_over(&self, key: &Key) {
+        for _ in 0..TAKEOVER_ROUNDS {
+            let notified = self.ended.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a detach in between wakes it.
+            notified.as_mut().enable();
+            let live = self.sessions.lock().get(key).and_then(|s| s.conn.clone());
+            let Some(old) = live else {
+                return;
+            };
+            old.request_close(TAKEOVER);
+            if tokio::time::timeout(TAKEOVER_WAIT, notified).await.is_err() {
+                tracing::warn!(client_id = %key.1, "previous connection did not end in time; taking over anyway");
+                return;
             }
         }
     }
@@ -482,10 +525,20 @@ struct Conn {
     ack_after_sync: Option<(u64, u8, u16)>,
     /// The MQTT exchange, looked up at the first publish.
     exchange: Option<Arc<warren_core::Exchange>>,
+    /// The session's place in the node, vhost and user connection counts
+    /// (RabbitMQ counts MQTT connections too), until cleanup.
+    lease: Option<ConnectionLease>,
+    /// Set by the first PUBLISH: alarms block only publishers.
+    published: bool,
 }
 
 /// The close reason that marks a client-id takeover.
 const TAKEOVER: &str = "session taken over";
+/// How long a new connection waits for the one it takes over to end.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// Connections of one client id a new one waits out (each may be replaced
+/// by a newer one while it waits).
+const TAKEOVER_ROUNDS: usize = 4;
 
 /// What the session loop does after handling buffered packets.
 enum Step {
@@ -540,6 +593,8 @@ pub async fn handle(
     let end = conn.run(&mut rd, &mut buf, keep_alive, &mut shutdown).await;
     // Built again rather than kept: an idle connection holds less.
     let key = (conn.vhost.name.to_string(), conn.client_id.clone());
+    // The session is left as it should be found before anyone is told.
+    conn.cleanup();
     shared.detach(&key, epoch);
     let mut timers = false;
     if let End::Abnormal(why) = &end {
@@ -574,7 +629,6 @@ pub async fn handle(
     } else {
         tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
     }
-    conn.cleanup();
     if !timers {
         shared.forget(&key, epoch);
     }
@@ -638,7 +692,7 @@ async fn handshake(
             return None;
         }
     };
-    let Some(conn) = accept(broker, cfg, shared, &out, (peer, local), &connect) else {
+    let Some(conn) = accept(broker, cfg, shared, &out, (peer, local), &connect).await else {
         out.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
         return None;
@@ -652,7 +706,7 @@ async fn handshake(
     })
 }
 
-fn accept(
+async fn accept(
     broker: &Arc<Broker>,
     cfg: &Arc<Config>,
     shared: &Arc<Shared>,
@@ -706,7 +760,17 @@ fn accept(
     let Some(vhost) = broker.vhost(&vhost_name) else {
         return refuse(5, 0x87, &format!("vhost '{vhost_name}' not found"));
     };
+    // Authenticated: the connection this one replaces ends first (and
+    // gives back its connection-limit lease).
+    if !c.client_id.is_empty() {
+        let key = (vhost.name.to_string(), c.client_id.clone());
+        shared.take_over(&key).await;
+    }
     let user = user.unwrap_or_else(|| cfg.anonymous_user.clone());
+    let lease = match broker.limits.admit((&vhost.name, &vhost.limits), &user) {
+        Ok(l) => l,
+        Err(e) => return refuse_for_limit(out, peer, c, (&user, &vhost_name), &e),
+    };
     let guard = match broker.users.guard(&vhost_name, &user) {
         Ok(g) => g,
         Err(e) => return refuse(5, 0x87, &e.to_string()),
@@ -753,6 +817,12 @@ fn accept(
         let _ = vhost.delete_queue(&qname, false, false, 0);
     }
     let session_present = !c.clean && existed;
+    if persistent {
+        // Asked before CONNACK: the session queue is made after it.
+        if let Err(e) = vhost.may_declare_queue(&qname) {
+            return refuse_for_limit(out, peer, c, (&user, &vhost_name), &e);
+        }
+    }
     if level == 5 {
         props.receive_maximum = Some(cfg.receive_maximum);
         props.retain_available = Some(1);
@@ -810,12 +880,14 @@ fn accept(
         conn_id,
         scratch: RouteScratch::default(),
         backlogged: false,
+        published: false,
         sync_rx: broker.store().map(|s| s.log.subscribe()),
         guard,
         publish_ok: None,
         registration,
         ack_after_sync: None,
         exchange: None,
+        lease: Some(lease),
     };
     if session_present {
         // A persistent session delivers at the QoS its subscriptions were
@@ -839,10 +911,33 @@ fn accept(
     // that only publish cost no queue; a persistent one needs it now.
     if persistent {
         if let Err(e) = conn.ensure_queue() {
-            return refuse(3, 0x80, &format!("session queue: {e}"));
+            let (v4, v5) = match e {
+                CoreError::LimitReached(_) => (V4_NOT_AUTHORIZED, QUOTA_EXCEEDED),
+                _ => (V4_SERVER_UNAVAILABLE, UNSPECIFIED_ERROR),
+            };
+            return refuse(v4, v5, &format!("session queue: {e}"));
         }
     }
     Some(conn)
+}
+
+/// Refuse a CONNECT because a limit is reached, as RabbitMQ does: CONNACK
+/// 0x97 quota exceeded (5.0) or 5 not authorised (3.1.1).
+fn refuse_for_limit(
+    out: &Outbox,
+    peer: SocketAddr,
+    c: &Connect,
+    (user, vhost): (&str, &str),
+    why: &dyn std::fmt::Display,
+) -> Option<Conn> {
+    tracing::warn!(peer = %peer, user, vhost, client_id = %c.client_id, "MQTT connection refused: {why}");
+    let code = if c.level == 5 {
+        QUOTA_EXCEEDED
+    } else {
+        V4_NOT_AUTHORIZED
+    };
+    out.push(|o| codec::write_connack(o, c.level, false, code, &Props::default()));
+    None
 }
 
 impl Conn {
@@ -852,7 +947,7 @@ impl Conn {
 
     /// The session queue `mqtt-subscription-<client id>`, declared and
     /// consumed on first use.
-    fn ensure_queue(&mut self) -> Result<Arc<Queue>, String> {
+    fn ensure_queue(&mut self) -> warren_core::Result<Arc<Queue>> {
         if let Some(q) = &self.queue {
             return Ok(q.clone());
         }
@@ -880,10 +975,7 @@ impl Conn {
                     args,
                     ..Default::default()
                 };
-                self.vhost
-                    .declare_queue(&decl, 0)
-                    .map_err(|e| e.to_string())?
-                    .0
+                self.vhost.declare_queue(&decl, 0)?.0
             }
         };
         self.vhost.watch_expiry(&q);
@@ -895,8 +987,7 @@ impl Conn {
             exclusive: false,
             priority: 0,
             consumer,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         self.queue = Some(q.clone());
         Ok(q)
     }
@@ -926,6 +1017,18 @@ impl Conn {
                     continue;
                 }
                 Step::Read => {}
+            }
+            if self.blocked() {
+                // Not read while an alarm is on (nor is keep-alive counted).
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+                let mut alarms = self.shared.alarms.subscribe();
+                tokio::select! {
+                    _ = alarms.wait_for(|a| !a.any()) => {}
+                    _ = info.close_requested() => return End::Clean,
+                    _ = shutdown.changed() => return End::Clean,
+                }
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, "unblocking MQTT publisher");
+                continue;
             }
             warren_core::queue::pace_publisher(std::mem::take(&mut self.backlogged)).await;
             // The read size doubles while a busy client keeps filling it;
@@ -980,8 +1083,12 @@ impl Conn {
     /// packet is held in the session loop's future).
     fn drain(&mut self, buf: &mut BytesMut) -> Step {
         loop {
+            if self.blocked() {
+                return Step::Read;
+            }
             match codec::read(buf, self.level, self.cfg.max_packet_size) {
                 Ok(p) => {
+                    self.published |= matches!(p, Packet::Publish(_));
                     if let Some(end) = self.on_packet(p) {
                         return Step::End(end);
                     }
@@ -993,6 +1100,11 @@ impl Conn {
                 Err(e) => return Step::End(self.protocol_error(&e)),
             }
         }
+    }
+
+    /// A connection that has published is blocked while an alarm is on.
+    fn blocked(&self) -> bool {
+        self.published && self.shared.alarms.blocking()
     }
 
     fn protocol_error(&self, e: &CodecError) -> End {
@@ -1220,7 +1332,11 @@ impl Conn {
         if !self.may_subscribe(&qname) {
             return self.not_authorized();
         }
-        let (Ok(q), Ok(x)) = (self.ensure_queue(), self.vhost.exchange(&self.cfg.exchange)) else {
+        let q = match self.ensure_queue() {
+            Ok(q) => q,
+            Err(e) => return self.queue_refused(&e),
+        };
+        let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
             return 0x80;
         };
         // The granted QoS rides on the binding, so it is stored with the
@@ -1270,10 +1386,7 @@ impl Conn {
         };
         let q = match self.vhost.declare_queue(&decl, 0) {
             Ok((q, _, _)) => q,
-            Err(e) => {
-                tracing::warn!(client_id = %self.client_id, "MQTT shared subscription failed: {e}");
-                return 0x80;
-            }
+            Err(e) => return self.queue_refused(&e),
         };
         if self
             .vhost
@@ -1303,6 +1416,16 @@ impl Conn {
 
     /// RabbitMQ's rule for a subscription: configure and write on the
     /// queue, read on the exchange.
+    /// SUBACK code for a subscription whose queue could not be made: 0x97
+    /// quota exceeded (5.0) when the vhost's `max-queues` refused it.
+    fn queue_refused(&self, e: &CoreError) -> u8 {
+        tracing::warn!(peer = %self.peer, user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id, "MQTT subscribe failed: {e}");
+        match e {
+            CoreError::LimitReached(_) if self.level == 5 => QUOTA_EXCEEDED,
+            _ => V4_SUBACK_FAILURE,
+        }
+    }
+
     fn may_subscribe(&self, queue: &str) -> bool {
         let g = &self.guard;
         g.check(Access::Configure, Resource::Queue, queue).is_ok()
@@ -1427,6 +1550,8 @@ impl Conn {
 
     /// Release the session's consumers; a clean session's queue goes.
     fn cleanup(&mut self) {
+        // Given back first: a client may reconnect while this one flushes.
+        self.lease = None;
         {
             let c = &self.consumer;
             c.active.store(false, Ordering::Release);

@@ -15,6 +15,7 @@
 
 pub mod log;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -135,7 +136,18 @@ pub struct Definitions {
     /// permissions existed: every user then keeps full rights.
     #[serde(default)]
     pub permissions: Option<Vec<PermissionDef>>,
+    /// Per-vhost limits (RabbitMQ's `vhost-limits`: `max-connections`,
+    /// `max-queues`) by vhost; absent in files written before limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vhost_limits: BTreeMap<String, LimitsDef>,
+    /// Per-user limits (`max-connections`, `max-channels`) by user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_limits: BTreeMap<String, LimitsDef>,
 }
+
+/// Limits of one vhost or user by RabbitMQ's names; a negative value means
+/// no limit, as in RabbitMQ, and is kept as given.
+pub type LimitsDef = BTreeMap<String, i64>;
 
 /// A user's permission in one vhost (RabbitMQ's three expressions).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +371,36 @@ mod tests {
             }],
             ..Default::default()
         };
+        o.store.save_definitions(&d).unwrap();
+        o.store.close();
+        drop(o);
+        let o = Store::open(&dir).unwrap();
+        assert_eq!(o.definitions, Some(d));
+        o.store.close();
+    }
+
+    #[test]
+    fn limits_round_trip_and_older_files_have_none() {
+        let old: Definitions = serde_json::from_str(
+            r#"{"vhosts":["/"],"users":[],"exchanges":[],"queues":[],"bindings":[]}"#,
+        )
+        .unwrap();
+        assert!(old.vhost_limits.is_empty() && old.user_limits.is_empty());
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("limits"), "no limits, no keys: {json}");
+        let dir = tempdir();
+        let o = Store::open(&dir).unwrap();
+        let mut d = Definitions::default();
+        d.vhost_limits.insert(
+            "/".into(),
+            [
+                ("max-connections".to_string(), 3),
+                ("max-queues".to_string(), -1),
+            ]
+            .into(),
+        );
+        d.user_limits
+            .insert("guest".into(), [("max-channels".to_string(), 7)].into());
         o.store.save_definitions(&d).unwrap();
         o.store.close();
         drop(o);

@@ -299,15 +299,27 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// Message ids count up from 1, so no log reaches this one: an enqueue
+/// record with a higher id is corrupt (and would overflow the next id).
+const ID_LIMIT: u64 = 1 << 63;
+
+/// How far past twice the number of entries it holds the recovery vector
+/// may grow for one id; ids further out go to the map.
+const DENSE_SLACK: usize = 4096;
+
 /// Recovery state: live entries and interned names.
 #[derive(Default)]
 struct Scan {
     /// Entries by `id - base`: ids are handed out sequentially, so a vector
     /// beats a map.
     entries: Vec<Option<Entry>>,
+    /// Entries ever put in `entries`: bounds its length (see [`Scan::insert`]).
+    filled: usize,
     base: u64,
-    /// Entries with ids below `base` (compaction copies of old messages).
-    low: IdMap<Entry>,
+    /// Entries with ids below `base` (compaction copies of old messages) or
+    /// too far above the vector's end (an id gap, or a corrupt record that
+    /// passed the checksum): an id must not size the vector.
+    sparse: IdMap<Entry>,
     keys: Vec<QueueKey>,
     key_ids: HashMap<Box<[u8]>, u32>,
     exchanges: HashMap<Box<[u8]>, Arc<str>>,
@@ -316,25 +328,63 @@ struct Scan {
 }
 
 impl Scan {
-    /// The slot for `id`, growing the vector; None for ids below the base
-    /// (older than anything kept, so already dead).
-    fn slot(&mut self, id: u64) -> Option<&mut Option<Entry>> {
-        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        if i >= self.entries.len() {
-            self.entries.resize_with(i + 1, || None);
+    /// Keep the message of an enqueue record. A second copy of a message
+    /// (compaction) is ignored: the first one plus the removals after it say
+    /// which queues hold it.
+    fn insert(&mut self, id: u64, entry: Entry) {
+        if self.entries.is_empty() {
+            self.base = id;
         }
-        self.entries.get_mut(i)
+        if self.sparse.contains_key(&id) {
+            return;
+        }
+        // The vector grows to at most twice the entries put in it plus
+        // DENSE_SLACK, so its size follows the records read, not the ids.
+        let dense = id
+            .checked_sub(self.base)
+            .and_then(|d| usize::try_from(d).ok())
+            .filter(|&i| i <= 2 * self.filled + DENSE_SLACK);
+        match dense {
+            Some(i) => {
+                if i >= self.entries.len() {
+                    self.entries.resize_with(i + 1, || None);
+                }
+                let slot = &mut self.entries[i];
+                if slot.is_none() {
+                    *slot = Some(entry);
+                    self.filled += 1;
+                }
+            }
+            None => {
+                self.sparse.insert(id, entry);
+            }
+        }
     }
 
-    fn existing(&mut self, id: u64) -> Option<&mut Option<Entry>> {
-        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.entries.get_mut(i)
+    /// Apply a removal or delivered marker to message `id`, wherever it is
+    /// kept; `f` says whether the entry is now dead.
+    fn mark(&mut self, id: u64, f: impl FnOnce(&mut Entry) -> bool) {
+        let dense = id
+            .checked_sub(self.base)
+            .and_then(|d| usize::try_from(d).ok())
+            .and_then(|i| self.entries.get_mut(i))
+            .filter(|slot| slot.is_some());
+        if let Some(slot) = dense {
+            if slot.as_mut().is_some_and(f) {
+                *slot = None;
+            }
+        } else if self.sparse.get_mut(&id).is_some_and(f) {
+            self.sparse.remove(&id);
+        }
     }
 
     fn key(&mut self, vhost: &[u8], queue: &[u8]) -> Option<u32> {
+        // Length-prefixed, not NUL-separated: names may hold NULs, and
+        // ("v", "\0q") must not meet ("v\0", "q").
         self.lookup.clear();
+        self.lookup
+            .extend_from_slice(&(vhost.len() as u64).to_be_bytes());
         self.lookup.extend_from_slice(vhost);
-        self.lookup.push(0);
         self.lookup.extend_from_slice(queue);
         if let Some(k) = self.key_ids.get(self.lookup.as_slice()) {
             return Some(*k);
@@ -381,70 +431,23 @@ impl Log {
 
     /// [`Log::open`] with another segment size (tests use small ones).
     pub fn open_with(dir: &Path, segment_size: u64) -> Result<(Arc<Log>, Recovery), StoreError> {
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let started = Instant::now();
-        let mut segments: Vec<u64> = fs::read_dir(dir)
-            .map_err(|e| StoreError::io(dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
-            .collect();
-        segments.sort_unstable();
-        let mut scan = Scan::default();
-        let mut records = 0u64;
-        let mut truncated = 0u64;
-        for &seg in &segments {
-            let path = segment_path(dir, seg);
-            let (n, cut) = read_segment(&path, seg, &mut scan)?;
-            records += n;
-            truncated += cut;
-        }
-        let max_id = scan.max_id;
-        // Rebuild the index and live counts from what survived.
-        let mut index = IdMap::default();
-        index.reserve(scan.entries.len());
-        // Totals are unknown after a restart; count live ones as the total.
-        let mut segs: BTreeMap<u64, SegStat> =
-            segments.iter().map(|s| (*s, SegStat::default())).collect();
-        let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
-        // Ids below the first segment's first id (copies made by compaction)
-        // come first.
-        let mut low: Vec<Entry> = scan.low.into_values().collect();
-        low.sort_unstable_by_key(|e| e.msg.id);
-        for e in low.into_iter().chain(scan.entries.into_iter().flatten()) {
-            let id = e.msg.id;
-            if e.queues.is_empty() {
-                continue;
-            }
-            let st = segs.entry(e.seg).or_default();
-            st.live += 1;
-            st.total += 1;
-            index.insert(
-                id,
-                Live {
-                    seg: e.seg,
-                    queues: e.queues.clone(),
-                },
-            );
-            for &q in &e.queues {
-                let mut m = e.msg.clone();
-                m.redelivered = e.delivered.contains(&q);
-                by_key[q as usize].push(m);
+        let Rebuilt {
+            index,
+            segs,
+            keys,
+            key_names,
+            segment,
+            next_id,
+            mut recovery,
+        } = recover(dir)?;
+        if !take_clean_marker(dir)? {
+            // Delivered markers are written without waiting for a sync, so
+            // after a crash the newest may be missing: every message that
+            // may have been delivered is flagged redelivered.
+            for m in recovery.queues.values_mut().flatten() {
+                m.redelivered = true;
             }
         }
-        let mut queues = HashMap::new();
-        // Entries were visited in id order, so each list is already sorted.
-        let key_names = scan.keys.clone();
-        let keys: HashMap<QueueKey, u32> = key_names
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), i as u32))
-            .collect();
-        for (k, v) in scan.keys.into_iter().zip(by_key) {
-            if !v.is_empty() {
-                queues.insert(k, v);
-            }
-        }
-        let segment = segments.last().map_or(1, |s| s + 1);
         let (state, _) = watch::channel(SyncState::default());
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
@@ -461,7 +464,7 @@ impl Log {
             }),
             wake: Condvar::new(),
             state,
-            next_id: AtomicU64::new(max_id + 1),
+            next_id: AtomicU64::new(next_id),
             segment_size,
             healthy: AtomicBool::new(true),
             reclaim_disabled: AtomicBool::new(false),
@@ -475,15 +478,7 @@ impl Log {
             .map_err(|e| StoreError::io(dir, e))?;
         *log.thread.lock() = Some(handle);
         log.delete_dead_segments();
-        Ok((
-            log,
-            Recovery {
-                queues,
-                records,
-                truncated,
-                elapsed: started.elapsed(),
-            },
-        ))
+        Ok((log, recovery))
     }
 
     /// A fresh message id.
@@ -784,10 +779,151 @@ impl Log {
     pub fn close(&self) {
         self.pending.lock().closed = true;
         self.wake.notify_one();
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+        let Some(h) = self.thread.lock().take() else {
+            return;
+        };
+        let _ = h.join();
+        // Everything is synced: the delivered markers on disk are exact.
+        if self.healthy() {
+            if let Err(e) = put_clean_marker(&self.dir) {
+                tracing::warn!("cannot mark the message log as cleanly closed: {e}");
+            }
         }
     }
+}
+
+/// Written after a clean close; its absence at start-up means a crash.
+const CLEAN_MARKER: &str = "CLEAN_SHUTDOWN";
+
+fn put_clean_marker(dir: &Path) -> std::io::Result<()> {
+    File::create(dir.join(CLEAN_MARKER))?.sync_all()?;
+    File::open(dir)?.sync_all()
+}
+
+/// True when the last run closed the log cleanly. The marker is removed
+/// (durably) so that a crash of this run is not taken for a clean close.
+fn take_clean_marker(dir: &Path) -> Result<bool, StoreError> {
+    let path = dir.join(CLEAN_MARKER);
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::io(dir, e))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+/// The log's state rebuilt by recovery, before its writer starts.
+struct Rebuilt {
+    index: IdMap<Live>,
+    segs: BTreeMap<u64, SegStat>,
+    keys: HashMap<QueueKey, u32>,
+    key_names: Vec<QueueKey>,
+    /// The segment new records go to.
+    segment: u64,
+    next_id: u64,
+    recovery: Recovery,
+}
+
+/// Read every segment of `dir` (truncating torn or corrupt tails) and
+/// rebuild the index and the live messages per queue.
+fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let started = Instant::now();
+    let mut segments: Vec<u64> = fs::read_dir(dir)
+        .map_err(|e| StoreError::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .collect();
+    segments.sort_unstable();
+    let mut scan = Scan::default();
+    let mut records = 0u64;
+    let mut truncated = 0u64;
+    for &seg in &segments {
+        let path = segment_path(dir, seg);
+        let (n, cut) = read_segment(&path, seg, &mut scan)?;
+        records += n;
+        truncated += cut;
+    }
+    let max_id = scan.max_id;
+    // Rebuild the index and live counts from what survived.
+    let mut index = IdMap::default();
+    index.reserve(scan.entries.len());
+    // Totals are unknown after a restart; count live ones as the total.
+    let mut segs: BTreeMap<u64, SegStat> =
+        segments.iter().map(|s| (*s, SegStat::default())).collect();
+    let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
+    // Entries kept in the map (ids below the first segment's first id,
+    // copies made by compaction, or far above it) merge in id order.
+    let mut sparse: Vec<Entry> = scan.sparse.into_values().collect();
+    sparse.sort_unstable_by_key(|e| e.msg.id);
+    let mut sparse = sparse.into_iter().peekable();
+    let mut dense = scan.entries.into_iter().flatten().peekable();
+    let in_order = std::iter::from_fn(|| match (sparse.peek(), dense.peek()) {
+        (Some(a), Some(b)) if a.msg.id > b.msg.id => dense.next(),
+        (Some(_), _) => sparse.next(),
+        (None, _) => dense.next(),
+    });
+    for e in in_order {
+        let id = e.msg.id;
+        if e.queues.is_empty() {
+            continue;
+        }
+        let st = segs.entry(e.seg).or_default();
+        st.live += 1;
+        st.total += 1;
+        index.insert(
+            id,
+            Live {
+                seg: e.seg,
+                queues: e.queues.clone(),
+            },
+        );
+        for &q in &e.queues {
+            let mut m = e.msg.clone();
+            m.redelivered = e.delivered.contains(&q);
+            by_key[q as usize].push(m);
+        }
+    }
+    let mut queues = HashMap::new();
+    // Entries were visited in id order, so each list is already sorted.
+    let key_names = scan.keys.clone();
+    let keys: HashMap<QueueKey, u32> = key_names
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i as u32))
+        .collect();
+    for (k, v) in scan.keys.into_iter().zip(by_key) {
+        if !v.is_empty() {
+            queues.insert(k, v);
+        }
+    }
+    let segment = segments.last().map_or(1, |s| s + 1);
+    Ok(Rebuilt {
+        index,
+        segs,
+        keys,
+        key_names,
+        segment,
+        next_id: max_id + 1,
+        recovery: Recovery {
+            queues,
+            records,
+            truncated,
+            elapsed: started.elapsed(),
+        },
+    })
+}
+
+/// Recovery alone, for the fuzz targets in `fuzz/`: what [`Log::open`]
+/// does to `dir` (reading, truncating and rebuilding) without starting a
+/// log. Returns what was recovered and the next message id.
+#[doc(hidden)]
+pub fn recover_dir(dir: &Path) -> Result<(Recovery, u64), StoreError> {
+    recover(dir).map(|r| (r.recovery, r.next_id))
 }
 
 /// The exchange, meta, key length and body of an enqueue payload.
@@ -832,21 +968,7 @@ fn read_segment(path: &Path, seg: u64, scan: &mut Scan) -> Result<(u64, u64), St
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(path, e))?);
     let data = Bytes::from_owner(Mapped(map.clone()));
     let size = data.len();
-    let mut pos = 0usize;
-    let mut records = 0u64;
-    while pos + 8 <= size {
-        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
-        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
-        let end = pos + 8 + len;
-        if len == 0 || end > size || crc32fast::hash(&data[pos + 8..end]) != crc {
-            break;
-        }
-        if apply(&data, pos + 8, end, seg, scan).is_none() {
-            break;
-        }
-        records += 1;
-        pos = end;
-    }
+    let (records, pos) = scan_records(&data, seg, scan);
     // Drop the scanned pages from our resident set; slices that are read
     // later fault them back in from the page cache.
     // SAFETY: a shared, read-only file mapping: DONTNEED only discards
@@ -868,6 +990,54 @@ fn read_segment(path: &Path, seg: u64, scan: &mut Scan) -> Result<(u64, u64), St
     Ok((records, cut))
 }
 
+/// Apply the records of one segment to `scan`: the number of records read
+/// and the offset of the first byte that does not start a whole, valid
+/// record (where recovery cuts the file).
+fn scan_records(data: &Bytes, seg: u64, scan: &mut Scan) -> (u64, usize) {
+    let size = data.len();
+    let mut pos = 0usize;
+    let mut records = 0u64;
+    while pos + 8 <= size {
+        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
+        let end = pos + 8 + len;
+        if len == 0 || end > size || crc32fast::hash(&data[pos + 8..end]) != crc {
+            break;
+        }
+        if apply(data, pos + 8, end, seg, scan).is_none() {
+            break;
+        }
+        records += 1;
+        pos = end;
+    }
+    (records, pos)
+}
+
+/// Recovery's record decoder over an in-memory segment, for the fuzz
+/// targets in `fuzz/`: applies the records as [`Log::open`] does (length,
+/// checksum, record layout) and returns the number of records read and the
+/// offset where recovery would cut the file. Also runs compaction's decoder
+/// on every enqueue record recovery accepted, and panics if it disagrees.
+#[doc(hidden)]
+pub fn decode_segment(data: &[u8]) -> (u64, usize) {
+    let data = Bytes::copy_from_slice(data);
+    let mut scan = Scan::default();
+    let (records, cut) = scan_records(&data, 1, &mut scan);
+    let mut pos = 0;
+    while pos < cut {
+        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+        let payload = &data[pos + 8..pos + 8 + len];
+        if payload[0] == ENQUEUE {
+            assert!(
+                parse_enqueue(payload).is_some(),
+                "compaction rejects an enqueue record that recovery accepted"
+            );
+        }
+        pos += 8 + len;
+    }
+    (records, cut)
+}
+
 fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> Option<()> {
     let payload = &data[start..end];
     let mut c = Cur { b: payload, p: 1 };
@@ -880,12 +1050,21 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
     match payload[0] {
         ENQUEUE => {
             let id = c.u64()?;
+            if id >= ID_LIMIT {
+                return None;
+            }
             let n = c.u16()? as usize;
             let mut queues = Vec::with_capacity(n);
             for _ in 0..n {
                 let (va, vn) = short(&mut c)?;
                 let (qa, qn) = short(&mut c)?;
                 queues.push(scan.key(&payload[va..va + vn], &payload[qa..qa + qn])?);
+            }
+            // The broker never lists a queue twice; a record that does must
+            // not recover the message twice into it.
+            if queues.len() > 1 {
+                queues.sort_unstable();
+                queues.dedup();
             }
             let (xa, xn) = short(&mut c)?;
             let exchange = scan.exchange(&payload[xa..xa + xn])?;
@@ -897,9 +1076,6 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
             let ba = c.p;
             c.take(bl)?;
             scan.max_id = scan.max_id.max(id);
-            if scan.entries.is_empty() {
-                scan.base = id;
-            }
             let entry = Entry {
                 seg,
                 queues,
@@ -913,15 +1089,7 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
                     body: data.slice(start + ba..start + ba + bl),
                 },
             };
-            // A second copy of a message (compaction) is ignored: the first
-            // one plus the removals after it say which queues hold it.
-            match scan.slot(id) {
-                Some(slot) if slot.is_none() => *slot = Some(entry),
-                Some(_) => {}
-                None => {
-                    scan.low.entry(id).or_insert(entry);
-                }
-            }
+            scan.insert(id, entry);
         }
         kind @ (REMOVE | DELIVERED) => {
             let id = c.u64()?;
@@ -929,21 +1097,14 @@ fn apply(data: &Bytes, start: usize, end: usize, seg: u64, scan: &mut Scan) -> O
             let (qa, qn) = short(&mut c)?;
             let q = scan.key(&payload[va..va + vn], &payload[qa..qa + qn])?;
             let remove = kind == REMOVE;
-            let mark = |e: &mut Entry| {
+            scan.mark(id, |e: &mut Entry| {
                 if remove {
                     e.queues.retain(|x| *x != q);
                 } else if !e.delivered.contains(&q) {
                     e.delivered.push(q);
                 }
                 remove && e.queues.is_empty()
-            };
-            if let Some(slot) = scan.existing(id) {
-                if slot.as_mut().is_some_and(mark) {
-                    *slot = None;
-                }
-            } else if scan.low.get_mut(&id).is_some_and(mark) {
-                scan.low.remove(&id);
-            }
+            });
         }
         _ => return None,
     }
@@ -983,6 +1144,106 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// Found by the `store_record` and `store_recover` fuzz targets: an
+    /// enqueue record whose id lies far past the others (here 2^44, between
+    /// ids 1 and 2; the fuzzer's had 2^52 and u64::MAX) made recovery size
+    /// its id-indexed vector by the id, a multi-petabyte allocation that
+    /// aborted the broker at start-up. Three records: id 1, 2^44, 2, each
+    /// held by queue "/" "q", empty exchange, meta and body.
+    const FAR_APART_IDS: &[u8] = b"\x00\x00\x00\x1c\x1b\xac\x7f\xdf\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x1c&\xdcc\xf7\x01\x00\x00\x10\x00\x00\x00\x00\x00\x00\x01\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x1c\xb4\x052\x15\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+    #[test]
+    fn fuzz_regression_far_apart_ids_do_not_size_recovery() {
+        assert_eq!(decode_segment(FAR_APART_IDS), (3, FAR_APART_IDS.len()));
+        let dir = std::env::temp_dir().join(format!("warren-log-far-ids-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(segment_path(&dir, 1), FAR_APART_IDS).unwrap();
+        let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+        assert_eq!((rec.records, rec.truncated), (3, 0));
+        let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
+        assert_eq!(ids, [1, 2, 1 << 44], "recovered in id order");
+        assert!(log.next_id() > 1 << 44);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Found by the `store_recover` fuzz target: an enqueue record that
+    /// lists the same queue twice (the broker de-duplicates, so only a
+    /// corrupt record does) recovered the message twice into that queue.
+    /// One record: id 7, queues "/" "q" and "/" "q", empty exchange, meta, body.
+    const SAME_QUEUE_TWICE: &[u8] =
+        b"\x00\x00\x00\x22Iz\x9e~\x01\x00\x00\x00\x00\x00\x00\x00\x07\x00\x02\x00\x01/\x00\x01q\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+    #[test]
+    fn fuzz_regression_queue_listed_twice_recovers_once() {
+        assert_eq!(
+            decode_segment(SAME_QUEUE_TWICE),
+            (1, SAME_QUEUE_TWICE.len())
+        );
+        let dir = std::env::temp_dir().join(format!("warren-log-twice-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(segment_path(&dir, 1), SAME_QUEUE_TWICE).unwrap();
+        let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+        let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
+        assert_eq!(ids, [7]);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Found by the `store_recover` fuzz target: an enqueue record with id
+    /// u64::MAX overflowed the next message id (a panic in debug builds, ids
+    /// handed out again from 0 in release). Two records: id 3 and id
+    /// u64::MAX, each held by "/" "q"; the second is corrupt and cut.
+    const ID_AT_U64_MAX: &[u8] = b"\x00\x00\x00\x1c\xd1b\x09S\x01\x00\x00\x00\x00\x00\x00\x00\x03\x00\x01\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x1c\x16\x112n\x01\xff\xff\xff\xff\xff\xff\xff\xff\x00\x01\x00\x01/\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+    #[test]
+    fn fuzz_regression_id_at_u64_max_is_corrupt() {
+        assert_eq!(decode_segment(ID_AT_U64_MAX), (1, 36));
+        let dir = std::env::temp_dir().join(format!("warren-log-max-id-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(segment_path(&dir, 1), ID_AT_U64_MAX).unwrap();
+        let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+        assert_eq!((rec.records, rec.truncated), (1, 36));
+        assert_eq!(rec.queues[&key("q")].len(), 1);
+        assert_eq!(log.next_id(), 4);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Found by the `store_recover` fuzz target (as a second recovery that
+    /// disagreed with the first): recovery interned queue names as
+    /// `vhost NUL queue`, so ("v", "\0q") and ("v\0", "q") were one queue
+    /// and one queue's messages came back in the other. Two records: id 1
+    /// held by ("v", "\0q"), id 2 by ("v\0", "q").
+    const NUL_IN_NAMES: &[u8] = b"\x00\x00\x00\x1du\xbb\x07L\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x01v\x00\x02\x00q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x1da\xc7\xc3\x03\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01\x00\x02v\x00\x00\x01q\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+    #[test]
+    fn fuzz_regression_names_with_nul_stay_apart() {
+        let dir = std::env::temp_dir().join(format!("warren-log-nul-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(segment_path(&dir, 1), NUL_IN_NAMES).unwrap();
+        let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+        let ids = |vhost: &str, queue: &str| -> Vec<u64> {
+            let k = QueueKey {
+                vhost: vhost.into(),
+                queue: queue.into(),
+            };
+            rec.queues[&k].iter().map(|m| m.id).collect()
+        };
+        assert_eq!(ids("v", "\0q"), [1]);
+        assert_eq!(ids("v\0", "q"), [2]);
+        log.close();
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod plugins;
+pub mod resources;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -91,6 +92,17 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             }
         }
     }
+    if let Some(max) = settings.limits.connection_max {
+        tracing::info!("node connection limit (connection_max): {max}");
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        broker.limits.connection_max.set(Some(max));
+    }
+    resources::spawn(
+        broker.alarms.clone(),
+        &settings.memory,
+        &settings.disk,
+        settings.store.dir.clone(),
+    );
     let (tx, rx) = watch::channel(false);
     let listener = TcpListener::bind(&settings.amqp.bind)
         .await

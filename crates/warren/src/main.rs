@@ -1,5 +1,7 @@
 //! `warren`: run the broker.
 
+mod alloc;
+
 use std::path::PathBuf;
 
 use anyhow::Context;

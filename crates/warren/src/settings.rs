@@ -28,8 +28,14 @@ pub struct Settings {
     pub http: Listener,
     /// Storage.
     pub store: Store,
+    /// The memory alarm.
+    pub memory: Memory,
+    /// The disk alarm.
+    pub disk: Disk,
     /// Exchange-type plugins.
     pub plugins: Plugins,
+    /// Node-wide limits.
+    pub limits: Limits,
     /// The user created on first start.
     pub default_user: DefaultUser,
 }
@@ -43,7 +49,7 @@ pub struct Amqp {
     pub frame_max: u32,
     /// Proposed heartbeat (seconds, 0 = off).
     pub heartbeat: u16,
-    /// Highest channel number.
+    /// Most channels open at once per connection (RabbitMQ's channel_max).
     pub channel_max: u16,
     /// Largest message body (bytes).
     pub max_message_size: usize,
@@ -61,6 +67,50 @@ pub struct Listener {
 pub struct Store {
     /// Data directory.
     pub dir: PathBuf,
+}
+
+/// Memory alarm settings (RabbitMQ's vm_memory_high_watermark).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Memory {
+    /// Fraction of RAM (or of the cgroup limit, when lower).
+    pub high_watermark: f64,
+    /// Absolute limit in bytes; wins over the fraction when set.
+    #[serde(default)]
+    pub high_watermark_bytes: Option<u64>,
+}
+
+/// Disk alarm settings (RabbitMQ's disk_free_limit).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Disk {
+    /// Free bytes below which publishers are blocked.
+    pub free_limit_bytes: u64,
+}
+
+/// Node-wide limits (per-vhost and per-user ones are set at run time
+/// through the management API, as in RabbitMQ).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Limits {
+    /// Most client connections, AMQP and MQTT together, open at once;
+    /// None for RabbitMQ's `connection_max = infinity`.
+    #[serde(deserialize_with = "count_or_infinity")]
+    pub connection_max: Option<u64>,
+}
+
+/// A count, or "infinity" for none (RabbitMQ's spelling).
+fn count_or_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Count(u64),
+        Word(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Count(n) => Ok(Some(n)),
+        Raw::Word(w) if w == "infinity" => Ok(None),
+        Raw::Word(w) => w.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("expected a count or \"infinity\", got '{w}'"))
+        }),
+    }
 }
 
 /// Plugin settings.
@@ -159,6 +209,9 @@ mod tests {
         let s = Settings::load(None, &Overrides::default()).unwrap();
         assert_eq!(s.amqp.frame_max, 131072);
         assert_eq!(s.default_user.name, "guest");
+        assert_eq!(s.memory.high_watermark, 0.4);
+        assert_eq!(s.memory.high_watermark_bytes, None);
+        assert_eq!(s.disk.free_limit_bytes, 50_000_000);
         let s = Settings::load(
             None,
             &Overrides {
@@ -168,6 +221,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.amqp.bind, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn connection_max_is_infinity_or_a_count() {
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.limits.connection_max, None, "the default is no limit");
+        let dir = std::env::temp_dir().join(format!("warren-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("limits.toml");
+        for (text, want) in [
+            ("10", Some(Some(10))),
+            ("\"infinity\"", Some(None)),
+            ("\"lots\"", None),
+        ] {
+            std::fs::write(&file, format!("[limits]\nconnection_max = {text}\n")).unwrap();
+            let got = Settings::load(Some(&file), &Overrides::default()).ok();
+            assert_eq!(got.map(|s| s.limits.connection_max), want, "{text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the management API so that it works from any host that can reach it.
 
 mod client;
+mod limits;
 
 use std::io::Write;
 
@@ -125,6 +126,36 @@ enum Cmd {
     ImportDefinitions { path: String },
     /// Broker version, listeners, totals, memory.
     Status,
+    /// Replace the vhost's limits, e.g. '{"max-connections": 10, "max-queues": 100}'
+    /// (a negative value means no limit).
+    SetVhostLimits { definition: String },
+    /// Clear every limit of the vhost.
+    ClearVhostLimits,
+    /// The vhost's limits as JSON; with --global, every vhost's.
+    ListVhostLimits {
+        /// Every vhost with a limit.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Set limits of a user, e.g. '{"max-connections": 5, "max-channels": 20}'
+    /// (merged with the user's other limits).
+    SetUserLimits {
+        #[arg(value_name = "USER")]
+        username: String,
+        definition: String,
+    },
+    /// Clear one limit of a user (max-connections, max-channels) or all.
+    ClearUserLimits {
+        #[arg(value_name = "USER")]
+        username: String,
+        #[arg(default_value = "all")]
+        limit: String,
+    },
+    /// A user's limits as JSON; without USER, every user's.
+    ListUserLimits {
+        #[arg(value_name = "USER")]
+        username: Option<String>,
+    },
 }
 
 fn main() {
@@ -484,6 +515,15 @@ fn run(cli: &Cli, c: &Client) -> Result<(), CtlError> {
             done(cli, format!("Imported definitions from {path}"));
             Ok(())
         }
+        Cmd::SetVhostLimits { definition } => limits::set_vhost(cli, c, definition),
+        Cmd::ClearVhostLimits => limits::clear_vhost(cli, c),
+        Cmd::ListVhostLimits { global } => limits::list_vhost(cli, c, *global),
+        Cmd::SetUserLimits {
+            username,
+            definition,
+        } => limits::set_user(cli, c, username, definition),
+        Cmd::ClearUserLimits { username, limit } => limits::clear_user(cli, c, username, limit),
+        Cmd::ListUserLimits { username } => limits::list_user(cli, c, username.as_deref()),
         Cmd::Status => {
             let o = c.get("/api/overview")?;
             let n = c.get("/api/nodes")?;

@@ -2,8 +2,14 @@
 //! matches exactly one word, `#` zero or more, and `#` may stand anywhere.
 //! Keys without wildcards are answered from a hash map; the rest from a word
 //! trie with dedicated `*` and `#` slots (the shape of nats-server's sublist).
+//!
+//! The trie is walked as a set of states, one word at a time, so each
+//! (node, word position) pair is visited at most once: a binding of a hundred
+//! `#` words costs (nodes) x (words), never the exponential walk of a
+//! recursive matcher that tries every skip of every `#`.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use super::{BindingId, ExchangeRouter, ExchangeType, RouteInput};
 use crate::error::Result;
@@ -24,15 +30,14 @@ impl ExchangeType for Topic {
     }
 }
 
-/// Longest possible key is 255 bytes, so at most 256 words.
-const MAX_WORDS: usize = 256;
-
 #[derive(Default)]
 struct Node {
     children: HashMap<Box<[u8]>, Node>,
     star: Option<Box<Node>>,
     hash: Option<Box<Node>>,
     ids: Vec<BindingId>,
+    /// Reached through a `#` word: it swallows any number of words.
+    swallows: bool,
 }
 
 impl Node {
@@ -43,66 +48,204 @@ impl Node {
             && self.hash.is_none()
     }
 
+    /// Iterative, so a binding of many words cannot exhaust the stack.
     fn insert(&mut self, words: &[&[u8]], id: BindingId) {
-        let Some((first, rest)) = words.split_first() else {
-            self.ids.push(id);
-            return;
-        };
-        let child = match *first {
-            b"*" => self.star.get_or_insert_with(Default::default),
-            b"#" => self.hash.get_or_insert_with(Default::default),
-            w => self.children.entry(w.into()).or_default(),
-        };
-        child.insert(rest, id);
+        let mut node = self;
+        for w in words {
+            node = match *w {
+                b"*" => node.star.get_or_insert_with(Default::default),
+                b"#" => node.hash.get_or_insert_with(|| {
+                    let mut h = Box::<Node>::default();
+                    h.swallows = true;
+                    h
+                }),
+                w => node.children.entry(w.into()).or_default(),
+            };
+        }
+        node.ids.push(id);
     }
 
-    /// Remove `id` under `words`; prunes nodes left empty.
-    fn remove(&mut self, words: &[&[u8]], id: BindingId) {
-        let Some((first, rest)) = words.split_first() else {
-            self.ids.retain(|b| *b != id);
-            return;
-        };
-        match *first {
-            b"*" => prune(&mut self.star, rest, id),
-            b"#" => prune(&mut self.hash, rest, id),
+    fn child(&self, w: &[u8]) -> Option<&Node> {
+        match w {
+            b"*" => self.star.as_deref(),
+            b"#" => self.hash.as_deref(),
+            w => self.children.get(w),
+        }
+    }
+
+    fn child_mut(&mut self, w: &[u8]) -> Option<&mut Node> {
+        match w {
+            b"*" => self.star.as_deref_mut(),
+            b"#" => self.hash.as_deref_mut(),
+            w => self.children.get_mut(w),
+        }
+    }
+
+    fn drop_child(&mut self, w: &[u8]) {
+        match w {
+            b"*" => self.star = None,
+            b"#" => self.hash = None,
             w => {
-                if let Some(c) = self.children.get_mut(w) {
-                    c.remove(rest, id);
-                    if c.is_empty() {
-                        self.children.remove(w);
-                    }
-                }
+                self.children.remove(w);
             }
         }
     }
 
-    fn matches(&self, words: &[&[u8]], out: &mut Vec<BindingId>) {
-        if let Some(h) = &self.hash {
-            // `#` swallows zero or more words.
-            for skip in 0..=words.len() {
-                h.matches(&words[skip..], out);
+    /// Number of children of any kind.
+    fn fanout(&self) -> usize {
+        self.children.len() + usize::from(self.star.is_some()) + usize::from(self.hash.is_some())
+    }
+
+    /// Remove `id` under `words` and prune the nodes left empty. Two
+    /// iterative passes (find the highest prunable node, then cut there), so
+    /// a long key cannot exhaust the stack.
+    fn remove(&mut self, words: &[&[u8]], id: BindingId) {
+        let mut path: Vec<&Node> = Vec::with_capacity(words.len() + 1);
+        path.push(self);
+        for w in words {
+            match path[path.len() - 1].child(w) {
+                Some(c) => path.push(c),
+                None => return,
             }
         }
-        let Some((first, rest)) = words.split_first() else {
-            out.extend_from_slice(&self.ids);
-            return;
-        };
-        if let Some(c) = self.children.get(*first) {
-            c.matches(rest, out);
+        let leaf = path[words.len()];
+        let leaf_empties = leaf.fanout() == 0 && leaf.ids.iter().all(|b| *b == id);
+        // The shallowest depth from which every node on the path is empty
+        // after the removal; the root (depth 0) is never cut.
+        let mut cut = None;
+        if leaf_empties && !words.is_empty() {
+            let mut d = words.len();
+            while d > 1 && path[d - 1].ids.is_empty() && path[d - 1].fanout() == 1 {
+                d -= 1;
+            }
+            cut = Some(d);
         }
-        if let Some(s) = &self.star {
-            s.matches(rest, out);
+        let stop = cut.map_or(words.len(), |d| d - 1);
+        let mut node = self;
+        for w in &words[..stop] {
+            node = node.child_mut(w).expect("path was walked above");
+        }
+        match cut {
+            Some(d) => node.drop_child(words[d - 1]),
+            None => node.ids.retain(|b| *b != id),
         }
     }
 }
 
-fn prune(slot: &mut Option<Box<Node>>, rest: &[&[u8]], id: BindingId) {
-    if let Some(n) = slot {
-        n.remove(rest, id);
-        if n.is_empty() {
-            *slot = None;
+/// Dropped iteratively: a trie as deep as a long MQTT filter would
+/// otherwise overflow the stack in the recursive default drop.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut stack: Vec<Node> = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut n) = stack.pop() {
+            take_children(&mut n, &mut stack);
         }
     }
+}
+
+fn take_children(n: &mut Node, stack: &mut Vec<Node>) {
+    stack.extend(n.children.drain().map(|(_, c)| c));
+    stack.extend(n.star.take().map(|b| *b));
+    stack.extend(n.hash.take().map(|b| *b));
+}
+
+/// Sets below this size are de-duplicated by a linear scan; larger ones
+/// also keep a hash set, so adding a state stays O(1).
+const LINEAR_SET: usize = 16;
+
+/// A set of trie states for one word position, reused across publishes.
+#[derive(Default)]
+struct StateSet {
+    nodes: Vec<*const Node>,
+    seen: HashSet<*const Node>,
+}
+
+impl StateSet {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.seen.clear();
+    }
+
+    fn insert(&mut self, n: &Node) {
+        let p = n as *const Node;
+        if self.nodes.len() < LINEAR_SET {
+            if self.nodes.contains(&p) {
+                return;
+            }
+        } else {
+            if self.seen.is_empty() {
+                self.seen.extend(self.nodes.iter().copied());
+            }
+            if !self.seen.insert(p) {
+                return;
+            }
+        }
+        self.nodes.push(p);
+    }
+
+    /// Add the `#` children of every state (`#` matching zero words),
+    /// following chains of `#` to the end.
+    fn close(&mut self) {
+        let mut i = 0;
+        while i < self.nodes.len() {
+            // SAFETY: pointers come from `&Node`s borrowed from the trie for
+            // the whole match, which holds `&self` of the router.
+            let n = unsafe { &*self.nodes[i] };
+            if let Some(h) = &n.hash {
+                self.insert(h);
+            }
+            i += 1;
+        }
+    }
+}
+
+thread_local! {
+    /// Two state sets (current and next word), so matching allocates
+    /// nothing once a thread has routed a few keys.
+    static SCRATCH: RefCell<(StateSet, StateSet)> = RefCell::default();
+}
+
+/// Append the ids of every binding in `root` that matches `key`. Returns
+/// how many states were expanded, which is at most (trie nodes) x (words + 1).
+fn trie_match(root: &Node, key: &[u8], out: &mut Vec<BindingId>) -> usize {
+    SCRATCH.with(|s| {
+        let (cur, next) = &mut *s.borrow_mut();
+        cur.clear();
+        cur.insert(root);
+        cur.close();
+        let mut expanded = 0;
+        // RabbitMQ treats the empty key as zero words.
+        let words = (!key.is_empty()).then(|| key.split(|b| *b == b'.'));
+        for w in words.into_iter().flatten() {
+            next.clear();
+            expanded += cur.nodes.len();
+            for &p in &cur.nodes {
+                // SAFETY: as in `StateSet::close`.
+                let n = unsafe { &*p };
+                if let Some(c) = n.children.get(w) {
+                    next.insert(c);
+                }
+                if let Some(st) = &n.star {
+                    next.insert(st);
+                }
+                // A `#` state swallows this word and stays where it is.
+                if n.swallows {
+                    next.insert(n);
+                }
+            }
+            if next.nodes.is_empty() {
+                return expanded;
+            }
+            next.close();
+            std::mem::swap(cur, next);
+        }
+        for &p in &cur.nodes {
+            // SAFETY: as in `StateSet::close`.
+            out.extend_from_slice(unsafe { &(*p).ids });
+        }
+        expanded + cur.nodes.len()
+    })
 }
 
 #[derive(Default)]
@@ -115,28 +258,18 @@ fn has_wildcard(key: &str) -> bool {
     key.split('.').any(|w| w == "*" || w == "#")
 }
 
-/// Split into words; RabbitMQ treats the empty key as zero words.
-fn split<'a>(key: &'a [u8], words: &mut [&'a [u8]; MAX_WORDS]) -> usize {
+/// Words of a binding key; RabbitMQ treats the empty key as zero words.
+fn words(key: &str) -> Vec<&[u8]> {
     if key.is_empty() {
-        return 0;
+        return Vec::new();
     }
-    let mut n = 0;
-    for w in key.split(|b| *b == b'.') {
-        if n == MAX_WORDS {
-            break;
-        }
-        words[n] = w;
-        n += 1;
-    }
-    n
+    key.as_bytes().split(|b| *b == b'.').collect()
 }
 
 impl ExchangeRouter for TopicRouter {
     fn bind(&mut self, id: BindingId, key: &str, _args: &Table) -> Result<()> {
         if has_wildcard(key) {
-            let mut words = [&b""[..]; MAX_WORDS];
-            let n = split(key.as_bytes(), &mut words);
-            self.trie.insert(&words[..n], id);
+            self.trie.insert(&words(key), id);
         } else {
             self.exact
                 .entry(key.as_bytes().into())
@@ -148,9 +281,7 @@ impl ExchangeRouter for TopicRouter {
 
     fn unbind(&mut self, id: BindingId, key: &str, _args: &Table) {
         if has_wildcard(key) {
-            let mut words = [&b""[..]; MAX_WORDS];
-            let n = split(key.as_bytes(), &mut words);
-            self.trie.remove(&words[..n], id);
+            self.trie.remove(&words(key), id);
         } else if let Some(v) = self.exact.get_mut(key.as_bytes()) {
             v.retain(|b| *b != id);
             if v.is_empty() {
@@ -160,73 +291,17 @@ impl ExchangeRouter for TopicRouter {
     }
 
     fn route(&self, input: &RouteInput<'_>, out: &mut Vec<BindingId>) -> Result<()> {
-        let start = out.len();
         if let Some(v) = self.exact.get(input.routing_key) {
             out.extend_from_slice(v);
         }
+        // Each binding lives in one trie node and each node is reached at
+        // most once, so the trie reports every binding at most once.
         if !self.trie.is_empty() {
-            let mut words = [&b""[..]; MAX_WORDS];
-            let n = split(input.routing_key, &mut words);
-            self.trie.matches(&words[..n], out);
-            // Several `#` paths can reach one binding; report it once.
-            if out.len() - start > 1 {
-                out[start..].sort_unstable();
-                let mut w = start + 1;
-                for r in start + 1..out.len() {
-                    if out[r] != out[w - 1] {
-                        out[w] = out[r];
-                        w += 1;
-                    }
-                }
-                out.truncate(w);
-            }
+            trie_match(&self.trie, input.routing_key, out);
         }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn routes(bindings: &[&str], key: &str) -> Vec<usize> {
-        let mut r = TopicRouter::default();
-        for (i, b) in bindings.iter().enumerate() {
-            r.bind(i as BindingId, b, &Table::default()).unwrap();
-        }
-        let mut out = Vec::new();
-        let input = RouteInput {
-            routing_key: key.as_bytes(),
-            message: None,
-        };
-        r.route(&input, &mut out).unwrap();
-        let mut v: Vec<usize> = out.into_iter().map(|x| x as usize).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn rabbitmq_topic_semantics() {
-        let b = [
-            "a.b.c", "a.*.c", "a.#", "#", "*.b.*", "a.#.c", "#.c", "*", "", "a..c", "a.*.#", "#.#",
-        ];
-        assert_eq!(routes(&b, "a.b.c"), vec![0, 1, 2, 3, 4, 5, 6, 10, 11]);
-        assert_eq!(routes(&b, "a"), vec![2, 3, 7, 11]);
-        assert_eq!(routes(&b, ""), vec![3, 8, 11]);
-        assert_eq!(routes(&b, "a..c"), vec![1, 2, 3, 5, 6, 9, 10, 11]);
-        assert_eq!(routes(&b, "c"), vec![3, 6, 7, 11]);
-        assert_eq!(routes(&b, "x.b.y"), vec![3, 4, 11]);
-        assert_eq!(routes(&b, "a.x.y.c"), vec![2, 3, 5, 6, 10, 11]);
-    }
-
-    #[test]
-    fn unbind_prunes() {
-        let mut r = TopicRouter::default();
-        r.bind(1, "a.*.#", &Table::default()).unwrap();
-        r.bind(2, "a.b", &Table::default()).unwrap();
-        r.unbind(1, "a.*.#", &Table::default());
-        r.unbind(2, "a.b", &Table::default());
-        assert!(r.trie.is_empty());
-        assert!(r.exact.is_empty());
-    }
-}
+mod tests;
