@@ -150,38 +150,64 @@ fn take_children(n: &mut Node, stack: &mut Vec<Node>) {
     stack.extend(n.hash.take().map(|b| *b));
 }
 
-/// Sets below this size are de-duplicated by a linear scan; larger ones
-/// also keep a hash set, so adding a state stays O(1).
+/// `#` states below this many are de-duplicated by a linear scan; beyond
+/// it a hash set takes over, so adding a state stays O(1).
 const LINEAR_SET: usize = 16;
 
 /// A set of trie states for one word position, reused across publishes.
-#[derive(Default)]
+///
+/// Only `#` states need de-duplication: the trie is a tree, so a node other
+/// than a `#` node is entered only from its one parent, which is in the set
+/// at most once. A `#` node is also entered from itself (swallowing a word)
+/// and from the zero-word closure, so those are checked.
 struct StateSet {
     nodes: Vec<*const Node>,
-    seen: HashSet<*const Node>,
+    swallowing: Vec<*const Node>,
+    /// Membership of `swallowing` once it outgrows [`LINEAR_SET`].
+    seen: Option<HashSet<*const Node>>,
 }
 
 impl StateSet {
+    const fn new() -> Self {
+        StateSet {
+            nodes: Vec::new(),
+            swallowing: Vec::new(),
+            seen: None,
+        }
+    }
+
     fn clear(&mut self) {
         self.nodes.clear();
-        self.seen.clear();
+        self.swallowing.clear();
+        if let Some(seen) = &mut self.seen {
+            seen.clear();
+        }
     }
 
     fn insert(&mut self, n: &Node) {
         let p = n as *const Node;
-        if self.nodes.len() < LINEAR_SET {
-            if self.nodes.contains(&p) {
-                return;
-            }
-        } else {
-            if self.seen.is_empty() {
-                self.seen.extend(self.nodes.iter().copied());
-            }
-            if !self.seen.insert(p) {
-                return;
-            }
+        if n.swallows && !self.first_visit(p) {
+            return;
         }
         self.nodes.push(p);
+    }
+
+    fn first_visit(&mut self, p: *const Node) -> bool {
+        if self.swallowing.len() < LINEAR_SET {
+            if self.swallowing.contains(&p) {
+                return false;
+            }
+        } else {
+            let seen = self.seen.get_or_insert_with(HashSet::new);
+            if seen.is_empty() {
+                seen.extend(self.swallowing.iter().copied());
+            }
+            if !seen.insert(p) {
+                return false;
+            }
+        }
+        self.swallowing.push(p);
+        true
     }
 
     /// Add the `#` children of every state (`#` matching zero words),
@@ -203,7 +229,8 @@ impl StateSet {
 thread_local! {
     /// Two state sets (current and next word), so matching allocates
     /// nothing once a thread has routed a few keys.
-    static SCRATCH: RefCell<(StateSet, StateSet)> = RefCell::default();
+    static SCRATCH: RefCell<(StateSet, StateSet)> =
+        const { RefCell::new((StateSet::new(), StateSet::new())) };
 }
 
 /// Append the ids of every binding in `root` that matches `key`. Returns
@@ -259,11 +286,20 @@ fn has_wildcard(key: &str) -> bool {
 }
 
 /// Words of a binding key; RabbitMQ treats the empty key as zero words.
+/// Runs of `#` are one `#` (zero or more words twice is zero or more), so
+/// `#.#.#` costs what `#` costs.
 fn words(key: &str) -> Vec<&[u8]> {
     if key.is_empty() {
         return Vec::new();
     }
-    key.as_bytes().split(|b| *b == b'.').collect()
+    let mut out: Vec<&[u8]> = Vec::new();
+    for w in key.as_bytes().split(|b| *b == b'.') {
+        if w == b"#" && out.last() == Some(&&b"#"[..]) {
+            continue;
+        }
+        out.push(w);
+    }
+    out
 }
 
 impl ExchangeRouter for TopicRouter {
