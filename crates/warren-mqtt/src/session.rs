@@ -31,9 +31,7 @@ use warren_core::{
 };
 
 use crate::codec::{self, CodecError, Connect, Packet, Props, Publish};
-use crate::reason::{
-    QUOTA_EXCEEDED, UNSPECIFIED_ERROR, V4_NOT_AUTHORIZED, V4_SERVER_UNAVAILABLE, V4_SUBACK_FAILURE,
-};
+use crate::reason::{QUOTA_EXCEEDED, UNSPECIFIED_ERROR, V4_SERVER_UNAVAILABLE, V4_SUBACK_FAILURE};
 use crate::Config;
 
 /// State shared by all MQTT connections of a listener.
@@ -912,7 +910,7 @@ async fn accept(
     if persistent {
         if let Err(e) = conn.ensure_queue() {
             let (v4, v5) = match e {
-                CoreError::LimitReached(_) => (V4_NOT_AUTHORIZED, QUOTA_EXCEEDED),
+                CoreError::LimitReached(_) => (V4_SERVER_UNAVAILABLE, QUOTA_EXCEEDED),
                 _ => (V4_SERVER_UNAVAILABLE, UNSPECIFIED_ERROR),
             };
             return refuse(v4, v5, &format!("session queue: {e}"));
@@ -921,8 +919,10 @@ async fn accept(
     Some(conn)
 }
 
-/// Refuse a CONNECT because a limit is reached, as RabbitMQ does: CONNACK
-/// 0x97 quota exceeded (5.0) or 5 not authorised (3.1.1).
+/// Refuse a CONNECT because a limit is reached: CONNACK 0x97 quota
+/// exceeded (5.0) or 3 server unavailable (3.1.1, which has no quota code;
+/// RabbitMQ answers 5 "not authorised", which tells a device its
+/// credentials are wrong when they are not).
 fn refuse_for_limit(
     out: &Outbox,
     peer: SocketAddr,
@@ -934,7 +934,7 @@ fn refuse_for_limit(
     let code = if c.level == 5 {
         QUOTA_EXCEEDED
     } else {
-        V4_NOT_AUTHORIZED
+        V4_SERVER_UNAVAILABLE
     };
     out.push(|o| codec::write_connack(o, c.level, false, code, &Props::default()));
     None
