@@ -13,7 +13,9 @@
 //!
 //! Recovery must not fail on any content (it truncates what it cannot
 //! read), the next id must lie above every recovered one, and recovering
-//! again must find the same messages and nothing left to truncate.
+//! again must find the same messages (redelivered flags aside after
+//! `Log::open_with`, which sets them all when it finds no clean-shutdown
+//! marker) and nothing left to truncate.
 #![no_main]
 
 use std::fs;
@@ -109,10 +111,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let (second, _) = recover_dir(&dir).expect("second recovery fails");
     assert_eq!(second.truncated, 0, "the first recovery left a bad tail");
-    assert_eq!(
-        summary(&first),
-        summary(&second),
-        "recovery is not idempotent"
-    );
+    let (mut first, mut second) = (summary(&first), summary(&second));
+    if control & 4 != 0 {
+        // Log::open_with flags messages redelivered after an unclean stop
+        // (no clean-shutdown marker); recover_dir reports the markers only.
+        for (_, _, ms) in first.iter_mut().chain(second.iter_mut()) {
+            for m in ms {
+                m.1 = false;
+            }
+        }
+    }
+    assert_eq!(first, second, "recovery is not idempotent");
     let _ = fs::remove_dir_all(&dir);
 });
