@@ -27,5 +27,11 @@ for t in "${targets[@]}"; do
     nice -n 10 cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=1 -rss_limit_mb=2048 -print_final_stats=1
 done
-rm -rf /dev/shm/warren-fuzz-recover-* 2>/dev/null || true
+# store_recover's scratch directories (warren-fuzz-recover-PID) left by
+# runs that died; never those of a fuzzer still running.
+for d in /dev/shm/warren-fuzz-recover-*; do
+    if [ -d "$d" ] && ! kill -0 "${d##*-}" 2>/dev/null; then
+        rm -rf "$d"
+    fi
+done
 echo "fuzz: all targets ran ${secs}s without a crash"
