@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::protocol::AMQPHardError;
-use amq_protocol::protocol::{channel, connection, parse_class, AMQPClass};
+use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
@@ -941,7 +941,7 @@ fn parse_method(payload: &[u8]) -> AmqpResult<AMQPClass> {
                 .on(class, method),
         );
     }
-    match parse_class(payload) {
+    match codec::parse_class(payload) {
         Ok((_, m)) => Ok(m),
         Err(_) => Err(AmqpError::connection(
             502,

@@ -332,3 +332,32 @@ async fn unknown_delivery_tag_is_406_channel_error() {
         AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
     ));
 }
+
+/// A queue.declare whose arguments nest arrays 5,000 deep (25 KB) used to
+/// overflow a worker's stack inside amq-protocol's recursive table parser,
+/// aborting the whole broker (found while writing the fuzz targets). It is
+/// refused as malformed arguments, and the broker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_arguments_are_502_not_a_crash() {
+    let b = TestBroker::start().await;
+    let mut r = Raw::open(&b, 0).await;
+    let mut value: Vec<u8> = vec![b'A', 0, 0, 0, 0]; // empty array
+    for _ in 0..5000 {
+        let mut outer = vec![b'A'];
+        outer.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        outer.extend_from_slice(&value);
+        value = outer;
+    }
+    let mut table = vec![1, b'a'];
+    table.extend_from_slice(&value);
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+    payload.extend_from_slice(&(table.len() as u32).to_be_bytes());
+    payload.extend_from_slice(&table);
+    let mut frame = vec![1, 0, 1];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    r.s.write_all(&frame).await.unwrap();
+    r.expect_connection_close(502).await;
+    broker_still_serves(&b).await;
+}
