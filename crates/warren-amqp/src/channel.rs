@@ -15,8 +15,8 @@ use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
 use warren_core::registry::ConnStats;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
+use warren_core::SyncState;
 use warren_core::{Exchange, Message, Queue, RouteScratch, Table, VHost, Value};
-use warren_store::SyncState;
 
 use crate::codec::{self, Settle};
 use crate::deliveries::{AmqpConsumer, ChannelShared, ConsumerState, Unacked};

@@ -19,8 +19,8 @@ use warren_core::alarm::Alarms;
 use warren_core::auth::Guard;
 use warren_core::limits::ConnectionLease;
 use warren_core::registry::{ConnectionInfo, Registration};
+use warren_core::SyncState;
 use warren_core::{Broker, Table, VHost};
-use warren_store::SyncState;
 
 use crate::channel::{Channel, Ctx};
 use crate::channels::Channels;
@@ -28,7 +28,7 @@ use crate::codec::{self, FrameError, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, 
 use crate::deliveries::ChannelShared;
 use crate::error::{AmqpError, AmqpResult, Scope};
 use crate::Config;
-use warren_core::outbox::Outbox;
+use warren_net::outbox::Outbox;
 
 /// Body frames at least this large are sliced out of the read buffer
 /// instead of copied.
@@ -169,7 +169,7 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(4096);
         let mut shutting_down = false;
         // Group-commit progress of the store drives publisher confirms.
-        let mut sync_rx = self.broker.store().map(|s| s.log.subscribe());
+        let mut sync_rx = self.broker.sync_watch();
         let has_store = sync_rx.is_some();
         let mut close_asked = false;
         let mut alarm_rx = self.alarms.subscribe();
@@ -291,7 +291,7 @@ impl Conn {
         for ch in self.channels.iter_mut() {
             backlogged |= std::mem::take(&mut ch.backlogged);
         }
-        warren_core::queue::pace_publisher(backlogged).await;
+        warren_net::pace_publisher(backlogged).await;
     }
 
     fn flush_confirms(&mut self, sync: Option<&tokio::sync::watch::Receiver<SyncState>>) {

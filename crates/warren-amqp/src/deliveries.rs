@@ -12,7 +12,7 @@ use warren_core::registry::{ChannelSnapshot, ChannelView, ConnStats};
 use warren_core::{Consumer, Delivery, Queue};
 
 use crate::codec;
-use warren_core::outbox::Outbox;
+use warren_net::outbox::Outbox;
 
 /// A message delivered on this channel and not yet settled.
 pub struct Unacked {

@@ -60,7 +60,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    warren_core::listener::accept_loop(listener, "AMQP", shutdown, |stream, peer, shutdown| {
+    warren_net::listener::accept_loop(listener, "AMQP", shutdown, |stream, peer, shutdown| {
         connection::handle(stream, peer, broker.clone(), cfg.clone(), shutdown)
     })
     .await;

@@ -22,6 +22,10 @@ pub enum DecodeError {
     /// The expiration property is not a non-negative integer.
     #[error("invalid expiration property")]
     BadExpiration,
+    /// A routing key longer than AMQP's short string allows (255 bytes);
+    /// cutting it would route the message under another key.
+    #[error("routing key of {0} bytes is longer than 255")]
+    RoutingKeyTooLong(usize),
 }
 
 /// Why a core operation was refused. The message is the text a client sees.

@@ -9,9 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod exchange;
 pub mod limits;
-pub mod listener;
 pub mod message;
-pub mod outbox;
 pub mod props;
 pub mod queue;
 pub mod registry;
@@ -31,6 +29,8 @@ pub use message::Message;
 pub use queue::{Consumer, ConsumerSpec, Delivery, Queue};
 pub use value::{Table, Value};
 pub use vhost::{RouteScratch, Routed, VHost};
+/// How far the store has fsynced; adapters confirm durable publishes by it.
+pub use warren_store::SyncState;
 
 /// The broker: every vhost, the users, the exchange types and the store.
 pub struct Broker {
@@ -83,6 +83,12 @@ impl Broker {
     /// The store, when the broker persists anything.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// Watch the store's fsync progress, so an adapter can confirm a durable
+    /// publish once its record is synced; `None` without a store (in memory).
+    pub fn sync_watch(&self) -> Option<tokio::sync::watch::Receiver<SyncState>> {
+        self.store.as_ref().map(|s| s.log.subscribe())
     }
 
     fn vhost_or_create(&self, name: &str) -> (Arc<VHost>, bool) {

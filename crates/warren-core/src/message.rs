@@ -9,6 +9,10 @@ use crate::error::DecodeError;
 use crate::props::{self, Scalars};
 use crate::value::Table;
 
+/// The longest routing key a message carries: AMQP 0-9-1 sends it as a short
+/// string, so every adapter refuses a longer key or topic instead of cutting it.
+pub const MAX_KEY: usize = 255;
+
 /// One published message, shared by every queue it was routed to.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -65,14 +69,17 @@ impl Message {
         })
     }
 
-    /// Convenience constructor for tests and bridges that hold owned parts.
+    /// Convenience constructor (refuses a key over [`MAX_KEY`] bytes) for tests and bridges that hold owned parts.
     pub fn from_parts(
         exchange: &str,
         routing_key: &str,
         properties: &[u8],
         body: Bytes,
     ) -> Result<Message, DecodeError> {
-        let key = &routing_key.as_bytes()[..routing_key.len().min(255)];
+        let key = routing_key.as_bytes();
+        if key.len() > MAX_KEY {
+            return Err(DecodeError::RoutingKeyTooLong(key.len()));
+        }
         let mut meta = Vec::with_capacity(key.len() + properties.len());
         meta.extend_from_slice(key);
         meta.extend_from_slice(properties);
@@ -144,5 +151,20 @@ impl Message {
     /// Size counted against queue length limits.
     pub fn body_len(&self) -> usize {
         self.body.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_over_255_bytes_is_refused_not_cut() {
+        let long = "k".repeat(MAX_KEY + 1);
+        let err = Message::from_parts("x", &long, &[], Bytes::new()).unwrap_err();
+        assert_eq!(err, DecodeError::RoutingKeyTooLong(MAX_KEY + 1));
+        let edge = "k".repeat(MAX_KEY);
+        let m = Message::from_parts("x", &edge, &[0, 0], Bytes::new()).unwrap();
+        assert_eq!(m.routing_key(), edge);
     }
 }

@@ -369,18 +369,6 @@ fn clock() -> u64 {
 /// slow down. Without consumers a queue buffers freely.
 pub const FLOW_BACKLOG: usize = 100_000;
 
-/// Let other tasks run between slices of a publisher's input, pausing for
-/// a millisecond when a publish hit a backlogged queue (see [`FLOW_BACKLOG`]):
-/// publishers slow to the rate their consumers keep up with. Every protocol
-/// adapter calls this, so the policy lives in one place.
-pub async fn pace_publisher(backlogged: bool) {
-    if backlogged {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    } else {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Outcome of offering a message to a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {

@@ -58,7 +58,7 @@ pub async fn serve(
 ) {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
-    warren_core::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
+    warren_net::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
             stream,
             peer,

@@ -21,7 +21,6 @@ use tokio::sync::watch;
 use warren_core::alarm::Alarms;
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::limits::ConnectionLease;
-use warren_core::outbox::Outbox;
 use warren_core::props::Properties;
 use warren_core::queue::ConsumerSpec;
 use warren_core::registry::{ConnStats, ConnectionInfo, Registration};
@@ -29,6 +28,7 @@ use warren_core::vhost::QueueDeclare;
 use warren_core::{
     Broker, Consumer, CoreError, Delivery, Message, Queue, RouteScratch, Table, VHost, Value,
 };
+use warren_net::outbox::Outbox;
 
 use crate::codec::{self, CodecError, Connect, Packet, Props, Publish};
 use crate::reason::{QUOTA_EXCEEDED, UNSPECIFIED_ERROR, V4_SERVER_UNAVAILABLE, V4_SUBACK_FAILURE};
@@ -514,7 +514,7 @@ struct Conn {
     /// A publish reached a queue whose consumers are far behind: pause
     /// reading briefly (the same flow control as AMQP publishers get).
     backlogged: bool,
-    sync_rx: Option<watch::Receiver<warren_store::SyncState>>,
+    sync_rx: Option<watch::Receiver<warren_core::SyncState>>,
     guard: Guard,
     /// Permission generation at which publishing was last found allowed.
     publish_ok: Option<u64>,
@@ -879,7 +879,7 @@ async fn accept(
         scratch: RouteScratch::default(),
         backlogged: false,
         published: false,
-        sync_rx: broker.store().map(|s| s.log.subscribe()),
+        sync_rx: broker.sync_watch(),
         guard,
         publish_ok: None,
         registration,
@@ -1030,7 +1030,7 @@ impl Conn {
                 tracing::info!(peer = %self.peer, client_id = %self.client_id, "unblocking MQTT publisher");
                 continue;
             }
-            warren_core::queue::pace_publisher(std::mem::take(&mut self.backlogged)).await;
+            warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
             // The read size doubles while a busy client keeps filling it;
             // idle clients keep a small buffer.
             if buf.capacity() - buf.len() < read_hint / 2 {

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::queue::Queue;
+use warren_core::queue::Queue;
 
 /// Writes a keep-alive frame (AMQP heartbeat) into the buffer.
 pub type KeepAlive = fn(&mut BytesMut);
