@@ -189,6 +189,11 @@ def test_declare_publish_get_over_http(broker):
     s, r = broker.api("/api/exchanges/%2F/http-x/publish", method="POST",
                       body={"routing_key": "zzz", "payload": "x", "payload_encoding": "string"})
     assert r == {"routed": False}
+    # A key longer than AMQP allows (255 bytes) is refused, not cut to fit.
+    s, r = broker.api("/api/exchanges/%2F/http-x/publish", method="POST",
+                      body={"routing_key": "a." + "b" * 300, "payload": "x",
+                            "payload_encoding": "string"})
+    assert s == 400 and "255" in str(r)
     # pika sees the message with its properties.
     c = broker.connect()
     ch = c.channel()
