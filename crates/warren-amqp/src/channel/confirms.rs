@@ -11,6 +11,7 @@ use warren_core::SyncState;
 
 use super::Channel;
 use crate::codec;
+use crate::deliveries::mode;
 use crate::error::{AmqpError, AmqpResult};
 
 /// Why a publish's confirm cannot be sent right away.
@@ -135,7 +136,7 @@ impl Channel {
             ));
         }
         self.confirms.enabled = true;
-        self.shared.mode.store(1, Ordering::Relaxed);
+        self.shared.mode.store(mode::CONFIRM, Ordering::Relaxed);
         self.reply_unless(
             nowait,
             AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),

@@ -36,13 +36,9 @@ pub(super) enum Dest<'a> {
 impl Channel {
     /// exchange.declare
     pub(super) fn exchange_declare(&mut self, ctx: &Ctx<'_>, d: exchange::Declare) -> AmqpResult {
+        let name = d.exchange.as_str();
         if !d.passive {
-            allow(
-                ctx,
-                Access::Configure,
-                Resource::Exchange,
-                d.exchange.as_str(),
-            )?;
+            allow(ctx, Access::Configure, Resource::Exchange, name)?;
         }
         let decl = ExchangeDeclare {
             name: d.exchange.to_string(),
@@ -63,14 +59,9 @@ impl Channel {
 
     /// exchange.delete
     pub(super) fn exchange_delete(&mut self, ctx: &Ctx<'_>, d: exchange::Delete) -> AmqpResult {
-        allow(
-            ctx,
-            Access::Configure,
-            Resource::Exchange,
-            d.exchange.as_str(),
-        )?;
-        ctx.vhost
-            .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+        let name = d.exchange.as_str();
+        allow(ctx, Access::Configure, Resource::Exchange, name)?;
+        ctx.vhost.delete_exchange(name, d.if_unused)?;
         self.reply_unless(
             d.nowait,
             AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),

@@ -9,6 +9,7 @@ use warren_core::{Exchange, Message};
 
 use super::{Channel, Ctx};
 use crate::codec::Settle;
+use crate::deliveries::mode;
 use crate::error::{AmqpError, AmqpResult};
 
 /// What a transaction holds until commit.
@@ -36,7 +37,7 @@ impl Channel {
             ));
         }
         if self.tx.is_none() {
-            self.shared.mode.store(2, Ordering::Relaxed);
+            self.shared.mode.store(mode::TX, Ordering::Relaxed);
             self.tx = Some(TxBuffer::default());
         }
         self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));

@@ -2,10 +2,17 @@
 //! other the connection; cleanup gives back what the connection holds.
 
 use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::types::ShortString;
 
 use super::{truncate, Conn, Phase};
 use crate::codec;
 use crate::error::{AmqpError, Scope};
+
+/// The fields channel.close and connection.close both carry.
+fn reply(e: &AmqpError) -> (u16, ShortString, u16, u16) {
+    let text = truncate(&e.text).into();
+    (e.code(), text, e.method.class, e.method.method)
+}
 
 impl Conn {
     /// Answer a failed frame on `channel` with channel.close or
@@ -21,11 +28,12 @@ impl Conn {
                     }
                     ch.closing = true;
                 }
+                let (reply_code, reply_text, class_id, method_id) = reply(&e);
                 let m = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-                    reply_code: e.code(),
-                    reply_text: truncate(&e.text).into(),
-                    class_id: e.method.class,
-                    method_id: e.method.method,
+                    reply_code,
+                    reply_text,
+                    class_id,
+                    method_id,
                 }));
                 self.out.push(|o| codec::write_method(o, channel, m));
             }
@@ -41,11 +49,12 @@ impl Conn {
         if matches!(self.phase, Phase::Closing | Phase::Done) {
             return;
         }
+        let (reply_code, reply_text, class_id, method_id) = reply(&e);
         let m = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: e.code(),
-            reply_text: truncate(&e.text).into(),
-            class_id: e.method.class,
-            method_id: e.method.method,
+            reply_code,
+            reply_text,
+            class_id,
+            method_id,
         }));
         self.out.push(|o| codec::write_method(o, 0, m));
         self.cleanup();
