@@ -54,6 +54,16 @@ pub struct State {
     pub closed: bool,
 }
 
+/// Values of [`ChannelShared::mode`], mirrored for listings.
+pub mod mode {
+    /// Neither confirm nor tx.
+    pub const PLAIN: u8 = 0;
+    /// confirm.select received.
+    pub const CONFIRM: u8 = 1;
+    /// tx.select received.
+    pub const TX: u8 = 2;
+}
+
 /// Shared between the channel (reader task) and its consumers (queue side).
 pub struct ChannelShared {
     /// Channel number on the wire.
@@ -71,11 +81,11 @@ pub struct ChannelShared {
     /// The connection's traffic counters.
     pub stats: Arc<ConnStats>,
     /// Reader-side facts mirrored for listings: prefetch, consumer count,
-    /// and mode (1 confirm, 2 tx).
+    /// and mode.
     pub prefetch: AtomicU32,
     /// Consumers on this channel.
     pub consumers: AtomicU32,
-    /// 0 plain, 1 confirm, 2 transactional.
+    /// One of [`mode`]: plain, confirm or transactional.
     pub mode: AtomicU8,
 }
 
@@ -90,8 +100,8 @@ impl ChannelView for ChannelShared {
             global_prefetch: st.global_prefetch,
             unacked: st.unacked.len(),
             consumers: self.consumers.load(Ordering::Relaxed) as usize,
-            confirm: mode == 1,
-            transactional: mode == 2,
+            confirm: mode == self::mode::CONFIRM,
+            transactional: mode == self::mode::TX,
         }
     }
 }
@@ -121,7 +131,7 @@ impl ChannelShared {
             stats,
             prefetch: AtomicU32::new(0),
             consumers: AtomicU32::new(0),
-            mode: AtomicU8::new(0),
+            mode: AtomicU8::new(mode::PLAIN),
         }
     }
 }

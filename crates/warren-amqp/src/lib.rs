@@ -11,6 +11,7 @@ pub mod codec;
 pub mod connection;
 pub mod deliveries;
 pub mod error;
+pub mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
