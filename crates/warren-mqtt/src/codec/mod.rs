@@ -47,19 +47,38 @@ pub enum CodecError {
     BadProtocol(u8),
 }
 
+/// MQTT control packet types (the high four bits of a packet's first byte).
+pub(crate) mod kind {
+    pub const CONNECT: u8 = 1;
+    pub const CONNACK: u8 = 2;
+    pub const PUBLISH: u8 = 3;
+    pub const PUBACK: u8 = 4;
+    pub const PUBREC: u8 = 5;
+    pub const PUBREL: u8 = 6;
+    pub const PUBCOMP: u8 = 7;
+    pub const SUBSCRIBE: u8 = 8;
+    pub const SUBACK: u8 = 9;
+    pub const UNSUBSCRIBE: u8 = 10;
+    pub const UNSUBACK: u8 = 11;
+    pub const PINGREQ: u8 = 12;
+    pub const PINGRESP: u8 = 13;
+    pub const DISCONNECT: u8 = 14;
+    pub const AUTH: u8 = 15;
+}
+
 /// The four acknowledgement packets of the QoS 1 and 2 flows, by their
 /// MQTT packet type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum AckKind {
     /// QoS 1 acknowledgement.
-    PubAck = 4,
+    PubAck = kind::PUBACK,
     /// QoS 2, step 1: received.
-    PubRec = 5,
+    PubRec = kind::PUBREC,
     /// QoS 2, step 2: release.
-    PubRel = 6,
+    PubRel = kind::PUBREL,
     /// QoS 2, step 3: complete.
-    PubComp = 7,
+    PubComp = kind::PUBCOMP,
 }
 
 impl AckKind {

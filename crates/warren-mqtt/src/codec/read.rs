@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{props, CodecError, Connect, Filter, Packet, Props, Publish, Will};
+use super::{kind, props, CodecError, Connect, Filter, Packet, Props, Publish, Will};
 
 /// A cursor over one packet's body; every read is bounds-checked.
 pub(super) struct Rd<'a> {
@@ -122,113 +122,130 @@ fn parse(first: u8, body: Bytes, level: u8) -> Result<Packet, CodecError> {
     let flags = first & 0x0f;
     let v5 = level == 5;
     let mut r = Rd { b: &body, p: 0 };
-    let reason_and_props = |r: &mut Rd<'_>| -> Result<u8, CodecError> {
-        if v5 && !r.done() {
-            let code = r.u8()?;
-            if !r.done() {
-                r.props()?;
-            }
-            Ok(code)
-        } else {
-            Ok(0)
-        }
-    };
     Ok(match kind {
-        1 => Packet::Connect(Box::new(connect(&mut r)?)),
-        3 => {
-            let qos = (flags >> 1) & 3;
-            if qos == 3 {
-                return Err(CodecError::Malformed("QoS 3"));
-            }
-            let topic = r.string()?;
-            let pkid = if qos > 0 { r.u16()? } else { 0 };
-            if qos > 0 && pkid == 0 {
-                return Err(CodecError::Malformed("packet id 0"));
-            }
-            let props = if v5 { r.props()? } else { Props::default() };
-            let start = r.p;
-            Packet::Publish(Publish {
-                dup: flags & 8 != 0,
-                qos,
-                retain: flags & 1 != 0,
-                topic,
-                pkid,
-                props,
-                payload: body.slice(start..),
-            })
+        kind::CONNECT => Packet::Connect(Box::new(connect(&mut r)?)),
+        kind::PUBLISH => Packet::Publish(publish(&mut r, &body, flags, v5)?),
+        kind::PUBACK => Packet::PubAck(r.u16()?, reason_and_props(&mut r, v5)?),
+        kind::PUBREC => Packet::PubRec(r.u16()?, reason_and_props(&mut r, v5)?),
+        kind::PUBREL => {
+            need_flags(flags, "PUBREL flags")?;
+            Packet::PubRel(r.u16()?, reason_and_props(&mut r, v5)?)
         }
-        4 => Packet::PubAck(r.u16()?, reason_and_props(&mut r)?),
-        5 => Packet::PubRec(r.u16()?, reason_and_props(&mut r)?),
-        6 => {
-            if flags != 2 {
-                return Err(CodecError::Malformed("PUBREL flags"));
-            }
-            Packet::PubRel(r.u16()?, reason_and_props(&mut r)?)
+        kind::PUBCOMP => Packet::PubComp(r.u16()?, reason_and_props(&mut r, v5)?),
+        kind::SUBSCRIBE => {
+            need_flags(flags, "SUBSCRIBE flags")?;
+            subscribe(&mut r, v5)?
         }
-        7 => Packet::PubComp(r.u16()?, reason_and_props(&mut r)?),
-        8 => {
-            if flags != 2 {
-                return Err(CodecError::Malformed("SUBSCRIBE flags"));
-            }
-            let pkid = r.u16()?;
-            if v5 {
-                r.props()?;
-            }
-            let mut filters = Vec::new();
-            while !r.done() {
-                let filter = r.string()?;
-                let o = r.u8()?;
-                if o & 0xC0 != 0 || (!v5 && o & 0xFC != 0) {
-                    return Err(CodecError::Malformed("subscription options"));
-                }
-                filters.push(Filter {
-                    filter,
-                    qos: o & 3,
-                    no_local: o & 4 != 0,
-                    retain_as_published: o & 8 != 0,
-                    retain_handling: (o >> 4) & 3,
-                });
-            }
-            if filters.is_empty() {
-                return Err(CodecError::Malformed("SUBSCRIBE without filters"));
-            }
-            Packet::Subscribe(pkid, filters)
+        kind::UNSUBSCRIBE => {
+            need_flags(flags, "UNSUBSCRIBE flags")?;
+            unsubscribe(&mut r, v5)?
         }
-        10 => {
-            if flags != 2 {
-                return Err(CodecError::Malformed("UNSUBSCRIBE flags"));
-            }
-            let pkid = r.u16()?;
-            if v5 {
-                r.props()?;
-            }
-            let mut filters = Vec::new();
-            while !r.done() {
-                filters.push(r.string()?);
-            }
-            if filters.is_empty() {
-                return Err(CodecError::Malformed("UNSUBSCRIBE without filters"));
-            }
-            Packet::Unsubscribe(pkid, filters)
-        }
-        12 => Packet::PingReq,
-        14 => {
-            let (code, props) = if v5 && !r.done() {
-                let c = r.u8()?;
-                let p = if r.done() {
-                    Props::default()
-                } else {
-                    r.props()?
-                };
-                (c, p)
-            } else {
-                (0, Props::default())
-            };
-            Packet::Disconnect(code, props)
-        }
-        15 if v5 => Packet::Auth(if r.done() { 0 } else { r.u8()? }),
+        kind::PINGREQ => Packet::PingReq,
+        kind::DISCONNECT => disconnect(&mut r, v5)?,
+        kind::AUTH if v5 => Packet::Auth(if r.done() { 0 } else { r.u8()? }),
         other => return Err(CodecError::UnknownType(other)),
     })
+}
+
+/// PUBREL, SUBSCRIBE and UNSUBSCRIBE must have the flags 0b0010.
+fn need_flags(flags: u8, what: &'static str) -> Result<(), CodecError> {
+    if flags == 2 {
+        Ok(())
+    } else {
+        Err(CodecError::Malformed(what))
+    }
+}
+
+/// The optional v5 reason code (and properties) of an acknowledgement.
+fn reason_and_props(r: &mut Rd<'_>, v5: bool) -> Result<u8, CodecError> {
+    if v5 && !r.done() {
+        let code = r.u8()?;
+        if !r.done() {
+            r.props()?;
+        }
+        Ok(code)
+    } else {
+        Ok(0)
+    }
+}
+
+fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish, CodecError> {
+    let qos = (flags >> 1) & 3;
+    if qos == 3 {
+        return Err(CodecError::Malformed("QoS 3"));
+    }
+    let topic = r.string()?;
+    let pkid = if qos > 0 { r.u16()? } else { 0 };
+    if qos > 0 && pkid == 0 {
+        return Err(CodecError::Malformed("packet id 0"));
+    }
+    let props = if v5 { r.props()? } else { Props::default() };
+    let start = r.p;
+    Ok(Publish {
+        dup: flags & 8 != 0,
+        qos,
+        retain: flags & 1 != 0,
+        topic,
+        pkid,
+        props,
+        payload: body.slice(start..),
+    })
+}
+
+fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
+    let pkid = r.u16()?;
+    if v5 {
+        r.props()?;
+    }
+    let mut filters = Vec::new();
+    while !r.done() {
+        let filter = r.string()?;
+        let o = r.u8()?;
+        if o & 0xC0 != 0 || (!v5 && o & 0xFC != 0) {
+            return Err(CodecError::Malformed("subscription options"));
+        }
+        filters.push(Filter {
+            filter,
+            qos: o & 3,
+            no_local: o & 4 != 0,
+            retain_as_published: o & 8 != 0,
+            retain_handling: (o >> 4) & 3,
+        });
+    }
+    if filters.is_empty() {
+        return Err(CodecError::Malformed("SUBSCRIBE without filters"));
+    }
+    Ok(Packet::Subscribe(pkid, filters))
+}
+
+fn unsubscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
+    let pkid = r.u16()?;
+    if v5 {
+        r.props()?;
+    }
+    let mut filters = Vec::new();
+    while !r.done() {
+        filters.push(r.string()?);
+    }
+    if filters.is_empty() {
+        return Err(CodecError::Malformed("UNSUBSCRIBE without filters"));
+    }
+    Ok(Packet::Unsubscribe(pkid, filters))
+}
+
+fn disconnect(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
+    let (code, props) = if v5 && !r.done() {
+        let c = r.u8()?;
+        let p = if r.done() {
+            Props::default()
+        } else {
+            r.props()?
+        };
+        (c, p)
+    } else {
+        (0, Props::default())
+    };
+    Ok(Packet::Disconnect(code, props))
 }
 
 fn connect(r: &mut Rd<'_>) -> Result<Connect, CodecError> {

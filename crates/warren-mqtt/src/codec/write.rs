@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{props, AckKind, Props, Publish};
+use super::{kind, props, AckKind, Props, Publish};
 use crate::reason::{ConnackCode, ReasonCode};
 use crate::topic::swap_byte;
 
@@ -39,6 +39,11 @@ fn frame(out: &mut BytesMut, first: u8, body: &[u8]) {
     out.put_slice(body);
 }
 
+/// A PUBLISH's first byte: type, DUP, QoS and RETAIN.
+fn publish_first_byte(dup: bool, qos: u8, retain: bool) -> u8 {
+    (kind::PUBLISH << 4) | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain)
+}
+
 /// CONNACK, with the return code (3.1.1) or reason code (5.0) of `code`.
 pub fn write_connack(
     out: &mut BytesMut,
@@ -53,7 +58,7 @@ pub fn write_connack(
     if level == 5 {
         props::encode(props, &mut b);
     }
-    frame(out, 0x20, &b);
+    frame(out, kind::CONNACK << 4, &b);
 }
 
 /// PUBLISH (server to client).
@@ -67,7 +72,7 @@ pub fn write_publish(out: &mut BytesMut, level: u8, p: &Publish) {
         props::encode(&p.props, &mut b);
     }
     b.put_slice(&p.payload);
-    let first = 0x30 | (u8::from(p.dup) << 3) | (p.qos << 1) | u8::from(p.retain);
+    let first = publish_first_byte(p.dup, p.qos, p.retain);
     frame(out, first, &b);
 }
 
@@ -96,7 +101,7 @@ pub fn write_delivery(
         let len =
             2 + routing_key.len() + if qos > 0 { 2 } else { 0 } + encoded.len() + payload.len();
         out.reserve(len + 5);
-        out.put_u8(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
+        out.put_u8(publish_first_byte(dup, qos, retain));
         put_varint(out, len);
         // A message's routing key is at most MAX_KEY (255) bytes, so the
         // two-byte length always holds it.
@@ -139,7 +144,7 @@ pub fn write_suback(out: &mut BytesMut, level: u8, pkid: u16, codes: &[ReasonCod
     for c in codes {
         b.put_u8(c.code());
     }
-    frame(out, 0x90, &b);
+    frame(out, kind::SUBACK << 4, &b);
 }
 
 /// UNSUBACK.
@@ -153,12 +158,12 @@ pub fn write_unsuback(out: &mut BytesMut, level: u8, pkid: u16, count: usize) {
             b.put_u8(ReasonCode::Success.code());
         }
     }
-    frame(out, 0xB0, &b);
+    frame(out, kind::UNSUBACK << 4, &b);
 }
 
 /// PINGRESP.
 pub fn write_pingresp(out: &mut BytesMut) {
-    out.put_slice(&[0xD0, 0]);
+    out.put_slice(&[kind::PINGRESP << 4, 0]);
 }
 
 /// DISCONNECT from the server (v5 only; 3.1.1 just closes).
@@ -172,5 +177,5 @@ pub fn write_disconnect(out: &mut BytesMut, code: ReasonCode, reason: &str) {
         },
         &mut b,
     );
-    frame(out, 0xE0, &b);
+    frame(out, kind::DISCONNECT << 4, &b);
 }
