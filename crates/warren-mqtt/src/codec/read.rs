@@ -192,44 +192,48 @@ fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish,
     })
 }
 
-fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
+/// SUBSCRIBE and UNSUBSCRIBE: the packet id, the (v5) properties, then at
+/// least one entry read by `entry`.
+fn entries<'a, T>(
+    r: &mut Rd<'a>,
+    v5: bool,
+    empty: &'static str,
+    mut entry: impl FnMut(&mut Rd<'a>) -> Result<T, CodecError>,
+) -> Result<(u16, Vec<T>), CodecError> {
     let pkid = r.u16()?;
     if v5 {
         r.props()?;
     }
-    let mut filters = Vec::new();
+    let mut out = Vec::new();
     while !r.done() {
+        out.push(entry(r)?);
+    }
+    if out.is_empty() {
+        return Err(CodecError::Malformed(empty));
+    }
+    Ok((pkid, out))
+}
+
+fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
+    let (pkid, filters) = entries(r, v5, "SUBSCRIBE without filters", |r| {
         let filter = r.string()?;
         let o = r.u8()?;
         if o & 0xC0 != 0 || (!v5 && o & 0xFC != 0) {
             return Err(CodecError::Malformed("subscription options"));
         }
-        filters.push(Filter {
+        Ok(Filter {
             filter,
             qos: o & 3,
             no_local: o & 4 != 0,
             retain_as_published: o & 8 != 0,
             retain_handling: (o >> 4) & 3,
-        });
-    }
-    if filters.is_empty() {
-        return Err(CodecError::Malformed("SUBSCRIBE without filters"));
-    }
+        })
+    })?;
     Ok(Packet::Subscribe(pkid, filters))
 }
 
 fn unsubscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
-    let pkid = r.u16()?;
-    if v5 {
-        r.props()?;
-    }
-    let mut filters = Vec::new();
-    while !r.done() {
-        filters.push(r.string()?);
-    }
-    if filters.is_empty() {
-        return Err(CodecError::Malformed("UNSUBSCRIBE without filters"));
-    }
+    let (pkid, filters) = entries(r, v5, "UNSUBSCRIBE without filters", |r| r.string())?;
     Ok(Packet::Unsubscribe(pkid, filters))
 }
 
