@@ -1,13 +1,23 @@
 //! The MQTT 3.1.1 / 5.0 adapter of Warren, over the same routing core as
 //! AMQP: MQTT publishes reach AMQP queues bound to `amq.topic` and AMQP
-//! publishes to `amq.topic` reach MQTT subscribers (see `session.rs` for
+//! publishes to `amq.topic` reach MQTT subscribers (see `mapping.rs` for
 //! the mapping).
+//!
+//! `codec` reads and writes packets with the codes of `reason`; `session`
+//! serves one connection over the routing core, using the topic rules of
+//! `topic`, the property `mapping`, the listener-wide `takeover` registry
+//! and `retained` store, and `will` for wills.
 
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod mapping;
 pub mod reason;
+pub mod retained;
 pub mod session;
+pub mod takeover;
+pub mod topic;
+pub mod will;
 
 use std::sync::Arc;
 

@@ -1,0 +1,561 @@
+//! The CONNECT handshake: read CONNECT within 10 s, authenticate, take over
+//! an older connection of the client id, admit it under the connection
+//! limits, set up the session and answer CONNACK.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use warren_core::auth::{Access, Guard, Resource};
+use warren_core::registry::ConnectionInfo;
+use warren_core::{Broker, CoreError, RouteScratch, VHost};
+use warren_net::outbox::Outbox;
+
+use super::consumer::{Inflight, MqttConsumer};
+use super::{session_queue_name, Conn, Shared};
+use crate::codec::{self, CodecError, Connect, Packet, Props, Will};
+use crate::mapping::GRANTED_QOS;
+use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
+use crate::topic::{will_refusal, Refusal};
+use crate::Config;
+
+/// What the handshake hands to the session loop.
+pub(super) struct Accepted {
+    // Boxed: moved-from locals keep their space in the task's future.
+    pub(super) conn: Box<Conn>,
+    pub(super) rd: OwnedReadHalf,
+    pub(super) buf: BytesMut,
+    pub(super) keep_alive: u16,
+    pub(super) will: Option<Box<Will>>,
+}
+
+/// Why no CONNECT could be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// The bytes were not a packet.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The client went away first.
+    #[error("closed before CONNECT")]
+    Closed,
+}
+
+/// Why a CONNECT is refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// Answered with CONNACK `code`.
+    #[error("{why}")]
+    Connack { code: ConnackCode, why: String },
+    /// A connection or queue limit is reached (logged with user and vhost).
+    #[error("{why}")]
+    Limit {
+        user: String,
+        vhost: String,
+        why: String,
+    },
+    /// 3.1.1 has no code for it: closed without CONNACK.
+    #[error("{0}")]
+    Close(String),
+}
+
+impl Refused {
+    fn connack(v4: ConnectReturn, v5: ReasonCode, why: impl Into<String>) -> Refused {
+        Refused::Connack {
+            code: ConnackCode::new(v4, v5),
+            why: why.into(),
+        }
+    }
+}
+
+/// A reached limit: CONNACK 0x97 quota exceeded (5.0) or 3 server
+/// unavailable (3.1.1, which has no quota code; RabbitMQ answers 5 "not
+/// authorised", which tells a device its credentials are wrong when they
+/// are not).
+const LIMIT: ConnackCode =
+    ConnackCode::new(ConnectReturn::ServerUnavailable, ReasonCode::QuotaExceeded);
+/// Not authorized (3.1.1: 5).
+const NOT_AUTHORIZED: (ConnectReturn, ReasonCode) =
+    (ConnectReturn::NotAuthorized, ReasonCode::NotAuthorized);
+/// Bad user name or password (3.1.1: 4).
+const BAD_CREDENTIALS: (ConnectReturn, ReasonCode) = (
+    ConnectReturn::BadUserNameOrPassword,
+    ReasonCode::BadUserNameOrPassword,
+);
+
+/// What every step of the handshake needs.
+struct Ctx<'a> {
+    broker: &'a Arc<Broker>,
+    cfg: &'a Arc<Config>,
+    shared: &'a Arc<Shared>,
+    out: &'a Arc<Outbox>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// Read CONNECT (within 10 s) and accept or refuse it.
+pub(super) async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
+) -> Option<Accepted> {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let (mut rd, wr) = stream.into_split();
+    // MQTT servers send no keep-alives: one shared "none" for every connection.
+    let out = Outbox::new(Box::new(wr), shared.no_heartbeat.clone(), |_| {});
+    // Small to start: idle devices are the common case; it grows on demand.
+    let mut buf = BytesMut::with_capacity(128);
+    // The first packet must be CONNECT, within the handshake timeout.
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_connect(&mut rd, &mut buf, cfg.max_packet_size),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Packet::Connect(c))) => *c,
+        Ok(Ok(other)) => {
+            tracing::warn!(peer = %peer, "MQTT: first packet was not CONNECT ({other:?}); closing");
+            out.close();
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; closing");
+            if let ReadError::Codec(CodecError::BadProtocol(_)) = e {
+                // 3.1.1 answer: unacceptable protocol version.
+                let code = ConnackCode::new(
+                    ConnectReturn::UnacceptableProtocolVersion,
+                    ReasonCode::UnsupportedProtocolVersion,
+                );
+                out.push(|o| codec::write_connack(o, 4, false, code, &Props::default()));
+            }
+            out.close();
+            let _ = out.flushed().await;
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer, "MQTT: no CONNECT within 10 s; closing");
+            out.close();
+            return None;
+        }
+    };
+    let ctx = Ctx {
+        broker,
+        cfg,
+        shared,
+        out: &out,
+        peer,
+        local,
+    };
+    let Some(conn) = accept(&ctx, &connect).await else {
+        out.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
+        return None;
+    };
+    Some(Accepted {
+        conn: Box::new(conn),
+        rd,
+        buf,
+        keep_alive: connect.keep_alive,
+        will: connect.will.map(Box::new),
+    })
+}
+
+/// Read until one packet is complete.
+async fn read_connect(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Packet, ReadError> {
+    loop {
+        match codec::read(buf, 0, max_packet_size) {
+            Err(CodecError::Incomplete) => {}
+            other => return Ok(other?),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Admit the connection, or answer the refusal (and log it).
+async fn accept(ctx: &Ctx<'_>, c: &Connect) -> Option<Conn> {
+    let e = match admit(ctx, c).await {
+        Ok(conn) => return Some(conn),
+        Err(e) => e,
+    };
+    let (peer, client_id) = (ctx.peer, &c.client_id);
+    let code = match &e {
+        Refused::Connack { code, .. } => {
+            tracing::warn!(peer = %peer, client_id = %client_id, "MQTT connection refused: {e}");
+            *code
+        }
+        Refused::Limit { user, vhost, .. } => {
+            tracing::warn!(peer = %peer, user, vhost, client_id = %client_id, "MQTT connection refused: {e}");
+            LIMIT
+        }
+        Refused::Close(_) => {
+            tracing::warn!(peer = %peer, client_id = %client_id, "MQTT connection refused, closing: {e}");
+            return None;
+        }
+    };
+    ctx.out
+        .push(|o| codec::write_connack(o, c.level, false, code, &Props::default()));
+    None
+}
+
+/// The steps of CONNECT in order; the first that fails refuses it.
+async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
+    let level = c.level;
+    check_will(c)?;
+    let (vhost, user) = authenticate(ctx, c)?;
+    // Authenticated: the connection this one replaces ends first (and
+    // gives back its connection-limit lease).
+    if !c.client_id.is_empty() {
+        let key = (vhost.name.to_string(), c.client_id.clone());
+        ctx.shared.takeover.take_over(&key).await;
+    }
+    let user = user.unwrap_or_else(|| ctx.cfg.anonymous_user.clone());
+    let limit = |e: &dyn std::fmt::Display| Refused::Limit {
+        user: user.clone(),
+        vhost: vhost.name.to_string(),
+        why: e.to_string(),
+    };
+    let broker = ctx.broker;
+    let lease = broker
+        .limits
+        .admit((&vhost.name, &vhost.limits), &user)
+        .map_err(|e| limit(&e))?;
+    let guard = broker.users.guard(&vhost.name, &user).map_err(|e| {
+        let (v4, v5) = NOT_AUTHORIZED;
+        Refused::connack(v4, v5, e.to_string())
+    })?;
+    let mut props = Props::default();
+    let client_id = if c.client_id.is_empty() {
+        if level == 4 && !c.clean {
+            return Err(Refused::connack(
+                ConnectReturn::IdentifierRejected,
+                ReasonCode::ClientIdentifierNotValid,
+                "empty client id requires clean session",
+            ));
+        }
+        let id = vhost.generate_name("warren-");
+        props.assigned_client_id = Some(id.clone());
+        id
+    } else {
+        c.client_id.clone()
+    };
+    let expiry = session_expiry(c);
+    let persistent = expiry != Some(Duration::ZERO);
+    let session_present =
+        prepare_queue(&vhost, &guard, c, &client_id, persistent).map_err(|e| match e {
+            QueueCheck::Refused(r) => r,
+            QueueCheck::Limit(e) => limit(&e),
+        })?;
+    if level == 5 {
+        let cfg = ctx.cfg;
+        props.receive_maximum = Some(cfg.receive_maximum);
+        props.retain_available = Some(1);
+        props.shared_available = Some(1);
+        props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+        props.maximum_packet_size = Some(cfg.max_packet_size as u32);
+    }
+    ctx.out
+        .push(|o| codec::write_connack(o, level, session_present, ConnackCode::ACCEPTED, &props));
+    tracing::info!(peer = %ctx.peer, client_id = %client_id, vhost = %vhost.name, level, "MQTT connection opened");
+    let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
+    conn.lease = Some(lease);
+    if session_present {
+        conn.restore_granted_qos();
+    }
+    // A clean session gets its queue at its first SUBSCRIBE, so devices
+    // that only publish cost no queue; a persistent one needs it now.
+    if persistent {
+        conn.ensure_queue().map_err(|e| {
+            let v5 = match e {
+                CoreError::LimitReached(_) => ReasonCode::QuotaExceeded,
+                _ => ReasonCode::UnspecifiedError,
+            };
+            Refused::connack(
+                ConnectReturn::ServerUnavailable,
+                v5,
+                format!("session queue: {e}"),
+            )
+        })?;
+    }
+    Ok(conn)
+}
+
+/// A will topic that cannot be an AMQP routing key is refused now rather
+/// than dropped when the will would be published.
+fn check_will(c: &Connect) -> Result<(), Refused> {
+    let Some(w) = &c.will else {
+        return Ok(());
+    };
+    let why = || format!("will topic of {} bytes is longer than 255", w.topic.len());
+    match will_refusal(c.level, &w.topic) {
+        None => Ok(()),
+        Some(Refusal::Connack(code)) => Err(Refused::Connack {
+            // Only v5 clients get a code; the 3.1.1 one is never sent.
+            code: ConnackCode::new(ConnectReturn::ServerUnavailable, code),
+            why: why(),
+        }),
+        Some(_) => Err(Refused::Close(why())),
+    }
+}
+
+/// Check the credentials (username may carry the vhost as `vhost:user`, as
+/// in RabbitMQ); the vhost and the user, None for anonymous.
+fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String>), Refused> {
+    let (vhost_name, user) = match &c.username {
+        Some(u) => match u.split_once(':') {
+            Some((v, u)) => (v.to_string(), Some(u.to_string())),
+            None => ("/".to_string(), Some(u.clone())),
+        },
+        None => ("/".to_string(), None),
+    };
+    let (peer, cfg) = (ctx.peer, ctx.cfg);
+    let (na4, na5) = NOT_AUTHORIZED;
+    let (bad4, bad5) = BAD_CREDENTIALS;
+    match (&user, &c.password) {
+        (Some(u), Some(p)) => {
+            let password = String::from_utf8_lossy(p);
+            if ctx.broker.users.authenticate(u, &password).is_err() {
+                return Err(Refused::connack(bad4, bad5, "bad user name or password"));
+            }
+            if cfg.loopback_users.contains(u) && !peer.ip().is_loopback() {
+                let why = format!("user '{u}' can only connect via localhost");
+                return Err(Refused::connack(na4, na5, why));
+            }
+        }
+        (None, None) if cfg.allow_anonymous_loopback && peer.ip().is_loopback() => {}
+        (None, None) => {
+            let why = "anonymous access is only allowed from loopback";
+            return Err(Refused::connack(na4, na5, why));
+        }
+        _ => {
+            let why = "password without user name or the reverse";
+            return Err(Refused::connack(bad4, bad5, why));
+        }
+    }
+    match ctx.broker.vhost(&vhost_name) {
+        Some(v) => Ok((v, user)),
+        None => Err(Refused::connack(
+            na4,
+            na5,
+            format!("vhost '{vhost_name}' not found"),
+        )),
+    }
+}
+
+/// When the session ends after disconnect: 3.1.1 clean -> at once, not
+/// clean -> never (None); 5.0 -> the session expiry interval (0 = at once,
+/// 0xFFFFFFFF = never).
+fn session_expiry(c: &Connect) -> Option<Duration> {
+    if c.level == 5 {
+        match c.props.session_expiry.unwrap_or(0) {
+            u32::MAX => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        }
+    } else if c.clean {
+        Some(Duration::ZERO)
+    } else {
+        None
+    }
+}
+
+/// Why the session queue may not be used.
+enum QueueCheck {
+    Refused(Refused),
+    Limit(CoreError),
+}
+
+/// Check and tidy the session queue before CONNACK: permission for a
+/// persistent session, a clean start drops the old queue, and the vhost's
+/// queue limit. True when a session is present.
+fn prepare_queue(
+    vhost: &VHost,
+    guard: &Guard,
+    c: &Connect,
+    client_id: &str,
+    persistent: bool,
+) -> Result<bool, QueueCheck> {
+    let qname = session_queue_name(client_id);
+    if persistent
+        && guard
+            .check(Access::Configure, Resource::Queue, &qname)
+            .is_err()
+    {
+        let (v4, v5) = NOT_AUTHORIZED;
+        let why = format!("no permission to configure queue '{qname}'");
+        return Err(QueueCheck::Refused(Refused::connack(v4, v5, why)));
+    }
+    let existed = vhost.queue(&qname).is_ok();
+    if c.clean && existed {
+        let _ = vhost.delete_queue(&qname, false, false, 0);
+    }
+    if persistent {
+        // Asked before CONNACK: the session queue is made after it.
+        vhost.may_declare_queue(&qname).map_err(QueueCheck::Limit)?;
+    }
+    Ok(!c.clean && existed)
+}
+
+/// The connection's state once CONNACK is sent.
+fn new_conn(
+    ctx: &Ctx<'_>,
+    c: &Connect,
+    (vhost, client_id): (Arc<VHost>, String),
+    guard: Guard,
+    expiry: Option<Duration>,
+) -> Conn {
+    let (broker, cfg, level) = (ctx.broker, ctx.cfg, c.level);
+    let receive_max = c
+        .props
+        .receive_maximum
+        .map_or(cfg.receive_maximum, |r| r.min(cfg.receive_maximum)) as usize;
+    let conn_id = broker.next_id();
+    let registration = broker.registry.register(ConnectionInfo::new(
+        conn_id,
+        if level == 5 { "MQTT 5.0" } else { "MQTT 3.1.1" },
+        (ctx.peer, ctx.local),
+        guard.user.clone(),
+        guard.vhost.clone(),
+        client_id.clone(),
+    ));
+    let consumer = Arc::new(MqttConsumer {
+        stats: registration.info.stats.clone(),
+        out: ctx.out.clone(),
+        level,
+        max_qos: Mutex::new(0),
+        inflight: Mutex::new(Inflight::default()),
+        receive_max: receive_max.max(1),
+        active: AtomicBool::new(true),
+        conn_id,
+        no_local: AtomicBool::new(false),
+        retain_as_published: Mutex::new(Vec::new()),
+    });
+    Conn {
+        cfg: cfg.clone(),
+        shared: ctx.shared.clone(),
+        out: ctx.out.clone(),
+        peer: ctx.peer,
+        level,
+        vhost,
+        client_id,
+        queue: None,
+        persistent: expiry != Some(Duration::ZERO),
+        extras: None,
+        expiry,
+        consumer,
+        consumer_tag: Arc::from("mqtt"),
+        conn_id,
+        scratch: RouteScratch::default(),
+        backlogged: false,
+        published: false,
+        sync_rx: broker.sync_watch(),
+        guard,
+        publish_ok: None,
+        registration,
+        ack_after_sync: None,
+        exchange: None,
+        lease: None,
+    }
+}
+
+impl Conn {
+    /// A persistent session delivers at the QoS its subscriptions were
+    /// granted (kept on their bindings; 1 for bindings made before that).
+    fn restore_granted_qos(&self) {
+        let qname = session_queue_name(&self.client_id);
+        let granted = match (
+            self.vhost.queue(&qname),
+            self.vhost.exchange(&self.cfg.exchange),
+        ) {
+            (Ok(q), Ok(x)) => x
+                .bindings_to_queue(&q)
+                .iter()
+                .map(|(_, args)| {
+                    args.get(GRANTED_QOS)
+                        .and_then(|v| v.as_i64())
+                        .map_or(1, |v| v.clamp(0, 2) as u8)
+                })
+                .max()
+                .unwrap_or(0),
+            _ => 1,
+        };
+        *self.consumer.max_qos.lock() = granted;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(level: u8, clean: bool, expiry: Option<u32>, will_topic: Option<&str>) -> Connect {
+        Connect {
+            level,
+            clean,
+            keep_alive: 0,
+            client_id: "c".into(),
+            will: will_topic.map(|t| Will {
+                topic: t.into(),
+                payload: bytes::Bytes::new(),
+                qos: 0,
+                retain: false,
+                props: Props::default(),
+            }),
+            username: None,
+            password: None,
+            props: Props {
+                session_expiry: expiry,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn session_expiry_by_level() {
+        assert_eq!(
+            session_expiry(&connect(4, true, None, None)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(session_expiry(&connect(4, false, None, None)), None);
+        assert_eq!(
+            session_expiry(&connect(5, false, None, None)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            session_expiry(&connect(5, true, Some(30), None)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            session_expiry(&connect(5, true, Some(u32::MAX), None)),
+            None
+        );
+    }
+
+    #[test]
+    fn long_will_topic_is_refused() {
+        let long = "w".repeat(256);
+        assert!(check_will(&connect(5, true, None, Some("a/b"))).is_ok());
+        match check_will(&connect(5, true, None, Some(&long))) {
+            Err(Refused::Connack { code, .. }) => {
+                assert_eq!(code.for_level(5), ReasonCode::TopicNameInvalid.code())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check_will(&connect(4, true, None, Some(&long))),
+            Err(Refused::Close(_))
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! One MQTT connection over the routing core, following RabbitMQ's MQTT
+//! plugin conventions: a PUBLISH goes to `amq.topic` (configurable) with the
+//! topic as routing key (`/` and `.` swapped, so the mapping is reversible);
+//! each session owns a queue `mqtt-subscription-<client id>` whose bindings
+//! are its subscriptions (`+` -> `*`, `#` -> `#`). QoS 1/2 publishes are
+//! persistent messages; a session with clean_session=false keeps a durable
+//! queue, so its subscriptions and queued messages survive disconnects and
+//! restarts.
+//!
+//! `connect.rs` is the CONNECT handshake, `read_loop.rs` the session loop,
+//! `dispatch.rs` hands each packet to `publish.rs` or `subscribe.rs`, and
+//! `consumer.rs` writes deliveries back out.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use warren_core::alarm::Alarms;
+use warren_core::auth::Guard;
+use warren_core::limits::ConnectionLease;
+use warren_core::queue::ConsumerSpec;
+use warren_core::registry::Registration;
+use warren_core::vhost::QueueDeclare;
+use warren_core::{Broker, Queue, RouteScratch, Table, VHost, Value};
+use warren_net::outbox::Outbox;
+
+use crate::retained::Retained;
+use crate::takeover::Takeover;
+use crate::{will, Config};
+
+mod connect;
+mod consumer;
+mod dispatch;
+mod publish;
+mod read_loop;
+mod subscribe;
+
+use consumer::MqttConsumer;
+
+pub use crate::topic::{filter_to_key, matches, swap, valid_filter, valid_topic};
+
+/// State shared by all MQTT connections of a listener.
+#[derive(Default)]
+pub struct Shared {
+    /// The live connection and latest epoch of every client id.
+    pub(crate) takeover: Takeover,
+    /// Retained messages.
+    pub(crate) retained: Retained,
+    /// The outbox keep-alive setting of every MQTT connection (none).
+    no_heartbeat: Arc<Mutex<Option<Duration>>>,
+    /// The broker's memory and disk alarms: publishers are not read while one is on.
+    alarms: Arc<Alarms>,
+}
+
+impl Shared {
+    /// State for one listener, watching the broker's alarms.
+    pub fn new(alarms: Arc<Alarms>) -> Self {
+        Shared {
+            alarms,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a connection ended; wills are published unless it was clean.
+#[derive(Debug)]
+enum End {
+    Clean,
+    Abnormal(String),
+}
+
+/// Per-connection state that many connections never need.
+#[derive(Default)]
+struct Extras {
+    /// Filters subscribed on this connection (retain handling 1).
+    subscriptions: HashSet<String>,
+    /// Filters subscribed with no-local.
+    no_local: Vec<String>,
+    aliases: HashMap<u16, String>,
+    qos2_seen: HashSet<u16>,
+    /// `$share/group/filter` -> the group's shared queue this session consumes.
+    shared_subs: HashMap<String, Arc<Queue>>,
+}
+
+struct Conn {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    out: Arc<Outbox>,
+    peer: SocketAddr,
+    level: u8,
+    vhost: Arc<VHost>,
+    client_id: String,
+    queue: Option<Arc<Queue>>,
+    /// The session outlives the connection (durable queue).
+    persistent: bool,
+    /// Subscription and alias state, allocated at first use: devices that
+    /// only publish (or sit idle) do without.
+    extras: Option<Box<Extras>>,
+    /// How long the session lives after disconnect (None: forever).
+    expiry: Option<Duration>,
+    consumer: Arc<MqttConsumer>,
+    consumer_tag: Arc<str>,
+    conn_id: u64,
+    scratch: RouteScratch,
+    /// A publish reached a queue whose consumers are far behind: pause
+    /// reading briefly (the same flow control as AMQP publishers get).
+    backlogged: bool,
+    sync_rx: Option<watch::Receiver<warren_core::SyncState>>,
+    guard: Guard,
+    /// Permission generation at which publishing was last found allowed.
+    publish_ok: Option<u64>,
+    registration: Registration,
+    /// (store sequence, PUBACK or PUBREC, packet id) to send once synced.
+    ack_after_sync: Option<(u64, crate::codec::AckKind, u16)>,
+    /// The MQTT exchange, looked up at the first publish.
+    exchange: Option<Arc<warren_core::Exchange>>,
+    /// The session's place in the node, vhost and user connection counts
+    /// (RabbitMQ counts MQTT connections too), until cleanup.
+    lease: Option<ConnectionLease>,
+    /// Set by the first PUBLISH: alarms block only publishers.
+    published: bool,
+}
+
+/// The session queue of a client id.
+fn session_queue_name(client_id: &str) -> String {
+    format!("mqtt-subscription-{client_id}")
+}
+
+/// Serve one MQTT connection.
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The handshake runs in its own boxed future, freed once it is done:
+    // an idle connection's task then holds only the session loop's state
+    // (this matters at 10,000s of idle devices).
+    // Boxed in a statement of its own: a temporary in the awaiting
+    // statement would keep its full size in this task's state.
+    let handshaking = Box::pin(connect::handshake(stream, peer, &broker, &cfg, &shared));
+    let Some(connect::Accepted {
+        mut conn,
+        mut rd,
+        mut buf,
+        keep_alive,
+        will,
+    }) = handshaking.await
+    else {
+        return;
+    };
+    let out = conn.out.clone();
+    let me = conn.registration.info.clone();
+    let epoch = shared
+        .takeover
+        .attach((conn.vhost.name.to_string(), conn.client_id.clone()), &me);
+    drop(me);
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let end = conn.run(&mut rd, &mut buf, keep_alive, &mut shutdown).await;
+    // Built again rather than kept: an idle connection holds less.
+    let key = (conn.vhost.name.to_string(), conn.client_id.clone());
+    // The session is left as it should be found before anyone is told.
+    conn.cleanup();
+    shared.takeover.detach(&key, epoch);
+    let mut timers = false;
+    if let End::Abnormal(why) = &end {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
+        if let Some(w) = will {
+            let owner = will::Owner {
+                vhost: conn.vhost.clone(),
+                client_id: conn.client_id.clone(),
+                expiry: conn.expiry,
+                key: key.clone(),
+                epoch,
+            };
+            timers = will::on_abnormal_end(w, owner, &cfg, &shared);
+        }
+    } else {
+        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
+    }
+    if !timers {
+        shared.takeover.forget(&key, epoch);
+    }
+    out.close();
+    // Boxed so its timer is not part of every idle connection's task.
+    let flushing = Box::pin(tokio::time::timeout(Duration::from_secs(5), async move {
+        out.flushed().await
+    }));
+    let _ = flushing.await;
+}
+
+impl Conn {
+    fn ext(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// The session queue `mqtt-subscription-<client id>`, declared and
+    /// consumed on first use.
+    fn ensure_queue(&mut self) -> warren_core::Result<Arc<Queue>> {
+        if let Some(q) = &self.queue {
+            return Ok(q.clone());
+        }
+        let name = session_queue_name(&self.client_id);
+        // A persistent session's expiry is the queue's x-expires, so the
+        // core deletes it when unused that long, also after a restart.
+        let expires = self.expiry.filter(|_| self.persistent);
+        let q = match self.vhost.queue(&name) {
+            Ok(q) => {
+                if q.durable && q.expires() != expires {
+                    q.set_expires(expires);
+                    self.vhost.queue_changed(&q);
+                }
+                q
+            }
+            Err(_) => {
+                let mut args = Table::default();
+                if let Some(d) = expires {
+                    args.insert("x-expires", Value::I64(d.as_millis().max(1) as i64));
+                }
+                let decl = QueueDeclare {
+                    name,
+                    durable: self.persistent,
+                    auto_delete: false,
+                    args,
+                    ..Default::default()
+                };
+                self.vhost.declare_queue(&decl, 0)?.0
+            }
+        };
+        self.vhost.watch_expiry(&q);
+        let consumer = self.consumer.clone();
+        q.add_consumer(ConsumerSpec {
+            tag: self.consumer_tag.clone(),
+            channel_id: self.conn_id,
+            no_ack: false,
+            exclusive: false,
+            priority: 0,
+            consumer,
+        })?;
+        self.queue = Some(q.clone());
+        Ok(q)
+    }
+
+    /// Release the session's consumers; a clean session's queue goes.
+    fn cleanup(&mut self) {
+        // Given back first: a client may reconnect while this one flushes.
+        self.lease = None;
+        self.consumer.active.store(false, Ordering::Release);
+        let groups = self
+            .extras
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.shared_subs))
+            .unwrap_or_default();
+        for (filter, q) in groups {
+            self.leave_shared(&q, &filter);
+        }
+        if let Some(q) = &self.queue {
+            q.remove_consumer(self.conn_id, &self.consumer_tag);
+        }
+        self.requeue_inflight();
+        let Some(q) = self.queue.take() else {
+            return;
+        };
+        // A session that ends with its connection loses its queue now;
+        // otherwise the queue's x-expires (see ensure_queue) applies.
+        if self.expiry == Some(Duration::ZERO) {
+            self.vhost.remove_queue(&q);
+        }
+    }
+}

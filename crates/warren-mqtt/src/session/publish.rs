@@ -1,0 +1,169 @@
+//! PUBLISH from the client: topic aliases, topic and permission checks, the
+//! QoS 2 duplicate filter, routing into the core, retained messages, and
+//! the QoS 1/2 acknowledgement (after the store has synced, if needed).
+
+use std::sync::Arc;
+
+use warren_core::auth::{Access, Resource};
+use warren_core::registry::ConnStats;
+use warren_core::{CoreError, DecodeError, Message};
+
+use super::{Conn, End};
+use crate::codec::{self, AckKind, Publish};
+use crate::mapping;
+use crate::reason::ReasonCode;
+use crate::topic::{matches, publish_refusal, valid_topic, Refusal};
+
+/// Why a PUBLISH could not be routed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PublishError {
+    /// The core refused (no exchange, a queue refused it, ...).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The publish does not make a valid AMQP message.
+    #[error(transparent)]
+    Message(#[from] DecodeError),
+}
+
+impl Conn {
+    /// Handle a client PUBLISH.
+    pub(super) fn on_publish(&mut self, mut p: Publish) -> Option<End> {
+        let level = self.level;
+        if let Err(end) = self.resolve_alias(&mut p) {
+            return Some(end);
+        }
+        if !valid_topic(&p.topic) {
+            return Some(self.disconnect(
+                ReasonCode::TopicNameInvalid,
+                "invalid topic name in PUBLISH",
+            ));
+        }
+        if let Some(r) = publish_refusal(level, p.qos, &p.topic) {
+            return self.refuse_topic(r, &p);
+        }
+        if let Err(e) = self.may_publish() {
+            // 3.1.1 has no way to say "not authorized" but closing;
+            // 5.0 answers QoS 1/2 with 0x87 and keeps the connection.
+            if level == 5 && p.qos > 0 {
+                let kind = AckKind::for_qos(p.qos);
+                self.out
+                    .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::NotAuthorized));
+                return None;
+            }
+            return Some(self.disconnect(ReasonCode::NotAuthorized, &e.to_string()));
+        }
+        if p.qos == 2 && !self.ext().qos2_seen.insert(p.pkid) {
+            // A resent QoS 2 publish before PUBREL: route it once only.
+            self.out
+                .push(|o| codec::write_ack(o, level, AckKind::PubRec, p.pkid, ReasonCode::Success));
+            return None;
+        }
+        let sync = match self.route(&p) {
+            Ok(s) => s,
+            Err(e) => return Some(self.disconnect(ReasonCode::UnspecifiedError, &e.to_string())),
+        };
+        if p.qos == 0 {
+            return None;
+        }
+        let kind = AckKind::for_qos(p.qos);
+        if let Some(seq) = sync {
+            // QoS 1/2 acknowledgement only once the message is on disk.
+            self.ack_after_sync = Some((seq, kind, p.pkid));
+            return None;
+        }
+        self.out
+            .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::Success));
+        ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        None
+    }
+
+    /// A v5 topic alias: an empty topic takes the alias's, a topic sets it.
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
+        let Some(alias) = p.props.topic_alias else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.cfg.topic_alias_maximum {
+            return Err(self.disconnect(ReasonCode::TopicAliasInvalid, "topic alias out of range"));
+        }
+        if p.topic.is_empty() {
+            match self.ext().aliases.get(&alias) {
+                Some(t) => p.topic = t.clone(),
+                None => {
+                    return Err(self.disconnect(ReasonCode::ProtocolError, "unknown topic alias"))
+                }
+            }
+        } else {
+            let topic = p.topic.clone();
+            self.ext().aliases.insert(alias, topic);
+        }
+        Ok(())
+    }
+
+    /// A topic too long for a routing key: nothing is routed, and the
+    /// client is told as [`publish_refusal`] decided.
+    fn refuse_topic(&self, r: Refusal, p: &Publish) -> Option<End> {
+        let why = format!("topic of {} bytes is longer than 255", p.topic.len());
+        match r {
+            Refusal::Ack(kind, code) => {
+                tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+                let level = self.level;
+                self.out
+                    .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
+                None
+            }
+            Refusal::Disconnect(code) => Some(self.disconnect(code, &why)),
+            Refusal::Connack(_) | Refusal::Close => {
+                Some(self.disconnect(ReasonCode::TopicNameInvalid, &why))
+            }
+        }
+    }
+
+    /// Write permission on the MQTT exchange, re-checked when permissions change.
+    fn may_publish(&mut self) -> warren_core::Result<()> {
+        let generation = self.guard.generation();
+        if self.publish_ok == Some(generation) {
+            return Ok(());
+        }
+        self.guard
+            .check(Access::Write, Resource::Exchange, &self.cfg.exchange)?;
+        self.publish_ok = Some(generation);
+        Ok(())
+    }
+
+    /// The AMQP message for `p`, with the no-local header when one of this
+    /// connection's no-local subscriptions matches.
+    fn message(&self, p: &Publish) -> Result<Message, DecodeError> {
+        let own = self
+            .extras
+            .iter()
+            .flat_map(|e| e.no_local.iter())
+            .any(|f| matches(f, &p.topic))
+            .then_some(self.conn_id);
+        let exchange: Arc<str> = match &self.exchange {
+            Some(x) => x.name.clone(),
+            None => Arc::from(self.cfg.exchange.as_str()),
+        };
+        mapping::message(exchange, p, own)
+    }
+
+    /// Route a PUBLISH (and keep it if retained); returns the store
+    /// sequence to wait for, if any.
+    fn route(&mut self, p: &Publish) -> Result<Option<u64>, PublishError> {
+        // The MQTT exchange is looked up once, not per message (the lookup
+        // takes the vhost's topology lock).
+        if self.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
+            self.exchange = Some(self.vhost.exchange(&self.cfg.exchange)?);
+        }
+        let msg = self.message(p)?;
+        ConnStats::add(&self.registration.info.stats.published, 1);
+        // A clone is two reference counts; taken only for RETAIN=1.
+        let retained = p.retain.then(|| msg.clone());
+        let x = self.exchange.as_ref().expect("looked up above");
+        let routed = self.vhost.publish(x, msg, &mut self.scratch)?;
+        self.backlogged |= routed.backlogged;
+        if let Some(m) = retained {
+            self.shared.retained.upsert(&self.vhost.name, &p.topic, m);
+        }
+        Ok(routed.sync_seq)
+    }
+}

@@ -1,0 +1,170 @@
+//! The session loop: handle the complete packets in the read buffer, wait
+//! for the store before a QoS 1/2 acknowledgement, stop reading publishers
+//! while an alarm is on, then read more (with the keep-alive timeout) until
+//! the connection ends, is closed or the server shuts down.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::watch;
+use warren_core::registry::ConnStats;
+
+use super::{Conn, End};
+use crate::codec::{self, CodecError};
+use crate::reason::ReasonCode;
+use crate::takeover::TAKEOVER;
+
+/// What the session loop does after handling buffered packets.
+enum Step {
+    /// Read more from the socket.
+    Read,
+    /// Wait for the store, then acknowledge (`ack_after_sync`).
+    Sync,
+    /// The connection ends.
+    End(End),
+}
+
+impl Conn {
+    pub(super) async fn run(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+        keep_alive: Option<Duration>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        // Small while idle; doubles while a busy client keeps filling it.
+        let mut read_hint = 128usize;
+        let info = self.registration.info.clone();
+        loop {
+            match self.drain(buf) {
+                Step::End(end) => return end,
+                Step::Sync => {
+                    self.ack_when_synced().await;
+                    continue;
+                }
+                Step::Read => {}
+            }
+            if self.blocked() {
+                // Not read while an alarm is on (nor is keep-alive counted).
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+                let mut alarms = self.shared.alarms.subscribe();
+                tokio::select! {
+                    _ = alarms.wait_for(|a| !a.any()) => {}
+                    _ = info.close_requested() => return End::Clean,
+                    _ = shutdown.changed() => return End::Clean,
+                }
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, "unblocking MQTT publisher");
+                continue;
+            }
+            warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
+            // The read size doubles while a busy client keeps filling it;
+            // idle clients keep a small buffer.
+            if buf.capacity() - buf.len() < read_hint / 2 {
+                buf.reserve(read_hint);
+            }
+            let spare = buf.capacity() - buf.len();
+            let read = async {
+                match keep_alive {
+                    Some(t) => tokio::time::timeout(t, rd.read_buf(buf))
+                        .await
+                        .map_err(|_| ()),
+                    None => Ok(rd.read_buf(buf).await),
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    Err(()) => return End::Abnormal("keep-alive timeout".into()),
+                    Ok(Ok(0)) => return End::Abnormal("socket closed without DISCONNECT".into()),
+                    Ok(Err(e)) => return End::Abnormal(e.to_string()),
+                    Ok(Ok(n)) => {
+                        if n >= spare {
+                            read_hint = (read_hint * 2).min(256 * 1024);
+                        }
+                    }
+                },
+                reason = info.close_requested() => return self.close_requested(&reason),
+                _ = shutdown.changed() => {
+                    if self.level == 5 {
+                        self.out.push(|o| codec::write_disconnect(o, ReasonCode::ServerShuttingDown, "server shutting down"));
+                    }
+                    return End::Clean;
+                }
+            }
+        }
+    }
+
+    /// Send the acknowledgement left in `ack_after_sync` once the store has
+    /// synced up to its sequence.
+    async fn ack_when_synced(&mut self) {
+        if let Some((seq, kind, pkid)) = self.ack_after_sync.take() {
+            if let Some(rx) = self.sync_rx.as_mut() {
+                let _ = rx.wait_for(|s| s.synced >= seq).await;
+            }
+            let level = self.level;
+            self.out
+                .push(|o| codec::write_ack(o, level, kind, pkid, ReasonCode::Success));
+            ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        }
+    }
+
+    /// The connection was asked to close: by a takeover, or by an operator.
+    fn close_requested(&self, reason: &str) -> End {
+        if reason == TAKEOVER {
+            if self.level == 5 {
+                self.out.push(|o| {
+                    codec::write_disconnect(o, ReasonCode::SessionTakenOver, "session taken over")
+                });
+            }
+            return End::Abnormal("session taken over by a new connection".into());
+        }
+        tracing::info!(peer = %self.peer, client_id = %self.client_id, "closing MQTT connection: {reason}");
+        if self.level == 5 {
+            self.out
+                .push(|o| codec::write_disconnect(o, ReasonCode::AdministrativeAction, reason));
+        }
+        End::Clean
+    }
+
+    /// Handle the complete packets in `buf`, without awaiting (so that no
+    /// packet is held in the session loop's future).
+    fn drain(&mut self, buf: &mut BytesMut) -> Step {
+        loop {
+            if self.blocked() {
+                return Step::Read;
+            }
+            match codec::read(buf, self.level, self.cfg.max_packet_size) {
+                Ok(p) => {
+                    self.published |= matches!(p, codec::Packet::Publish(_));
+                    if let Some(end) = self.on_packet(p) {
+                        return Step::End(end);
+                    }
+                    if self.ack_after_sync.is_some() {
+                        return Step::Sync;
+                    }
+                }
+                Err(CodecError::Incomplete) => return Step::Read,
+                Err(e) => return Step::End(self.protocol_error(&e)),
+            }
+        }
+    }
+
+    /// A connection that has published is blocked while an alarm is on.
+    fn blocked(&self) -> bool {
+        self.published && self.shared.alarms.blocking()
+    }
+
+    fn protocol_error(&self, e: &CodecError) -> End {
+        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT protocol error: {e}");
+        if self.level == 5 {
+            let code = match e {
+                CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,
+                _ => ReasonCode::MalformedPacket,
+            };
+            let text = e.to_string();
+            self.out.push(|o| codec::write_disconnect(o, code, &text));
+        }
+        End::Abnormal(e.to_string())
+    }
+}

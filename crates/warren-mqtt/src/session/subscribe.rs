@@ -1,0 +1,257 @@
+//! SUBSCRIBE and UNSUBSCRIBE: bindings of the session queue (the granted
+//! QoS rides on the binding), `$share/group/filter` shared queues,
+//! no-local and retain-as-published state, and retained messages for new
+//! subscriptions.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use warren_core::auth::{Access, Resource};
+use warren_core::queue::ConsumerSpec;
+use warren_core::vhost::QueueDeclare;
+use warren_core::{CoreError, Queue, Table, Value};
+
+use super::{session_queue_name, Conn};
+use crate::codec::{self, Filter, Props, Publish};
+use crate::mapping::{amqp_to_props, GRANTED_QOS};
+use crate::reason::ReasonCode;
+use crate::topic::{filter_to_key, shared_rest, swap, valid_filter};
+
+impl Conn {
+    /// SUBSCRIBE: subscribe each filter, answer SUBACK, then send the
+    /// retained messages its retain handling asks for.
+    pub(super) fn on_subscribe(&mut self, pkid: u16, filters: &[Filter]) {
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut existed = Vec::with_capacity(filters.len());
+        for f in filters {
+            existed.push(self.ext().subscriptions.contains(&f.filter));
+            let code = self.subscribe(f);
+            if !code.is_failure() {
+                self.remember_options(f);
+            }
+            codes.push(code);
+        }
+        let level = self.level;
+        self.out
+            .push(|o| codec::write_suback(o, level, pkid, &codes));
+        for (f, existed) in filters.iter().zip(existed) {
+            // Retain handling: 0 always, 1 only for a new
+            // subscription, 2 never; never for shared subscriptions.
+            let send = match f.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+            if send && shared_rest(&f.filter).is_none() {
+                self.send_retained(&f.filter);
+            }
+        }
+        if let Some(q) = &self.queue {
+            q.dispatch();
+        }
+    }
+
+    /// The per-filter options of a granted subscription (a resubscription
+    /// replaces them): retain-as-published and no-local.
+    fn remember_options(&mut self, f: &Filter) {
+        let ordinary = shared_rest(&f.filter).is_none();
+        {
+            let mut rap = self.consumer.retain_as_published.lock();
+            rap.retain(|x| x != &f.filter);
+            if f.retain_as_published && ordinary {
+                rap.push(f.filter.clone());
+            }
+        }
+        let ext = self.ext();
+        ext.subscriptions.insert(f.filter.clone());
+        ext.no_local.retain(|x| x != &f.filter);
+        if f.no_local && ordinary {
+            ext.no_local.push(f.filter.clone());
+            self.consumer.no_local.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// UNSUBSCRIBE: forget the filters' options, leave shared groups,
+    /// remove the bindings, answer UNSUBACK.
+    pub(super) fn on_unsubscribe(&mut self, pkid: u16, filters: &[String]) {
+        for f in filters {
+            let ext = self.ext();
+            ext.subscriptions.remove(f);
+            ext.no_local.retain(|x| x != f);
+            self.consumer.retain_as_published.lock().retain(|x| x != f);
+        }
+        for f in filters {
+            if let Some(q) = self.ext().shared_subs.remove(f) {
+                self.leave_shared(&q, f);
+            }
+        }
+        if let (Some(q), Ok(x)) = (&self.queue, self.vhost.exchange(&self.cfg.exchange)) {
+            for f in filters.iter().filter(|f| shared_rest(f).is_none()) {
+                let _ = self
+                    .vhost
+                    .unbind_queue_except(&q.name, &x.name, &filter_to_key(f), None);
+            }
+        }
+        let (level, n) = (self.level, filters.len());
+        self.out.push(|o| codec::write_unsuback(o, level, pkid, n));
+    }
+
+    /// Subscribe one filter; the granted QoS or a failure code.
+    fn subscribe(&mut self, f: &Filter) -> ReasonCode {
+        if let Some(rest) = shared_rest(&f.filter) {
+            return self.subscribe_shared(f, rest);
+        }
+        if !valid_filter(&f.filter) {
+            tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
+            return self.filter_invalid();
+        }
+        let qname = session_queue_name(&self.client_id);
+        if !self.may_subscribe(&qname) {
+            return self.not_authorized();
+        }
+        let q = match self.ensure_queue() {
+            Ok(q) => q,
+            Err(e) => return self.queue_refused(&e),
+        };
+        let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
+            return ReasonCode::UnspecifiedError;
+        };
+        // The granted QoS rides on the binding, so it is stored with the
+        // session and comes back after a reconnect or a restart.
+        let granted = f.qos.min(2);
+        let mut args = Table::default();
+        args.insert(GRANTED_QOS, Value::U8(granted));
+        let key = filter_to_key(&f.filter);
+        if let Err(e) = self.vhost.bind_queue(&q.name, &x.name, &key, &args, 0) {
+            tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
+            return ReasonCode::UnspecifiedError;
+        }
+        // A resubscription replaces the old one: new binding first, then
+        // the old one goes, so the flow of messages is not interrupted.
+        let _ = self
+            .vhost
+            .unbind_queue_except(&q.name, &x.name, &key, Some(&args));
+        self.consumer.grant(granted);
+        ReasonCode::granted(granted)
+    }
+
+    /// `$share/group/filter`: members of a group consume one shared queue,
+    /// so each message goes to one of them (round-robin, within credit).
+    fn subscribe_shared(&mut self, f: &Filter, rest: &str) -> ReasonCode {
+        let Some((group, filter)) = rest.split_once('/') else {
+            return self.filter_invalid();
+        };
+        if group.is_empty() || group.contains(['+', '#']) || !valid_filter(filter) {
+            return self.filter_invalid();
+        }
+        if self.ext().shared_subs.contains_key(&f.filter) {
+            return ReasonCode::granted(f.qos.min(2));
+        }
+        let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
+            return ReasonCode::UnspecifiedError;
+        };
+        let name = format!("mqtt-shared-{group}-{filter}");
+        if !self.may_subscribe(&name) {
+            return self.not_authorized();
+        }
+        let decl = QueueDeclare {
+            name: name.clone(),
+            auto_delete: true,
+            ..Default::default()
+        };
+        let q = match self.vhost.declare_queue(&decl, 0) {
+            Ok((q, _, _)) => q,
+            Err(e) => return self.queue_refused(&e),
+        };
+        if self
+            .vhost
+            .bind_queue(&name, &x.name, &filter_to_key(filter), &Table::default(), 0)
+            .is_err()
+        {
+            return ReasonCode::UnspecifiedError;
+        }
+        let spec = ConsumerSpec {
+            tag: Arc::from(f.filter.as_str()),
+            channel_id: self.conn_id,
+            no_ack: false,
+            exclusive: false,
+            priority: 0,
+            consumer: self.consumer.clone(),
+        };
+        if q.add_consumer(spec).is_err() {
+            return ReasonCode::UnspecifiedError;
+        }
+        self.ext().shared_subs.insert(f.filter.clone(), q);
+        let granted = f.qos.min(2);
+        self.consumer.grant(granted);
+        ReasonCode::granted(granted)
+    }
+
+    /// SUBACK code for a subscription whose queue could not be made: 0x97
+    /// quota exceeded (5.0) when the vhost's `max-queues` refused it.
+    fn queue_refused(&self, e: &CoreError) -> ReasonCode {
+        tracing::warn!(peer = %self.peer, user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id, "MQTT subscribe failed: {e}");
+        match e {
+            CoreError::LimitReached(_) if self.level == 5 => ReasonCode::QuotaExceeded,
+            _ => ReasonCode::V4_SUBACK_FAILURE,
+        }
+    }
+
+    /// RabbitMQ's rule for a subscription: configure and write on the
+    /// queue, read on the exchange.
+    fn may_subscribe(&self, queue: &str) -> bool {
+        let g = &self.guard;
+        g.check(Access::Configure, Resource::Queue, queue).is_ok()
+            && g.check(Access::Write, Resource::Queue, queue).is_ok()
+            && g.check(Access::Read, Resource::Exchange, &self.cfg.exchange)
+                .is_ok()
+    }
+
+    /// SUBACK code for a subscription refused by permissions.
+    fn not_authorized(&self) -> ReasonCode {
+        self.failure(ReasonCode::NotAuthorized)
+    }
+
+    /// SUBACK code for an invalid filter.
+    fn filter_invalid(&self) -> ReasonCode {
+        self.failure(ReasonCode::TopicFilterInvalid)
+    }
+
+    /// `code` for 5.0; 3.1.1 has only the one failure code.
+    fn failure(&self, code: ReasonCode) -> ReasonCode {
+        if self.level == 5 {
+            code
+        } else {
+            ReasonCode::V4_SUBACK_FAILURE
+        }
+    }
+
+    /// Stop consuming a shared group's queue; the last member removes it.
+    pub(super) fn leave_shared(&self, q: &Arc<Queue>, filter: &str) {
+        if q.remove_consumer(self.conn_id, filter) {
+            self.vhost.remove_queue(q);
+        }
+    }
+
+    /// Send the retained messages matching `filter` (QoS 0, RETAIN=1).
+    fn send_retained(&self, filter: &str) {
+        let found = self.shared.retained.matching(&self.vhost.name, filter);
+        let level = self.level;
+        for m in found {
+            let p = Publish {
+                dup: false,
+                qos: 0,
+                retain: true,
+                topic: swap(m.routing_key()),
+                pkid: 0,
+                props: if level == 5 {
+                    amqp_to_props(&m)
+                } else {
+                    Props::default()
+                },
+                payload: m.body.clone(),
+            };
+            self.out.push(|o| codec::write_publish(o, level, &p));
+        }
+    }
+}
