@@ -77,3 +77,16 @@ def test_amqp_header_too_long_for_a_user_property_is_left_out(broker):
     ch.basic_publish("amq.topic", "big.hdr", b"next")
     assert got.get(timeout=10).payload == b"next"
     c.close()
+
+
+def test_v5_will_with_long_topic_gets_connack_0x90(broker):
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    will_flag, will_qos1, clean = 0x04, 0x08, 0x02
+    body = mqtt_str(b"MQTT") + bytes([5, will_flag | will_qos1 | clean]) + struct.pack(">H", 60)
+    body += b"\x00"  # no CONNECT properties
+    body += mqtt_str(b"long-will")
+    body += b"\x00" + mqtt_str(LONG_TOPIC) + mqtt_str(b"gone")  # will properties, topic, payload
+    s.sendall(mqtt_packet(0x10, body))
+    kind, ack = read_packet(s)
+    assert kind == 0x20 and ack[1] == TOPIC_NAME_INVALID
+    s.close()
