@@ -169,6 +169,7 @@ def test_connections_channels_consumers_over_http(broker):
         for _ in range(100):
             c.process_data_events(0.05)
     assert e.value.reply_code == 320
+    assert e.value.reply_text == "CONNECTION_FORCED - Closed via management plugin"
     m.loop_stop()
     m.disconnect()
 

@@ -119,7 +119,7 @@ impl Conn {
             reason = async { info.as_ref().expect("registered").close_requested().await }, if info.is_some() && !w.close_asked => {
                 w.close_asked = true;
                 tracing::info!(peer = %self.peer, user = %self.user, "closing AMQP connection: {reason}");
-                self.close_connection(AmqpError::connection(forced, format!("CONNECTION_FORCED - {reason}")));
+                self.close_connection(AmqpError::connection(forced, reason));
             }
             r = async { w.sync.as_mut().expect("store").changed().await }, if w.has_store => {
                 if r.is_err() {
