@@ -153,11 +153,7 @@ impl Log {
     /// [`Log::open`] with another segment size (tests use small ones).
     pub fn open_with(dir: &Path, segment_size: u64) -> Result<(Arc<Log>, Recovery), StoreError> {
         let recover::Rebuilt {
-            index,
-            segs,
-            keys,
-            key_names,
-            segment,
+            pending,
             next_id,
             mut recovery,
         } = recover::recover(dir)?;
@@ -172,17 +168,7 @@ impl Log {
         let (state, _) = watch::channel(SyncState::default());
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
-            pending: Mutex::new(Pending {
-                chunks: Vec::new(),
-                seq: 0,
-                segment,
-                segment_bytes: 0,
-                index,
-                segs,
-                keys,
-                key_names,
-                closed: false,
-            }),
+            pending: Mutex::new(pending),
             wake: Condvar::new(),
             state,
             next_id: AtomicU64::new(next_id),
@@ -244,13 +230,9 @@ impl Log {
             body,
         };
         let framing = rec.framing();
-        let mut p = self.pending.lock();
-        let qs: Vec<u32> = queues.iter().map(|q| p.intern(q)).collect();
-        let seq = self.push_with(&mut p, framing.frame_len(), |buf| rec.write(buf, framing));
-        // After the push: the record may have opened a new segment.
-        let seg = p.segment;
-        p.add_live(id, seg, qs);
-        seq
+        self.push_message(id, queues, framing.frame_len(), |buf| {
+            rec.write(buf, framing)
+        })
     }
 
     /// Append an encoded enqueue record (see [`encode_enqueue`]) for message
@@ -259,10 +241,24 @@ impl Log {
     /// To be removed once the core calls [`Log::enqueue`].
     #[doc(hidden)]
     pub fn append_enqueue(&self, id: u64, queues: &[QueueKey], record: &[u8]) -> u64 {
+        self.push_message(id, queues, record.len(), |buf| {
+            buf.extend_from_slice(record)
+        })
+    }
+
+    /// Push the enqueue record of message `id` (`len` bytes, put by
+    /// `write`) and index it as held by `queues`, under one lock.
+    fn push_message(
+        &self,
+        id: u64,
+        queues: &[QueueKey],
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> u64 {
         let mut p = self.pending.lock();
         let qs: Vec<u32> = queues.iter().map(|q| p.intern(q)).collect();
-        let seq = self.push(&mut p, record);
-        // After push: the record may have opened a new segment.
+        let seq = self.push_with(&mut p, len, write);
+        // After the push: the record may have opened a new segment.
         let seg = p.segment;
         p.add_live(id, seg, qs);
         seq

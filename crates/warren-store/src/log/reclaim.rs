@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::sync::atomic::Ordering;
 
-use super::record::{Enqueue, EnqueueView, Record, Records};
+use super::record::{EnqueueView, Record, Records};
 use super::{segment_path, Log, QueueKey};
 
 impl Log {
@@ -140,14 +140,7 @@ impl Log {
             .iter()
             .map(|k| p.key_names[*k as usize].clone())
             .collect();
-        let copy = Enqueue {
-            id: m.id,
-            queues: &keys,
-            exchange: m.exchange,
-            meta: m.meta,
-            key_len: m.key_len,
-            body: m.body,
-        };
+        let copy = m.with_queues(&keys);
         self.push_with(&mut p, copy.frame_len(), |buf| copy.encode(buf));
         let new_seg = p.segment;
         if let Some(st) = p.segs.get_mut(&seg) {

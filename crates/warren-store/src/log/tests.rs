@@ -1,3 +1,5 @@
+//! Unit tests of the log as a whole: recovery, compaction, the two enqueue paths.
+
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,6 +37,20 @@ fn segments(dir: &Path) -> Vec<u64> {
     v
 }
 
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("warren-log-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fresh directory whose first segment holds `seg`.
+fn seeded(name: &str, seg: &[u8]) -> std::path::PathBuf {
+    let dir = fresh_dir(name);
+    fs::write(segment_path(&dir, 1), seg).unwrap();
+    dir
+}
+
 /// Found by the `store_record` and `store_recover` fuzz targets: an
 /// enqueue record whose id lies far past the others (here 2^44, between
 /// ids 1 and 2; the fuzzer's had 2^52 and u64::MAX) made recovery size
@@ -48,10 +64,7 @@ const FAR_APART_IDS: &[u8] = b"\x00\x00\x00\x1c\x1b\xac\x7f\xdf\x01\x00\x00\x00\
 #[test]
 fn fuzz_regression_far_apart_ids_do_not_size_recovery() {
     assert_eq!(decode_segment(FAR_APART_IDS), (3, FAR_APART_IDS.len()));
-    let dir = std::env::temp_dir().join(format!("warren-log-far-ids-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(segment_path(&dir, 1), FAR_APART_IDS).unwrap();
+    let dir = seeded("far-ids", FAR_APART_IDS);
     let (log, rec) = Log::open_with(&dir, 4096).unwrap();
     assert_eq!((rec.records, rec.truncated), (3, 0));
     let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
@@ -74,10 +87,7 @@ fn fuzz_regression_queue_listed_twice_recovers_once() {
         decode_segment(SAME_QUEUE_TWICE),
         (1, SAME_QUEUE_TWICE.len())
     );
-    let dir = std::env::temp_dir().join(format!("warren-log-twice-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(segment_path(&dir, 1), SAME_QUEUE_TWICE).unwrap();
+    let dir = seeded("twice", SAME_QUEUE_TWICE);
     let (log, rec) = Log::open_with(&dir, 4096).unwrap();
     let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
     assert_eq!(ids, [7]);
@@ -117,10 +127,7 @@ const NUL_IN_NAMES: &[u8] = b"\x00\x00\x00\x1du\xbb\x07L\x01\x00\x00\x00\x00\x00
 
 #[test]
 fn fuzz_regression_names_with_nul_stay_apart() {
-    let dir = std::env::temp_dir().join(format!("warren-log-nul-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(segment_path(&dir, 1), NUL_IN_NAMES).unwrap();
+    let dir = seeded("nul", NUL_IN_NAMES);
     let (log, rec) = Log::open_with(&dir, 4096).unwrap();
     let ids = |vhost: &str, queue: &str| -> Vec<u64> {
         let k = QueueKey {
@@ -181,13 +188,6 @@ fn long_lived_message_is_copied_forward_and_old_segments_reclaimed() {
     assert!(q[0].redelivered);
     log.close();
     let _ = fs::remove_dir_all(&dir);
-}
-
-fn fresh_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-log-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The segment files of `dir` by name, with their bytes.
