@@ -127,7 +127,39 @@ pub(crate) fn props() -> Vec<u8> {
 }
 
 pub(crate) fn amqp(dir: &Path) {
-    // Handshake (PLAIN), queue declare/bind with arguments, consume.
+    let seeds: [(&str, fn() -> BytesMut); 5] = [
+        ("handshake_declare_consume", handshake_declare_consume),
+        ("amqplain_login", amqplain_login),
+        ("headers_exchange", headers_exchange),
+        ("nested_arguments", nested_arguments),
+        ("publish_settle_close", publish_settle_close),
+    ];
+    for (name, seed) in seeds {
+        write(dir, name, &seed());
+    }
+    // Check: every seed is a sequence of whole frames amq-protocol reads.
+    for e in fs::read_dir(dir).unwrap() {
+        let b = fs::read(e.unwrap().path()).unwrap();
+        let mut rest = &b[..];
+        while !rest.is_empty() {
+            let f = codec::peek_frame(rest, 131_072)
+                .unwrap()
+                .expect("whole frame");
+            let n = f.size + codec::FRAME_OVERHEAD;
+            amq_protocol::frame::parse_frame(&rest[..n]).expect("amq-protocol reads it");
+            rest = &rest[n..];
+        }
+    }
+    // The reference generator also writes a protocol header; keep one
+    // amq-protocol frame as generated, for variety.
+    let hb = gen_frame(&AMQPFrame::Heartbeat)(WriteContext::from(Vec::new()))
+        .unwrap()
+        .write;
+    write(dir, "heartbeat", &hb);
+}
+
+/// Handshake (PLAIN), queue declare/bind with arguments, consume.
+fn handshake_declare_consume() -> BytesMut {
     let mut out = BytesMut::new();
     handshake(&mut out, "PLAIN", b"\0guest\0guest".to_vec());
     method(
@@ -171,9 +203,11 @@ pub(crate) fn amqp(dir: &Path) {
             ..Default::default()
         })),
     );
-    write(dir, "handshake_declare_consume", &out);
+    out
+}
 
-    // AMQPLAIN login: the response is a table without its length prefix.
+/// AMQPLAIN login: the response is a table without its length prefix.
+fn amqplain_login() -> BytesMut {
     let mut login = BytesMut::new();
     Table(vec![
         ("LOGIN".into(), Value::str("guest")),
@@ -182,9 +216,11 @@ pub(crate) fn amqp(dir: &Path) {
     .encode(&mut login);
     let mut out = BytesMut::new();
     handshake(&mut out, "AMQPLAIN", login[4..].to_vec());
-    write(dir, "amqplain_login", &out);
+    out
+}
 
-    // Headers exchange declare and bind.
+/// Headers exchange declare and bind.
+fn headers_exchange() -> BytesMut {
     let mut out = BytesMut::new();
     let mut m = FieldTable::default();
     m.insert(
@@ -224,10 +260,12 @@ pub(crate) fn amqp(dir: &Path) {
             arguments: m,
         })),
     );
-    write(dir, "headers_exchange", &out);
+    out
+}
 
-    // Arguments nested just past codec::MAX_TABLE_DEPTH (refused by the
-    // guard, read by amq-protocol alone).
+/// Arguments nested just past codec::MAX_TABLE_DEPTH (refused by the
+/// guard, read by amq-protocol alone).
+fn nested_arguments() -> BytesMut {
     let mut v = AMQPValue::Void;
     for i in 0..codec::MAX_TABLE_DEPTH + 2 {
         v = if i % 2 == 0 {
@@ -250,10 +288,12 @@ pub(crate) fn amqp(dir: &Path) {
             ..Default::default()
         })),
     );
-    write(dir, "nested_arguments", &out);
+    out
+}
 
-    // Publish with full properties, a body split over frames, heartbeat,
-    // settles, confirm and tx selection, closes.
+/// Publish with full properties, a body split over frames, heartbeat,
+/// settles, confirm and tx selection, closes.
+fn publish_settle_close() -> BytesMut {
     let mut out = BytesMut::new();
     method(
         &mut out,
@@ -320,25 +360,5 @@ pub(crate) fn amqp(dir: &Path) {
             method_id: 0,
         })),
     );
-    write(dir, "publish_settle_close", &out);
-
-    // Check: every seed is a sequence of whole frames amq-protocol reads.
-    for e in fs::read_dir(dir).unwrap() {
-        let b = fs::read(e.unwrap().path()).unwrap();
-        let mut rest = &b[..];
-        while !rest.is_empty() {
-            let f = codec::peek_frame(rest, 131_072)
-                .unwrap()
-                .expect("whole frame");
-            let n = f.size + codec::FRAME_OVERHEAD;
-            amq_protocol::frame::parse_frame(&rest[..n]).expect("amq-protocol reads it");
-            rest = &rest[n..];
-        }
-    }
-    // The reference generator also writes a protocol header; keep one
-    // amq-protocol frame as generated, for variety.
-    let hb = gen_frame(&AMQPFrame::Heartbeat)(WriteContext::from(Vec::new()))
-        .unwrap()
-        .write;
-    write(dir, "heartbeat", &hb);
+    out
 }

@@ -157,6 +157,13 @@ fn check_mqtt(dir: &Path, level: u8) {
 }
 
 pub(crate) fn mqtt_v4(dir: &Path) {
+    write(dir, "session", &v4_session());
+    write(dir, "v31_will_qos2", &v4_v31_will_qos2());
+    write(dir, "large_publish", &v4_large_publish());
+    check_mqtt(dir, 4);
+}
+
+fn v4_session() -> BytesMut {
     let mut out = BytesMut::new();
     connect(
         &mut out,
@@ -191,9 +198,11 @@ pub(crate) fn mqtt_v4(dir: &Path) {
     out.put_slice(&[0xC0, 0]); // PINGREQ
     unsubscribe(&mut out, 2, None, &["alerts/#"]);
     out.put_slice(&[0xE0, 0]); // DISCONNECT
-    write(dir, "session", &out);
+    out
+}
 
-    // MQTT 3.1 (MQIsdp, level 3) with a will, QoS 2 flow.
+/// MQTT 3.1 (MQIsdp, level 3) with a will, QoS 2 flow.
+fn v4_v31_will_qos2() -> BytesMut {
     let mut out = BytesMut::new();
     connect(
         &mut out,
@@ -217,9 +226,11 @@ pub(crate) fn mqtt_v4(dir: &Path) {
     mqtt::write_ack(&mut out, 4, 5, 9, 0);
     mqtt::write_ack(&mut out, 4, 6, 9, 0);
     mqtt::write_ack(&mut out, 4, 7, 9, 0);
-    write(dir, "v31_will_qos2", &out);
+    out
+}
 
-    // A publish above the zero-copy threshold (16 KiB).
+/// A publish above the zero-copy threshold (16 KiB).
+fn v4_large_publish() -> BytesMut {
     let mut out = BytesMut::new();
     connect(&mut out, "MQTT", 4, 0x02, None, "", None, None);
     publish(
@@ -231,11 +242,16 @@ pub(crate) fn mqtt_v4(dir: &Path) {
         mqtt::Props::default(),
         &vec![0x5a; 17 * 1024],
     );
-    write(dir, "large_publish", &out);
-    check_mqtt(dir, 4);
+    out
 }
 
 pub(crate) fn mqtt_v5(dir: &Path) {
+    write(dir, "session", &v5_session());
+    write(dir, "minimal_qos2", &v5_minimal_qos2());
+    check_mqtt(dir, 5);
+}
+
+fn v5_session() -> BytesMut {
     let mut out = BytesMut::new();
     let cprops = props5(&[
         (0x11, &3600u32.to_be_bytes()),
@@ -289,33 +305,40 @@ pub(crate) fn mqtt_v5(dir: &Path) {
         },
         b"{\"x\":1}",
     );
+    alias_pubrel_close(&mut out);
+    out
+}
+
+/// The rest of the v5 session: topic alias, PUBREL with a reason, AUTH, DISCONNECT.
+fn alias_pubrel_close(out: &mut BytesMut) {
     // A topic alias set, then used with an empty topic.
     let mut b = BytesMut::new();
     put_str(&mut b, b"sensors/room1/temp");
     b.put_slice(&props5(&[(0x23, &1u16.to_be_bytes())]));
     b.put_slice(b"20");
-    packet(&mut out, 0x30, &b);
+    packet(out, 0x30, &b);
     let mut b = BytesMut::new();
     put_str(&mut b, b"");
     b.put_slice(&props5(&[(0x23, &1u16.to_be_bytes())]));
     b.put_slice(b"21");
-    packet(&mut out, 0x30, &b);
-    mqtt::write_ack(&mut out, 5, 4, 3, 0x10);
+    packet(out, 0x30, &b);
+    mqtt::write_ack(out, 5, 4, 3, 0x10);
     // PUBREL with reason code and a reason string.
     let mut b = BytesMut::new();
     b.put_u16(4);
     b.put_u8(0x92);
     b.put_slice(&props5(&[(0x1F, &s("unknown id"))]));
-    packet(&mut out, 0x62, &b);
-    unsubscribe(&mut out, 2, Some(&props5(&[])), &["sensors/+/temp"]);
+    packet(out, 0x62, &b);
+    unsubscribe(out, 2, Some(&props5(&[])), &["sensors/+/temp"]);
     out.put_slice(&[0xC0, 0]);
     out.put_slice(&[0xF0, 1, 0x18]); // AUTH, continue authentication
     let mut b = BytesMut::new();
     b.put_u8(0x04);
     b.put_slice(&props5(&[(0x11, &0u32.to_be_bytes()), (0x1F, &s("bye"))]));
-    packet(&mut out, 0xE0, &b);
-    write(dir, "session", &out);
+    packet(out, 0xE0, &b);
+}
 
+fn v5_minimal_qos2() -> BytesMut {
     let mut out = BytesMut::new();
     connect(
         &mut out,
@@ -330,6 +353,5 @@ pub(crate) fn mqtt_v5(dir: &Path) {
     publish(&mut out, 5, 2, "a/b", 1, mqtt::Props::default(), b"");
     mqtt::write_ack(&mut out, 5, 5, 1, 0);
     mqtt::write_ack(&mut out, 5, 7, 1, 0x92);
-    write(dir, "minimal_qos2", &out);
-    check_mqtt(dir, 5);
+    out
 }
