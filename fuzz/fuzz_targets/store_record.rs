@@ -1,9 +1,10 @@
-//! The message store's record decoder (recovery's `apply` in
-//! crates/warren-store/src/log.rs, through `log::decode_segment`) on a
-//! segment's bytes: once with the checksums fixed up so that mutations
-//! reach the decoder, once as given. The decoder must stop at the first bad
-//! record, never past the end, and compaction's decoder must accept every
-//! enqueue record recovery accepted (checked inside `decode_segment`).
+//! The message store's record decoder (the `Records` walk of
+//! crates/warren-store/src/log/record.rs that recovery and compaction
+//! share, through `log::decode_segment`) on a segment's bytes: once with
+//! the checksums fixed up so that mutations reach the decoder, once as
+//! given. The decoder must stop at the first bad record, never past the
+//! end, and compaction's copy of every enqueue record recovery accepted
+//! must decode to the same message (checked inside `decode_segment`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
