@@ -90,3 +90,21 @@ def test_v5_will_with_long_topic_gets_connack_0x90(broker):
     kind, ack = read_packet(s)
     assert kind == 0x20 and ack[1] == TOPIC_NAME_INVALID
     s.close()
+
+
+@pytest.mark.parametrize("level,code", [(5, 0x85), (4, 0x02)])
+def test_client_id_too_long_for_a_queue_name_is_refused(broker, level, code):
+    # The session queue is `mqtt-subscription-<client id>`; queue names stop at 255 bytes.
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    body = mqtt_str(b"MQTT") + bytes([level, 0x02]) + struct.pack(">H", 60)
+    if level == 5:
+        body += b"\x00"
+    body += mqtt_str(b"c" * 300)
+    s.sendall(mqtt_packet(0x10, body))
+    kind, ack = read_packet(s)
+    assert kind == 0x20 and ack[1] == code
+    s.close()
+    # A long id that still fits is accepted.
+    s, ack = raw_connect(broker, b"c" * 200, level=level)
+    assert ack[3] == 0
+    s.close()

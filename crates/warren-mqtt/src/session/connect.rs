@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use warren_core::auth::{Access, Guard, Resource};
+use warren_core::message::MAX_KEY;
 use warren_core::registry::ConnectionInfo;
 use warren_core::{Broker, CoreError, RouteScratch, VHost};
 use warren_net::outbox::Outbox;
@@ -250,6 +251,14 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         let id = vhost.generate_name("warren-");
         props.assigned_client_id = Some(id.clone());
         id
+    } else if session_queue_name(&c.client_id).len() > MAX_KEY {
+        // The session queue is named after the client id, and queue names
+        // (AMQP short strings) stop at 255 bytes.
+        return Err(Refused::connack(
+            ConnectReturn::IdentifierRejected,
+            ReasonCode::ClientIdentifierNotValid,
+            format!("client id of {} bytes is too long", c.client_id.len()),
+        ));
     } else {
         c.client_id.clone()
     };
