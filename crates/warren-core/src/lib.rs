@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod auth;
+pub mod dead_letter;
 pub mod error;
 pub mod exchange;
 pub mod limits;
@@ -13,6 +14,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod registry;
+mod tasks;
 pub mod value;
 pub mod vhost;
 
