@@ -16,6 +16,8 @@ pub mod props;
 pub mod queue;
 pub mod registry;
 mod tasks;
+#[cfg(test)]
+mod test_support;
 pub mod value;
 pub mod vhost;
 
