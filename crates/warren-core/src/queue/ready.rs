@@ -21,14 +21,17 @@ impl Ready {
     }
 
     /// The level of a message: its priority, capped at the queue's maximum.
+    #[inline]
     fn level(&self, d: &Delivery) -> usize {
         (d.message.priority as usize).min(self.levels.len() - 1)
     }
 
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -39,6 +42,7 @@ impl Ready {
         }
     }
 
+    #[inline]
     pub(super) fn push_back(&mut self, d: Delivery) {
         let l = self.level(&d);
         self.levels[l].push_back(d);
@@ -46,6 +50,7 @@ impl Ready {
     }
 
     /// Put back what was just popped.
+    #[inline]
     pub(super) fn push_front(&mut self, d: Delivery) {
         let l = self.level(&d);
         self.levels[l].push_front(d);
@@ -61,10 +66,12 @@ impl Ready {
         self.len += 1;
     }
 
+    #[inline]
     pub(super) fn front(&self) -> Option<&Delivery> {
         self.levels.iter().rev().find_map(|l| l.front())
     }
 
+    #[inline]
     pub(super) fn pop_front(&mut self) -> Option<Delivery> {
         let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
         let d = level.pop_front()?;

@@ -9,13 +9,27 @@ use crate::props::Properties;
 use crate::test_support::{declare, message_with, table, vhost};
 use crate::value::{Table, Value};
 
-fn exchange(v: &VHost, name: &str, kind: &str) -> Arc<Exchange> {
-    let d = ExchangeDeclare {
+/// exchange.declare of `name` with type `kind`, other fields default.
+fn decl(name: &str, kind: &str) -> ExchangeDeclare {
+    ExchangeDeclare {
         name: name.into(),
         kind: kind.into(),
         ..ExchangeDeclare::default()
+    }
+}
+
+fn exchange(v: &VHost, name: &str, kind: &str) -> Arc<Exchange> {
+    v.declare_exchange(&decl(name, kind))
+        .expect("declare exchange")
+}
+
+/// Declare an auto-delete exchange.
+fn auto_delete(v: &VHost, name: &str, kind: &str) {
+    let d = ExchangeDeclare {
+        auto_delete: true,
+        ..decl(name, kind)
     };
-    v.declare_exchange(&d).expect("declare exchange")
+    v.declare_exchange(&d).expect("declare exchange");
 }
 
 /// Publish a bodyless message with `key` (and `headers`) to `exchange`;
@@ -72,11 +86,7 @@ fn redeclare_with_other_arguments_is_406_and_equal_ones_pass() {
 fn exchange_redeclare_of_another_type_is_406() {
     let v = vhost();
     exchange(&v, "x", "direct");
-    let d = ExchangeDeclare {
-        name: "x".into(),
-        kind: "fanout".into(),
-        ..ExchangeDeclare::default()
-    };
+    let d = decl("x", "fanout");
     match v.declare_exchange(&d) {
         Err(CoreError::PreconditionFailed(m)) => assert_eq!(
             m,
@@ -84,11 +94,7 @@ fn exchange_redeclare_of_another_type_is_406() {
         ),
         r => panic!("expected 406, got {:?}", r.map(|_| ())),
     }
-    let unknown = ExchangeDeclare {
-        name: "y".into(),
-        kind: "no-such-type".into(),
-        ..ExchangeDeclare::default()
-    };
+    let unknown = decl("y", "no-such-type");
     assert!(matches!(
         v.declare_exchange(&unknown),
         Err(CoreError::CommandInvalid(_))
@@ -125,11 +131,7 @@ fn passive_declare_of_a_missing_queue_or_exchange_is_404() {
 #[test]
 fn reserved_names_are_refused() {
     let v = vhost();
-    let d = ExchangeDeclare {
-        name: "amq.mine".into(),
-        kind: "direct".into(),
-        ..ExchangeDeclare::default()
-    };
+    let d = decl("amq.mine", "direct");
     assert!(matches!(
         v.declare_exchange(&d),
         Err(CoreError::AccessRefused(_))
@@ -268,10 +270,8 @@ fn exchange_cycles_are_cut() {
 fn alternate_exchange_takes_unroutable_messages() {
     let v = vhost();
     let d = ExchangeDeclare {
-        name: "main".into(),
-        kind: "direct".into(),
         args: table(&[("alternate-exchange", Value::str("amq.fanout"))]),
-        ..ExchangeDeclare::default()
+        ..decl("main", "direct")
     };
     v.declare_exchange(&d).unwrap();
     let q = declare(&v, "lost", &[]);
@@ -284,13 +284,7 @@ fn alternate_exchange_takes_unroutable_messages() {
 #[test]
 fn deleting_an_exchange_removes_bindings_to_it_and_empties_auto_delete_sources() {
     let v = vhost();
-    let auto = ExchangeDeclare {
-        name: "auto".into(),
-        kind: "fanout".into(),
-        auto_delete: true,
-        ..ExchangeDeclare::default()
-    };
-    v.declare_exchange(&auto).unwrap();
+    auto_delete(&v, "auto", "fanout");
     exchange(&v, "dst", "fanout");
     v.bind_exchange("dst", "auto", "", &no_args()).unwrap();
     v.delete_exchange("dst", false).unwrap();
@@ -304,13 +298,7 @@ fn deleting_an_exchange_removes_bindings_to_it_and_empties_auto_delete_sources()
 #[test]
 fn removing_a_queue_removes_its_bindings() {
     let v = vhost();
-    let auto = ExchangeDeclare {
-        name: "auto".into(),
-        kind: "direct".into(),
-        auto_delete: true,
-        ..ExchangeDeclare::default()
-    };
-    v.declare_exchange(&auto).unwrap();
+    auto_delete(&v, "auto", "direct");
     declare(&v, "q", &[]);
     v.bind_queue("q", "auto", "k", &no_args(), 1).unwrap();
     v.bind_queue("q", "amq.direct", "k", &no_args(), 1).unwrap();
@@ -323,13 +311,7 @@ fn removing_a_queue_removes_its_bindings() {
 #[test]
 fn unbinding_the_last_binding_deletes_an_auto_delete_source() {
     let v = vhost();
-    let auto = ExchangeDeclare {
-        name: "auto".into(),
-        kind: "direct".into(),
-        auto_delete: true,
-        ..ExchangeDeclare::default()
-    };
-    v.declare_exchange(&auto).unwrap();
+    auto_delete(&v, "auto", "direct");
     declare(&v, "q", &[]);
     v.bind_queue("q", "auto", "k", &no_args(), 1).unwrap();
     v.unbind_queue_except("q", "auto", "k", None).unwrap();
