@@ -6,6 +6,8 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_mqtt::codec as mqtt;
+use warren_mqtt::codec::AckKind;
+use warren_mqtt::reason::ReasonCode;
 
 use crate::write;
 
@@ -194,7 +196,7 @@ fn v4_session() -> BytesMut {
         mqtt::Props::default(),
         b"19",
     );
-    mqtt::write_ack(&mut out, 4, 4, 7, 0);
+    mqtt::write_ack(&mut out, 4, AckKind::PubAck, 7, ReasonCode::Success);
     out.put_slice(&[0xC0, 0]); // PINGREQ
     unsubscribe(&mut out, 2, None, &["alerts/#"]);
     out.put_slice(&[0xE0, 0]); // DISCONNECT
@@ -223,9 +225,9 @@ fn v4_v31_will_qos2() -> BytesMut {
         mqtt::Props::default(),
         b"exactly once",
     );
-    mqtt::write_ack(&mut out, 4, 5, 9, 0);
-    mqtt::write_ack(&mut out, 4, 6, 9, 0);
-    mqtt::write_ack(&mut out, 4, 7, 9, 0);
+    mqtt::write_ack(&mut out, 4, AckKind::PubRec, 9, ReasonCode::Success);
+    mqtt::write_ack(&mut out, 4, AckKind::PubRel, 9, ReasonCode::Success);
+    mqtt::write_ack(&mut out, 4, AckKind::PubComp, 9, ReasonCode::Success);
     out
 }
 
@@ -322,7 +324,7 @@ fn alias_pubrel_close(out: &mut BytesMut) {
     b.put_slice(&props5(&[(0x23, &1u16.to_be_bytes())]));
     b.put_slice(b"21");
     packet(out, 0x30, &b);
-    mqtt::write_ack(out, 5, 4, 3, 0x10);
+    mqtt::write_ack(out, 5, AckKind::PubAck, 3, ReasonCode::NoMatchingSubscribers);
     // PUBREL with reason code and a reason string.
     let mut b = BytesMut::new();
     b.put_u16(4);
@@ -351,7 +353,7 @@ fn v5_minimal_qos2() -> BytesMut {
         None,
     );
     publish(&mut out, 5, 2, "a/b", 1, mqtt::Props::default(), b"");
-    mqtt::write_ack(&mut out, 5, 5, 1, 0);
-    mqtt::write_ack(&mut out, 5, 7, 1, 0x92);
+    mqtt::write_ack(&mut out, 5, AckKind::PubRec, 1, ReasonCode::Success);
+    mqtt::write_ack(&mut out, 5, AckKind::PubComp, 1, ReasonCode::PacketIdentifierNotFound);
     out
 }

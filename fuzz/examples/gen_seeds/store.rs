@@ -27,6 +27,7 @@ fn segment(f: impl FnOnce(&Log)) -> Vec<u8> {
     let mut segs: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
     assert_eq!(segs.len(), 1, "{segs:?}");

@@ -122,17 +122,8 @@ impl VHost {
                     let id = log.next_id();
                     msg.store_id = id;
                     let (meta, key_len) = msg.meta();
-                    let mut rec = Vec::with_capacity(64 + meta.len() + msg.body.len());
-                    warren_store::log::encode_enqueue(
-                        &mut rec,
-                        id,
-                        &keys,
-                        &msg.exchange,
-                        meta,
-                        key_len,
-                        &msg.body,
-                    );
-                    r.sync_seq = Some(log.append_enqueue(id, &keys, &rec));
+                    r.sync_seq =
+                        Some(log.enqueue(id, &keys, &msg.exchange, meta, key_len, &msg.body));
                 }
             }
         }

@@ -107,10 +107,10 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 
 /// Encode an enqueue record into `out`.
 ///
-/// To be removed once the core calls [`Log::enqueue`], which encodes the
-/// record itself straight into the pending buffer.
-#[doc(hidden)]
-pub fn encode_enqueue(
+/// The reference encoding: tests check that [`Log::enqueue`], which frames
+/// the record straight into the pending buffer, writes the same bytes.
+#[cfg(test)]
+pub(crate) fn encode_enqueue(
     out: &mut Vec<u8>,
     id: u64,
     queues: &[QueueKey],
@@ -238,9 +238,9 @@ impl Log {
     /// Append an encoded enqueue record (see [`encode_enqueue`]) for message
     /// `id` held by `queues`; returns the sequence number to wait for.
     ///
-    /// To be removed once the core calls [`Log::enqueue`].
-    #[doc(hidden)]
-    pub fn append_enqueue(&self, id: u64, queues: &[QueueKey], record: &[u8]) -> u64 {
+    /// Test-only: the old two-step path, kept to compare against.
+    #[cfg(test)]
+    pub(crate) fn append_enqueue(&self, id: u64, queues: &[QueueKey], record: &[u8]) -> u64 {
         self.push_message(id, queues, record.len(), |buf| {
             buf.extend_from_slice(record)
         })
