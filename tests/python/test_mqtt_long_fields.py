@@ -108,3 +108,22 @@ def test_client_id_too_long_for_a_queue_name_is_refused(broker, level, code):
     s, ack = raw_connect(broker, b"c" * 200, level=level)
     assert ack[3] == 0
     s.close()
+
+
+def test_mqtt_user_property_name_too_long_for_an_amqp_header_is_left_out(broker):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    ch = broker.connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "prop.names")
+    c = Client(broker, "long-prop-name", v5=True)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("n" * 300, "dropped"), ("small", "ok")]
+    c.pub("prop/names", b"payload", qos=1, properties=props)  # PUBACK: routed
+    got = ch.basic_get(q, auto_ack=True)
+    assert got[0] is not None, "the message reaches the AMQP queue"
+    _, props_in, body = got
+    assert body == b"payload"
+    assert props_in.headers.get("small") == "ok"
+    assert not any(len(k) > 255 for k in props_in.headers)
+    c.close()

@@ -130,13 +130,19 @@ impl Table {
         Ok((t, r.pos))
     }
 
-    /// Encode with the 4-byte length prefix.
+    /// Encode with the 4-byte length prefix. A field whose name is longer
+    /// than a short string holds (255 bytes; an MQTT 5 user property can be
+    /// longer) is left out: cut, it would name another field.
     pub fn encode(&self, out: &mut BytesMut) {
         let start = out.len();
         out.put_u32(0);
         for (k, v) in &self.0 {
-            let k = &k.as_bytes()[..k.len().min(255)];
-            out.put_u8(k.len() as u8);
+            let Ok(len) = u8::try_from(k.len()) else {
+                tracing::debug!(bytes = k.len(), "table field name over 255 bytes left out");
+                continue;
+            };
+            let k = k.as_bytes();
+            out.put_u8(len);
             out.put_slice(k);
             encode_value(v, out);
         }
@@ -350,6 +356,23 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_name_over_255_bytes_is_left_out_not_cut() {
+        let long = "k".repeat(256);
+        let t = Table(vec![
+            (long.clone(), Value::str("dropped")),
+            ("kept".into(), Value::str("v")),
+            ("k".repeat(255), Value::str("edge")),
+        ]);
+        let mut b = BytesMut::new();
+        t.encode(&mut b);
+        let (back, _) = Table::decode(&b).unwrap();
+        assert_eq!(back.get(&long), None);
+        assert_eq!(back.get(&long[..255]), Some(&Value::str("edge")));
+        assert_eq!(back.get("kept"), Some(&Value::str("v")));
+        assert_eq!(back.0.len(), 2);
+    }
 
     #[test]
     fn roundtrip_nested() {
