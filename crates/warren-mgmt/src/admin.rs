@@ -13,8 +13,9 @@ use warren_core::props::Properties;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{Message, RouteScratch};
 
-use crate::listing::vhost_or_404;
-use crate::{auth, json_to_table, table_json, ApiError, MgmtState, ADMIN, WRITE};
+use crate::auth::{Admin, Authed, Caller, Write};
+use crate::listing::{connection_or_404, vhost_or_404};
+use crate::{json_to_table, table_json, ApiError, MgmtState};
 
 type Done = Result<StatusCode, ApiError>;
 
@@ -47,9 +48,8 @@ pub(crate) fn parse_tags(v: Option<&Json_>) -> Vec<String> {
 pub(crate) async fn vhost_put(
     State(s): State<MgmtState>,
     Path(vhost): Path<String>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     let new = s.broker.vhost(&vhost).is_none();
     s.broker.add_vhost(&vhost);
     if new {
@@ -65,11 +65,10 @@ pub(crate) async fn vhost_put(
 pub(crate) async fn vhost_delete(
     State(s): State<MgmtState>,
     Path(vhost): Path<String>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     if !s.broker.delete_vhost(&vhost) {
-        return Err(ApiError::not_found(format!("no vhost '{vhost}'")));
+        return Err(ApiError::no("vhost", &vhost));
     }
     tracing::info!(
         user = caller.name,
@@ -85,13 +84,13 @@ pub(crate) async fn vhost_delete(
 pub(crate) async fn user_put(
     State(s): State<MgmtState>,
     Path(user): Path<String>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
     Json(body): Json<Json_>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     let tags = parse_tags(body.get("tags"));
     // RabbitMQ takes the user's limits in the same body; checked first.
-    let limits = crate::limits::user_limits_in(&user, &body).map_err(ApiError::bad_request)?;
+    let limits = crate::limits::user_limits_in(&user, &body)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let existing = s.broker.users.get(&user);
     let new = existing.is_none();
     if let Some(pw) = body.get("password").and_then(|p| p.as_str()) {
@@ -132,11 +131,10 @@ pub(crate) fn check_hash_algorithm(body: &Json_) -> Result<(), ApiError> {
 pub(crate) async fn user_delete(
     State(s): State<MgmtState>,
     Path(user): Path<String>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     if !s.broker.delete_user(&user) {
-        return Err(ApiError::not_found(format!("no user '{user}'")));
+        return Err(ApiError::no("user", &user));
     }
     tracing::info!(
         user = caller.name,
@@ -159,10 +157,9 @@ pub(crate) struct PermissionBody {
 pub(crate) async fn permission_put(
     State(s): State<MgmtState>,
     Path((vhost, user)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
     Json(p): Json<PermissionBody>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     let new = !s
         .broker
         .users
@@ -186,9 +183,8 @@ pub(crate) async fn permission_put(
 pub(crate) async fn permission_delete(
     State(s): State<MgmtState>,
     Path((vhost, user)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
     if !s.broker.clear_permissions(&vhost, &user) {
         return Err(ApiError::not_found("no such permission"));
     }
@@ -208,10 +204,9 @@ fn flag(body: &Json_, key: &str, default: bool) -> bool {
 pub(crate) async fn exchange_put(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
     Json(body): Json<Json_>,
 ) -> Done {
-    let caller = auth(&s, &h, WRITE)?;
     caller.check(&s, &vhost, Access::Configure, Resource::Exchange, &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     let new = v.exchange(&name).is_err();
@@ -243,9 +238,8 @@ pub(crate) async fn exchange_delete(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<IfUnused>,
-    h: HeaderMap,
+    caller: Authed<Write>,
 ) -> Done {
-    let caller = auth(&s, &h, WRITE)?;
     caller.check(&s, &vhost, Access::Configure, Resource::Exchange, &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     v.exchange(&name)?;
@@ -318,10 +312,9 @@ fn properties_json(p: &Properties) -> Json_ {
 pub(crate) async fn exchange_publish(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
     Json(body): Json<Json_>,
 ) -> Result<Json<Json_>, ApiError> {
-    let caller = auth(&s, &h, WRITE)?;
     caller.check(&s, &vhost, Access::Write, Resource::Exchange, &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     let lookup = if name == "amq.default" { "" } else { &name };
@@ -350,10 +343,9 @@ pub(crate) async fn exchange_publish(
 pub(crate) async fn queue_put(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
     Json(body): Json<Json_>,
 ) -> Done {
-    let caller = auth(&s, &h, WRITE)?;
     caller.check(&s, &vhost, Access::Configure, Resource::Queue, &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     let new = v.queue(&name).is_err();
@@ -375,23 +367,21 @@ pub(crate) async fn queue_put(
 /// The vhost and queue of a request on a queue, after the permission check.
 fn queue_for(
     s: &MgmtState,
-    h: &HeaderMap,
+    caller: &Caller,
     vhost: &str,
     name: &str,
     access: Access,
 ) -> Result<
     (
-        crate::Caller,
         std::sync::Arc<warren_core::VHost>,
         std::sync::Arc<warren_core::Queue>,
     ),
     ApiError,
 > {
-    let caller = auth(s, h, WRITE)?;
     caller.check(s, vhost, access, Resource::Queue, name)?;
     let v = vhost_or_404(s, vhost)?;
     let q = v.queue(name)?;
-    Ok((caller, v, q))
+    Ok((v, q))
 }
 
 /// DELETE /api/queues/{vhost}/{name}: delete a queue (as RabbitMQ, 204).
@@ -399,9 +389,9 @@ pub(crate) async fn queue_delete(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
     Query(q_opts): Query<IfUnused>,
-    h: HeaderMap,
+    caller: Authed<Write>,
 ) -> Done {
-    let (caller, v, q) = queue_for(&s, &h, &vhost, &name, Access::Configure)?;
+    let (v, q) = queue_for(&s, &caller, &vhost, &name, Access::Configure)?;
     if q.exclusive() {
         return Err(ApiError::forbidden("exclusive queue"));
     }
@@ -420,9 +410,9 @@ pub(crate) async fn queue_delete(
 pub(crate) async fn queue_purge(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
 ) -> Done {
-    let (caller, _, q) = queue_for(&s, &h, &vhost, &name, Access::Read)?;
+    let (_, q) = queue_for(&s, &caller, &vhost, &name, Access::Read)?;
     let n = q.purge();
     tracing::info!(user = caller.name, vhost, queue = %name, messages = n, "queue purged through the management API");
     Ok(StatusCode::NO_CONTENT)
@@ -434,10 +424,10 @@ pub(crate) async fn queue_purge(
 pub(crate) async fn queue_get(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
     Json(body): Json<Json_>,
 ) -> Result<Json<Json_>, ApiError> {
-    let (_, _, q) = queue_for(&s, &h, &vhost, &name, Access::Read)?;
+    let (_, q) = queue_for(&s, &caller, &vhost, &name, Access::Read)?;
     let count = body.get("count").and_then(|c| c.as_u64()).unwrap_or(1) as usize;
     // (requeue, reject): a reject without requeue dead-letters, as on AMQP.
     let (requeue, reject) = match body.get("ackmode").and_then(|a| a.as_str()) {
@@ -493,10 +483,9 @@ pub(crate) async fn queue_get(
 pub(crate) async fn binding_post(
     State(s): State<MgmtState>,
     Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
-    h: HeaderMap,
+    caller: Authed<Write>,
     Json(body): Json<Json_>,
 ) -> Done {
-    let caller = auth(&s, &h, WRITE)?;
     let dest_kind = match kind.as_str() {
         "q" => Resource::Queue,
         "e" => Resource::Exchange,
@@ -521,14 +510,10 @@ pub(crate) async fn binding_post(
 pub(crate) async fn connection_delete(
     State(s): State<MgmtState>,
     Path(name): Path<String>,
+    caller: Authed<Admin>,
     h: HeaderMap,
 ) -> Done {
-    let caller = auth(&s, &h, ADMIN)?;
-    let c = s
-        .broker
-        .registry
-        .by_name(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}'")))?;
+    let c = connection_or_404(&s, &name)?;
     let reason = h
         .get("x-reason")
         .and_then(|r| r.to_str().ok())

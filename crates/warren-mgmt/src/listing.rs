@@ -4,17 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value as Json_};
 use warren_core::auth::PermissionEntry;
 use warren_core::registry::ConnectionInfo;
 use warren_core::VHost;
 
+use crate::auth::{Admin, Authed, Read};
 use crate::limits::limits_json;
-use crate::metrics::process;
+use crate::process::fds;
 use crate::rates::{QueueRates, TotalRates};
-use crate::{auth, table_json, ApiError, MgmtState, ADMIN, READ};
+use crate::{table_json, ApiError, MgmtState};
 
 type Reply = Result<Json<Json_>, ApiError>;
 
@@ -33,8 +33,7 @@ fn total_stats(count: warren_core::registry::Totals, r: TotalRates) -> Json_ {
     })
 }
 
-pub(crate) async fn overview(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    let caller = auth(&s, &h, READ)?;
+pub(crate) async fn overview(State(s): State<MgmtState>, caller: Authed<Read>) -> Reply {
     let (mut queues, mut messages, mut ready, mut unacked, mut consumers, mut exchanges) =
         (0, 0, 0, 0, 0, 0);
     for v in s.broker.vhosts() {
@@ -66,9 +65,8 @@ pub(crate) async fn overview(State(s): State<MgmtState>, h: HeaderMap) -> Reply 
     })))
 }
 
-pub(crate) async fn nodes(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
-    let p = process();
+pub(crate) async fn nodes(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
+    let p = fds();
     let a = s.broker.alarms.figures();
     Ok(Json(json!([{
         "name": NODE,
@@ -80,16 +78,15 @@ pub(crate) async fn nodes(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
         "disk_free": a.disk_free,
         "disk_free_limit": a.disk_limit,
         "disk_free_alarm": a.alarms.disk,
-        "fd_used": p.open_fds,
-        "fd_total": p.max_fds,
+        "fd_used": p.open,
+        "fd_total": p.max,
         "uptime": s.started.elapsed().as_millis() as u64,
         "store_bytes": s.broker.store().map_or(0, |st| st.log.disk_bytes()),
         "exchange_types": s.broker.types.names().into_iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
     }])))
 }
 
-pub(crate) async fn whoami(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    let caller = auth(&s, &h, READ)?;
+pub(crate) async fn whoami(State(s): State<MgmtState>, caller: Authed<Read>) -> Reply {
     let tags = s
         .broker
         .users
@@ -102,7 +99,18 @@ pub(crate) async fn whoami(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
 pub(crate) fn vhost_or_404(s: &MgmtState, name: &str) -> Result<Arc<VHost>, ApiError> {
     s.broker
         .vhost(name)
-        .ok_or_else(|| ApiError::not_found(format!("no vhost '{name}'")))
+        .ok_or_else(|| ApiError::no("vhost", name))
+}
+
+/// The open connection of that name, or 404.
+pub(crate) fn connection_or_404(
+    s: &MgmtState,
+    name: &str,
+) -> Result<Arc<ConnectionInfo>, ApiError> {
+    s.broker
+        .registry
+        .by_name(name)
+        .ok_or_else(|| ApiError::no("connection", name))
 }
 
 fn vhost_json(v: &VHost) -> Json_ {
@@ -122,8 +130,7 @@ fn vhost_json(v: &VHost) -> Json_ {
     })
 }
 
-pub(crate) async fn vhosts(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn vhosts(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     Ok(Json(Json_::Array(
         s.broker.vhosts().iter().map(|v| vhost_json(v)).collect(),
     )))
@@ -132,9 +139,8 @@ pub(crate) async fn vhosts(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
 pub(crate) async fn vhost_one(
     State(s): State<MgmtState>,
     Path(vhost): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
     Ok(Json(vhost_json(&*vhost_or_404(&s, &vhost)?)))
 }
 
@@ -149,8 +155,7 @@ pub(crate) fn user_json(s: &MgmtState, u: &warren_core::auth::User) -> Json_ {
     })
 }
 
-pub(crate) async fn users(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, ADMIN)?;
+pub(crate) async fn users(State(s): State<MgmtState>, _caller: Authed<Admin>) -> Reply {
     Ok(Json(Json_::Array(
         s.broker
             .users
@@ -164,14 +169,13 @@ pub(crate) async fn users(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
 pub(crate) async fn user_one(
     State(s): State<MgmtState>,
     Path(user): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Admin>,
 ) -> Reply {
-    auth(&s, &h, ADMIN)?;
     let u = s
         .broker
         .users
         .get(&user)
-        .ok_or_else(|| ApiError::not_found(format!("no user '{user}'")))?;
+        .ok_or_else(|| ApiError::no("user", &user))?;
     Ok(Json(user_json(&s, &u)))
 }
 
@@ -197,17 +201,15 @@ fn permissions_where(s: &MgmtState, keep: impl Fn(&PermissionEntry) -> bool) -> 
     )
 }
 
-pub(crate) async fn permissions(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, ADMIN)?;
+pub(crate) async fn permissions(State(s): State<MgmtState>, _caller: Authed<Admin>) -> Reply {
     Ok(Json(permissions_where(&s, |_| true)))
 }
 
 pub(crate) async fn permissions_of_vhost(
     State(s): State<MgmtState>,
     Path(vhost): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Admin>,
 ) -> Reply {
-    auth(&s, &h, ADMIN)?;
     vhost_or_404(&s, &vhost)?;
     Ok(Json(permissions_where(&s, |p| p.vhost == vhost)))
 }
@@ -215,18 +217,16 @@ pub(crate) async fn permissions_of_vhost(
 pub(crate) async fn permissions_of_user(
     State(s): State<MgmtState>,
     Path(user): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Admin>,
 ) -> Reply {
-    auth(&s, &h, ADMIN)?;
     Ok(Json(permissions_where(&s, |p| p.user == user)))
 }
 
 pub(crate) async fn permission_one(
     State(s): State<MgmtState>,
     Path((vhost, user)): Path<(String, String)>,
-    h: HeaderMap,
+    _caller: Authed<Admin>,
 ) -> Reply {
-    auth(&s, &h, ADMIN)?;
     s.broker
         .users
         .permissions()
@@ -253,13 +253,7 @@ fn exchanges_of(v: &VHost) -> Vec<Json_> {
 }
 
 /// One listing, across all vhosts or for the one named in the path.
-fn listing(
-    s: &MgmtState,
-    h: &HeaderMap,
-    vhost: Option<&str>,
-    of: impl Fn(&VHost) -> Vec<Json_>,
-) -> Reply {
-    auth(s, h, READ)?;
+fn listing(s: &MgmtState, vhost: Option<&str>, of: impl Fn(&VHost) -> Vec<Json_>) -> Reply {
     let items = match vhost {
         Some(v) => of(&*vhost_or_404(s, v)?),
         None => s.broker.vhosts().iter().flat_map(|v| of(v)).collect(),
@@ -271,17 +265,16 @@ fn listing(
 pub(crate) async fn exchanges(
     State(s): State<MgmtState>,
     vhost: Option<Path<String>>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    listing(&s, &h, vhost.as_deref().map(String::as_str), exchanges_of)
+    listing(&s, vhost.as_deref().map(String::as_str), exchanges_of)
 }
 
 pub(crate) async fn exchange_one(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
     let v = vhost_or_404(&s, &vhost)?;
     let x = v.exchange(&name)?;
     Ok(Json(exchange_json(&v, &x)))
@@ -330,11 +323,10 @@ fn queues_with_rates(s: &MgmtState) -> impl Fn(&VHost) -> Vec<Json_> + '_ {
 pub(crate) async fn queues(
     State(s): State<MgmtState>,
     vhost: Option<Path<String>>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
     listing(
         &s,
-        &h,
         vhost.as_deref().map(String::as_str),
         queues_with_rates(&s),
     )
@@ -343,9 +335,8 @@ pub(crate) async fn queues(
 pub(crate) async fn queue_one(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
     let v = vhost_or_404(&s, &vhost)?;
     let q = v.queue(&name)?;
     Ok(Json(queue_json(&v, &q, s.rates.queue(&vhost, &name))))
@@ -372,22 +363,22 @@ fn bindings_of(v: &VHost) -> Vec<Json_> {
 pub(crate) async fn bindings(
     State(s): State<MgmtState>,
     vhost: Option<Path<String>>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    listing(&s, &h, vhost.as_deref().map(String::as_str), bindings_of)
+    listing(&s, vhost.as_deref().map(String::as_str), bindings_of)
 }
 
 pub(crate) async fn bindings_between(
     State(s): State<MgmtState>,
     Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
     let kind = match kind.as_str() {
         "q" => "queue",
         "e" => "exchange",
         _ => return Err(ApiError::not_found("destination kind must be q or e")),
     };
-    listing(&s, &h, Some(&vhost), |v| {
+    listing(&s, Some(&vhost), |v| {
         bindings_of(v)
             .into_iter()
             .filter(|b| {
@@ -419,8 +410,7 @@ fn connection_json(s: &MgmtState, c: &ConnectionInfo) -> Json_ {
     })
 }
 
-pub(crate) async fn connections(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn connections(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     Ok(Json(Json_::Array(
         s.broker
             .registry
@@ -434,19 +424,13 @@ pub(crate) async fn connections(State(s): State<MgmtState>, h: HeaderMap) -> Rep
 pub(crate) async fn connection_one(
     State(s): State<MgmtState>,
     Path(name): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
-    let c = s
-        .broker
-        .registry
-        .by_name(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}'")))?;
+    let c = connection_or_404(&s, &name)?;
     Ok(Json(connection_json(&s, &c)))
 }
 
-pub(crate) async fn channels(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn channels(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     let mut out = Vec::new();
     for c in s.broker.registry.list() {
         for ch in c.channels() {
@@ -470,8 +454,7 @@ pub(crate) async fn channels(State(s): State<MgmtState>, h: HeaderMap) -> Reply 
     Ok(Json(Json_::Array(out)))
 }
 
-pub(crate) async fn consumers(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn consumers(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     // Consumers name their channel by its id (MQTT sessions: the connection id).
     let mut owners: HashMap<u64, (Arc<ConnectionInfo>, u16, u32)> = HashMap::new();
     for c in s.broker.registry.list() {
@@ -508,7 +491,6 @@ pub(crate) async fn consumers(State(s): State<MgmtState>, h: HeaderMap) -> Reply
     Ok(Json(Json_::Array(out)))
 }
 
-pub(crate) async fn plugins(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn plugins(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     Ok(Json(serde_json::to_value(&*s.plugins).unwrap_or_default()))
 }
