@@ -37,12 +37,12 @@ impl<'a> Wanted<'a> {
 async fn run_amqp(args: &Args) -> Result<()> {
     let wanted = Wanted::new(&args.scenarios);
     report::amqp_header();
-    for spec in scenarios::scenarios() {
+    for spec in scenarios::SCENARIOS {
         if !wanted.has(spec.name) {
             continue;
         }
-        match amqp_load::run_scenario(args, &spec).await {
-            Ok(o) => report::amqp_row(args, &spec, &o),
+        match amqp_load::run_scenario(args, spec).await {
+            Ok(o) => report::amqp_row(args, spec, &o),
             Err(e) => report::failed(args, spec.name, &e),
         }
     }

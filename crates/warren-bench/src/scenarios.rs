@@ -53,120 +53,118 @@ const BASE: Spec = Spec {
 };
 
 /// Every AMQP scenario, in the order they run.
-pub fn scenarios() -> Vec<Spec> {
-    vec![
-        Spec {
-            name: "1to1-autoack-open",
-            ..BASE
-        },
-        Spec {
-            name: "1to1-autoack-closed",
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "1to1-ack-p100-open",
-            no_ack: false,
-            prefetch: 100,
-            ..BASE
-        },
-        Spec {
-            name: "1to1-ack-p100-closed",
-            no_ack: false,
-            prefetch: 100,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "fanout-4",
-            exchange: "bench.fanout",
-            kind: "fanout",
-            queues: 4,
-            bindings_per_queue: 1,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "topic-1000-bindings",
-            exchange: "bench.topic",
-            kind: "topic",
-            queues: 4,
-            bindings_per_queue: 250,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "topic-100k-bindings",
-            exchange: "bench.topic",
-            kind: "topic",
-            queues: 4,
-            bindings_per_queue: 25_000,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "latency-5k",
-            rate: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "direct-100keys",
-            exchange: "bench.direct",
-            kind: "direct",
-            bindings_per_queue: 100,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "plugin-direct-100keys",
-            exchange: "bench.plugin-direct",
-            kind: "x-plugin-direct",
-            bindings_per_queue: 100,
-            window: Some(5000),
-            ..BASE
-        },
-        Spec {
-            name: "persistent-16b-1pub",
-            persistent: true,
-            durable: true,
-            confirms: Some(100),
-            no_ack: false,
-            prefetch: 100,
-            ..BASE
-        },
-        Spec {
-            name: "persistent-16b-8pub",
-            persistent: true,
-            durable: true,
-            confirms: Some(100),
-            publishers: 8,
-            no_ack: false,
-            prefetch: 100,
-            ..BASE
-        },
-        Spec {
-            name: "persistent-1k-1pub",
-            persistent: true,
-            durable: true,
-            confirms: Some(100),
-            body: 1024,
-            no_ack: false,
-            prefetch: 100,
-            ..BASE
-        },
-        Spec {
-            name: "persistent-1k-8pub",
-            persistent: true,
-            durable: true,
-            confirms: Some(100),
-            body: 1024,
-            publishers: 8,
-            no_ack: false,
-            prefetch: 100,
-            ..BASE
-        },
-    ]
-}
+pub const SCENARIOS: &[Spec] = &[
+    Spec {
+        name: "1to1-autoack-open",
+        ..BASE
+    },
+    Spec {
+        name: "1to1-autoack-closed",
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "1to1-ack-p100-open",
+        no_ack: false,
+        prefetch: 100,
+        ..BASE
+    },
+    Spec {
+        name: "1to1-ack-p100-closed",
+        no_ack: false,
+        prefetch: 100,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "fanout-4",
+        exchange: "bench.fanout",
+        kind: "fanout",
+        queues: 4,
+        bindings_per_queue: 1,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "topic-1000-bindings",
+        exchange: "bench.topic",
+        kind: "topic",
+        queues: 4,
+        bindings_per_queue: 250,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "topic-100k-bindings",
+        exchange: "bench.topic",
+        kind: "topic",
+        queues: 4,
+        bindings_per_queue: 25_000,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "latency-5k",
+        rate: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "direct-100keys",
+        exchange: "bench.direct",
+        kind: "direct",
+        bindings_per_queue: 100,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "plugin-direct-100keys",
+        exchange: "bench.plugin-direct",
+        kind: "x-plugin-direct",
+        bindings_per_queue: 100,
+        window: Some(5000),
+        ..BASE
+    },
+    Spec {
+        name: "persistent-16b-1pub",
+        persistent: true,
+        durable: true,
+        confirms: Some(100),
+        no_ack: false,
+        prefetch: 100,
+        ..BASE
+    },
+    Spec {
+        name: "persistent-16b-8pub",
+        persistent: true,
+        durable: true,
+        confirms: Some(100),
+        publishers: 8,
+        no_ack: false,
+        prefetch: 100,
+        ..BASE
+    },
+    Spec {
+        name: "persistent-1k-1pub",
+        persistent: true,
+        durable: true,
+        confirms: Some(100),
+        body: 1024,
+        no_ack: false,
+        prefetch: 100,
+        ..BASE
+    },
+    Spec {
+        name: "persistent-1k-8pub",
+        persistent: true,
+        durable: true,
+        confirms: Some(100),
+        body: 1024,
+        publishers: 8,
+        no_ack: false,
+        prefetch: 100,
+        ..BASE
+    },
+];
 
 /// Routing keys: topic bindings mix `*` and `#`; publishes match one queue each.
 pub fn binding_key(spec: &Spec, q: usize, b: usize) -> String {
@@ -207,7 +205,7 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<&str> = scenarios().iter().map(|s| s.name).collect();
+        let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
         let n = names.len();
         names.sort_unstable();
         names.dedup();
@@ -216,17 +214,17 @@ mod tests {
 
     #[test]
     fn direct_publishes_rotate_over_the_bound_keys() {
-        let spec = scenarios()
-            .into_iter()
+        let spec = SCENARIOS
+            .iter()
             .find(|s| s.name == "direct-100keys")
             .unwrap();
         let bound: Vec<String> = (0..spec.bindings_per_queue)
-            .map(|b| binding_key(&spec, 0, b))
+            .map(|b| binding_key(spec, 0, b))
             .collect();
         for n in 0..250 {
-            assert!(bound.contains(&publish_key(&spec, n, &[])));
+            assert!(bound.contains(&publish_key(spec, n, &[])));
         }
-        let plain = scenarios().remove(0);
-        assert_eq!(publish_key(&plain, 7, &["q".into()]), "q");
+        let plain = &SCENARIOS[0];
+        assert_eq!(publish_key(plain, 7, &["q".into()]), "q");
     }
 }
