@@ -18,6 +18,23 @@ use warren_amqp::codec;
 /// Frame max we ask for.
 pub const FRAME_MAX: usize = 131_072;
 
+/// (class, method) ids of the frames the load loops write or watch for.
+pub type MethodId = (u16, u16);
+/// The basic class.
+const BASIC: u16 = 60;
+/// basic.publish.
+pub const BASIC_PUBLISH: MethodId = (BASIC, 40);
+/// basic.deliver.
+pub const BASIC_DELIVER: MethodId = (BASIC, 60);
+/// basic.ack (a consumer's, or a publisher confirm).
+pub const BASIC_ACK: MethodId = (BASIC, 80);
+/// basic.nack (a refused publish).
+pub const BASIC_NACK: MethodId = (BASIC, 120);
+/// channel.close.
+const CHANNEL_CLOSE: MethodId = (20, 40);
+/// connection.close.
+const CONNECTION_CLOSE: MethodId = (10, 50);
+
 /// An open connection with channel 1 ready.
 pub struct Client {
     /// Read side.
@@ -292,14 +309,16 @@ impl Client {
         let ev = match f.kind {
             codec::FRAME_BODY => Event::Body(p),
             codec::FRAME_METHOD => match codec::method_id(p) {
-                Some((60, 60)) => {
+                Some(BASIC_DELIVER) => {
                     // consumer tag (short string), then the delivery tag.
                     let n = p[4] as usize;
                     let tag = u64::from_be_bytes(p[5 + n..13 + n].try_into()?);
                     Event::Deliver(tag)
                 }
-                Some((60, 120)) => bail!("broker nacked a publish"),
-                Some((20, 40)) | Some((10, 50)) => bail!("broker closed the channel or connection"),
+                Some(BASIC_NACK) => bail!("broker nacked a publish"),
+                Some(CHANNEL_CLOSE | CONNECTION_CLOSE) => {
+                    bail!("broker closed the channel or connection")
+                }
                 _ => Event::Other,
             },
             _ => Event::Other,
@@ -314,8 +333,8 @@ pub fn put_publish(out: &mut BytesMut, exchange: &str, key: &str, body: &[u8], p
     out.put_u8(codec::FRAME_METHOD);
     out.put_u16(1);
     out.put_u32(0);
-    out.put_u16(60);
-    out.put_u16(40);
+    out.put_u16(BASIC_PUBLISH.0);
+    out.put_u16(BASIC_PUBLISH.1);
     out.put_u16(0);
     out.put_u8(exchange.len() as u8);
     out.put_slice(exchange.as_bytes());
@@ -339,8 +358,8 @@ pub fn put_ack(out: &mut BytesMut, tag: u64, multiple: bool) {
     out.put_u8(codec::FRAME_METHOD);
     out.put_u16(1);
     out.put_u32(13);
-    out.put_u16(60);
-    out.put_u16(80);
+    out.put_u16(BASIC_ACK.0);
+    out.put_u16(BASIC_ACK.1);
     out.put_u64(tag);
     out.put_u8(u8::from(multiple));
     out.put_u8(codec::FRAME_END);

@@ -14,7 +14,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::common::{percentile, read_until_done, wait_for_room};
 use crate::proc_stats::{self, Sample};
+
+/// MQTT control packet types (the high nibble of the first byte).
+const CONNECT: u8 = 1;
+const CONNACK: u8 = 2;
+const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const SUBSCRIBE: u8 = 8;
+const SUBACK: u8 = 9;
+/// SUBSCRIBE's fixed-header flags (reserved bits 0010).
+const SUBSCRIBE_FLAGS: u8 = 0x02;
+/// CONNECT flags: clean session, user name, password.
+const CLEAN_SESSION: u8 = 0x02;
+const USER_NAME: u8 = 0x80;
+const PASSWORD: u8 = 0x40;
+/// Protocol level of MQTT 3.1.1.
+const LEVEL_3_1_1: u8 = 4;
 
 fn put_str(b: &mut BytesMut, s: &[u8]) {
     b.put_u16(s.len() as u16);
@@ -61,17 +78,17 @@ impl Conn {
         };
         let mut b = BytesMut::new();
         put_str(&mut b, b"MQTT");
-        b.put_u8(4);
-        b.put_u8(0x02 | 0x80 | 0x40); // clean, user, password
+        b.put_u8(LEVEL_3_1_1);
+        b.put_u8(CLEAN_SESSION | USER_NAME | PASSWORD);
         b.put_u16(0); // no keep-alive
         put_str(&mut b, id.as_bytes());
         put_str(&mut b, user.as_bytes());
         put_str(&mut b, pass.as_bytes());
         let mut out = BytesMut::new();
-        packet(&mut out, 0x10, &b);
+        packet(&mut out, CONNECT << 4, &b);
         c.wr.write_all(&out).await?;
         let (kind, body) = c.next_packet(Duration::from_secs(10)).await?;
-        if kind != 2 || body.get(1) != Some(&0) {
+        if kind != CONNACK || body.get(1) != Some(&0) {
             bail!("CONNACK refused: {body:?}");
         }
         Ok(c)
@@ -100,10 +117,10 @@ impl Conn {
         put_str(&mut b, filter.as_bytes());
         b.put_u8(qos);
         let mut out = BytesMut::new();
-        packet(&mut out, 0x82, &b);
+        packet(&mut out, SUBSCRIBE << 4 | SUBSCRIBE_FLAGS, &b);
         self.wr.write_all(&out).await?;
         let (kind, _) = self.next_packet(Duration::from_secs(10)).await?;
-        if kind != 9 {
+        if kind != SUBACK {
             bail!("expected SUBACK");
         }
         Ok(())
@@ -126,7 +143,7 @@ fn peek(b: &[u8]) -> Option<(u8, usize, usize)> {
 }
 
 fn put_publish(out: &mut BytesMut, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
-    out.put_u8(0x30 | (qos << 1));
+    out.put_u8(PUBLISH << 4 | (qos << 1));
     let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
     put_len(out, len);
     put_str(out, topic.as_bytes());
@@ -234,7 +251,7 @@ async fn subscriber(mut c: Conn, qos: u8, shared: Arc<Shared>) -> Result<()> {
         let now = shared.epoch.elapsed().as_nanos() as u64;
         let mut n = 0;
         while let Some((first, hdr, len)) = peek(&c.buf) {
-            if first >> 4 == 3 {
+            if first >> 4 == PUBLISH {
                 let body = &c.buf[hdr..hdr + len];
                 let tl = u16::from_be_bytes([body[0], body[1]]) as usize;
                 let q = (first >> 1) & 3;
@@ -242,7 +259,7 @@ async fn subscriber(mut c: Conn, qos: u8, shared: Arc<Shared>) -> Result<()> {
                 if q > 0 {
                     let pkid = u16::from_be_bytes([body[p], body[p + 1]]);
                     p += 2;
-                    acks.put_slice(&[0x40, 2]);
+                    acks.put_slice(&[PUBACK << 4, 2]);
                     acks.put_u16(pkid);
                 }
                 if body.len() >= p + 8 && local.len() < 1 << 16 {
@@ -278,36 +295,14 @@ async fn publisher(
 ) -> Result<()> {
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let Conn {
-        mut rd,
-        mut wr,
-        mut buf,
-    } = c;
-    let reader = {
-        let acked = acked.clone();
-        let done = done.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                match tokio::time::timeout(Duration::from_millis(100), rd.read_buf(&mut buf)).await
-                {
-                    Err(_) if done.load(Ordering::Relaxed) => break,
-                    Err(_) => continue,
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => break,
-                }
-                let mut n = 0;
-                while let Some((first, hdr, len)) = peek(&buf) {
-                    if first >> 4 == 4 {
-                        n += 1;
-                    }
-                    buf.advance(hdr + len);
-                }
-                acked.fetch_add(n, Ordering::Relaxed);
-                shared.progress.notify_waiters();
-            }
-        })
-    };
+    let Conn { rd, mut wr, buf } = c;
+    let reader = tokio::spawn(count_pubacks(
+        rd,
+        buf,
+        acked.clone(),
+        shared.clone(),
+        done.clone(),
+    ));
     let mut out = BytesMut::with_capacity(1 << 16);
     let mut payload = [0u8; 16];
     let mut sent = 0u64;
@@ -331,12 +326,7 @@ async fn publisher(
             batch = batch.min(((start.elapsed().as_secs_f64() * r) as u64).saturating_sub(sent));
         }
         if batch == 0 {
-            if spec.rate.is_some() {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            } else {
-                let _ = tokio::time::timeout(Duration::from_millis(2), shared.progress.notified())
-                    .await;
-            }
+            wait_for_room(spec.rate.is_some(), &shared.progress).await;
             continue;
         }
         for _ in 0..batch {
@@ -353,6 +343,27 @@ async fn publisher(
     done.store(true, Ordering::Relaxed);
     let _ = reader.await;
     Ok(())
+}
+
+/// The publisher's read side: count PUBACKs until `done`.
+async fn count_pubacks(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    acked: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    done: Arc<AtomicBool>,
+) {
+    while read_until_done(&mut rd, &mut buf, &done).await {
+        let mut n = 0;
+        while let Some((first, hdr, len)) = peek(&buf) {
+            if first >> 4 == PUBACK {
+                n += 1;
+            }
+            buf.advance(hdr + len);
+        }
+        acked.fetch_add(n, Ordering::Relaxed);
+        shared.progress.notify_waiters();
+    }
 }
 
 /// Run one scenario against `addr`.
@@ -414,18 +425,11 @@ pub async fn run(
     sub_task.await??;
     let mut lat = std::mem::take(&mut *shared.lat.lock());
     lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
-            0
-        } else {
-            lat[((lat.len() - 1) as f64 * p) as usize]
-        }
-    };
     Ok(Outcome {
         published: shared.published.load(Ordering::Relaxed) as f64 / secs,
         delivered: delivered as f64 / secs,
-        p50: pct(0.5),
-        p99: pct(0.99),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
         broker: proc_stats::broker_usage(&before, &after, secs),
         own_cpu: proc_stats::own_cpu(&before, &after, secs),
     })

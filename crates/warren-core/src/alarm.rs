@@ -3,6 +3,9 @@
 //! blocked (their sockets are not read) and consumers keep flowing, so the
 //! backlog that caused the alarm can drain. The sampling of memory and disk
 //! lives with the binary; this is the shared state every adapter watches.
+//! It is also the one reading of the process's resident memory: the
+//! management API reports the sampler's latest figure instead of reading
+//! /proc itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -58,6 +61,7 @@ impl AlarmSet {
 pub struct Alarms {
     on: AtomicBool,
     state: watch::Sender<AlarmSet>,
+    /// The latest RSS sample (bytes), for the alarm, `/api/nodes` and `/metrics`.
     mem_used: AtomicU64,
     mem_limit: AtomicU64,
     disk_free: AtomicU64,

@@ -3,24 +3,24 @@
 //! hashes) and Warren's export imports into RabbitMQ.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value as Json_};
 use warren_core::auth::Permission;
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 
 use crate::admin::{check_hash_algorithm, parse_tags};
+use crate::auth::{Admin, Authed};
 use crate::limits::{import_parameter, import_user_limits, limits_json, vhost_limit_parameters};
 use crate::listing::{permission_json, user_json};
-use crate::{auth, json_to_table, table_json, ApiError, MgmtState, ADMIN};
+use crate::{json_to_table, table_json, ApiError, MgmtState};
 
 /// GET /api/definitions: users, vhosts, permissions and the durable
 /// topology (predeclared exchanges and exclusive queues left out, as RabbitMQ).
 pub(crate) async fn export(
     State(s): State<MgmtState>,
-    h: HeaderMap,
+    _caller: Authed<Admin>,
 ) -> Result<Json<Json_>, ApiError> {
-    auth(&s, &h, ADMIN)?;
     let b = &s.broker;
     let (mut exchanges, mut queues, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     for v in b.vhosts() {
@@ -110,78 +110,143 @@ fn items<'a>(d: &'a Json_, k: &str) -> impl Iterator<Item = &'a Json_> {
 /// than vhost limits) are ignored with a log line.
 pub(crate) async fn import(
     State(s): State<MgmtState>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
     Json(d): Json<Json_>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = auth(&s, &h, ADMIN)?;
-    let b = &s.broker;
-    let mut errors = Vec::new();
-    let mut count = 0usize;
-    for v in items(&d, "vhosts") {
-        b.add_vhost(text(v, "name"));
-        count += 1;
+    let mut run = Import::default();
+    import_vhosts(&mut run, &s, &d);
+    import_users(&mut run, &s, &d);
+    // Vhost limits before queues, so that max-queues applies to the import.
+    import_parameters(&mut run, &s, &d);
+    import_permissions(&mut run, &s, &d);
+    import_exchanges(&mut run, &s, &d);
+    import_queues(&mut run, &s, &d);
+    import_bindings(&mut run, &s, &d);
+    run.finish(&caller.name, &d)
+}
+
+/// What an import applied and what it could not.
+#[derive(Default)]
+struct Import {
+    count: usize,
+    errors: Vec<String>,
+    ignored_parameters: usize,
+}
+
+impl Import {
+    /// Count an applied item, or keep why it failed under `what`.
+    fn applied<T, E: std::fmt::Display>(&mut self, r: Result<T, E>, what: impl FnOnce() -> String) {
+        match r {
+            Ok(_) => self.count += 1,
+            Err(e) => self.errors.push(format!("{}: {e}", what())),
+        }
     }
-    for u in items(&d, "users") {
+
+    /// Log the outcome; 204, or 400 with every error.
+    fn finish(self, user: &str, d: &Json_) -> Result<StatusCode, ApiError> {
+        let ignored = self.ignored_parameters;
+        if ignored > 0 {
+            tracing::warn!(
+                "definitions import: {ignored} parameters ignored (only vhost-limits are supported)"
+            );
+        }
+        for section in ["policies", "global_parameters", "topic_permissions"] {
+            let n = items(d, section).count();
+            if n > 0 {
+                tracing::warn!("definitions import: {n} {section} ignored (not supported)");
+            }
+        }
+        tracing::info!(
+            user,
+            "definitions imported: {} items, {} errors",
+            self.count,
+            self.errors.len()
+        );
+        if self.errors.is_empty() {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::bad_request(self.errors.join("; ")))
+        }
+    }
+}
+
+fn import_vhosts(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for v in items(d, "vhosts") {
+        s.broker.add_vhost(text(v, "name"));
+        run.count += 1;
+    }
+}
+
+fn import_users(run: &mut Import, s: &MgmtState, d: &Json_) {
+    let b = &s.broker;
+    for u in items(d, "users") {
         let name = text(u, "name");
         let tags = parse_tags(u.get("tags"));
         if let Some(pw) = u.get("password").and_then(|p| p.as_str()) {
             b.put_user(name, pw, tags);
-        } else if let Err(ApiError(_, _, why)) = check_hash_algorithm(u) {
-            errors.push(format!("user '{name}': {why}"));
+        } else if let Err(why) = check_hash_algorithm(u) {
+            run.errors.push(format!("user '{name}': {why}"));
             continue;
         } else {
             b.put_user_hash(name, text(u, "password_hash"), tags);
         }
-        if let Err(e) = import_user_limits(&s, name, u) {
-            errors.push(e);
+        if let Err(e) = import_user_limits(s, name, u) {
+            run.errors.push(e.to_string());
         }
-        count += 1;
+        run.count += 1;
     }
-    // Vhost limits before queues, so that max-queues applies to the import.
-    let mut ignored_parameters = 0usize;
-    for p in items(&d, "parameters") {
-        match import_parameter(&s, p) {
-            Ok(true) => count += 1,
-            Ok(false) => ignored_parameters += 1,
-            Err(e) => errors.push(e),
+}
+
+fn import_parameters(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for p in items(d, "parameters") {
+        match import_parameter(s, p) {
+            Ok(true) => run.count += 1,
+            Ok(false) => run.ignored_parameters += 1,
+            Err(e) => run.errors.push(e.to_string()),
         }
     }
-    for p in items(&d, "permissions") {
+}
+
+fn import_permissions(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for p in items(d, "permissions") {
         let (user, vhost) = (text(p, "user"), text(p, "vhost"));
         let r = Permission::new(text(p, "configure"), text(p, "write"), text(p, "read"))
-            .and_then(|perm| b.set_permissions(vhost, user, perm));
-        match r {
-            Ok(()) => count += 1,
-            Err(e) => errors.push(format!("permission of '{user}' in '{vhost}': {e}")),
-        }
+            .and_then(|perm| s.broker.set_permissions(vhost, user, perm));
+        run.applied(r, || format!("permission of '{user}' in '{vhost}'"));
     }
-    for x in items(&d, "exchanges") {
+}
+
+fn flag(o: &Json_, key: &str, default: bool) -> bool {
+    o.get(key).and_then(|f| f.as_bool()).unwrap_or(default)
+}
+
+fn import_exchanges(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for x in items(d, "exchanges") {
         let (name, vhost) = (text(x, "name"), text(x, "vhost"));
-        let Some(v) = b.vhost(vhost) else {
-            errors.push(format!("exchange '{name}': no vhost '{vhost}'"));
+        let Some(v) = s.broker.vhost(vhost) else {
+            run.errors
+                .push(format!("exchange '{name}': no vhost '{vhost}'"));
             continue;
         };
         let r = v.declare_exchange(&ExchangeDeclare {
             name: name.into(),
             kind: text(x, "type").into(),
             passive: false,
-            durable: x.get("durable").and_then(|f| f.as_bool()).unwrap_or(true),
-            auto_delete: x
-                .get("auto_delete")
-                .and_then(|f| f.as_bool())
-                .unwrap_or(false),
-            internal: x.get("internal").and_then(|f| f.as_bool()).unwrap_or(false),
+            durable: flag(x, "durable", true),
+            auto_delete: flag(x, "auto_delete", false),
+            internal: flag(x, "internal", false),
             args: json_to_table(x.get("arguments")),
         });
-        match r {
-            Ok(_) => count += 1,
-            Err(e) => errors.push(format!("exchange '{name}' in '{vhost}': {e}")),
-        }
+        run.applied(r, || format!("exchange '{name}' in '{vhost}'"));
     }
-    for q in items(&d, "queues") {
+}
+
+fn import_queues(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for q in items(d, "queues") {
         let (name, vhost) = (text(q, "name"), text(q, "vhost"));
-        let Some(v) = b.vhost(vhost) else {
-            errors.push(format!("queue '{name}': no vhost '{vhost}'"));
+        let Some(v) = s.broker.vhost(vhost) else {
+            run.errors
+                .push(format!("queue '{name}': no vhost '{vhost}'"));
             continue;
         };
         let mut args = json_to_table(q.get("arguments"));
@@ -189,35 +254,31 @@ pub(crate) async fn import(
         if args.get("x-queue-type").and_then(|t| t.as_str()) == Some("classic") {
             args.0.retain(|(k, _)| k != "x-queue-type");
         }
-        let r = v.declare_queue(
-            &QueueDeclare {
-                name: name.into(),
-                passive: false,
-                durable: q.get("durable").and_then(|f| f.as_bool()).unwrap_or(true),
-                exclusive: false,
-                auto_delete: q
-                    .get("auto_delete")
-                    .and_then(|f| f.as_bool())
-                    .unwrap_or(false),
-                args,
-                server_named: false,
-            },
-            0,
-        );
-        match r {
-            Ok(_) => count += 1,
-            Err(e) => errors.push(format!("queue '{name}' in '{vhost}': {e}")),
-        }
+        let declare = QueueDeclare {
+            name: name.into(),
+            passive: false,
+            durable: flag(q, "durable", true),
+            exclusive: false,
+            auto_delete: flag(q, "auto_delete", false),
+            args,
+            server_named: false,
+        };
+        let r = v.declare_queue(&declare, 0);
+        run.applied(r, || format!("queue '{name}' in '{vhost}'"));
     }
-    for bi in items(&d, "bindings") {
+}
+
+fn import_bindings(run: &mut Import, s: &MgmtState, d: &Json_) {
+    for bi in items(d, "bindings") {
         let vhost = text(bi, "vhost");
         let (src, dst, key) = (
             text(bi, "source"),
             text(bi, "destination"),
             text(bi, "routing_key"),
         );
-        let Some(v) = b.vhost(vhost) else {
-            errors.push(format!("binding {src} -> {dst}: no vhost '{vhost}'"));
+        let Some(v) = s.broker.vhost(vhost) else {
+            run.errors
+                .push(format!("binding {src} -> {dst}: no vhost '{vhost}'"));
             continue;
         };
         let args = json_to_table(bi.get("arguments"));
@@ -226,30 +287,6 @@ pub(crate) async fn import(
         } else {
             v.bind_queue(dst, src, key, &args, 0)
         };
-        match r {
-            Ok(()) => count += 1,
-            Err(e) => errors.push(format!("binding {src} -> {dst} in '{vhost}': {e}")),
-        }
-    }
-    if ignored_parameters > 0 {
-        tracing::warn!(
-            "definitions import: {ignored_parameters} parameters ignored (only vhost-limits are supported)"
-        );
-    }
-    for section in ["policies", "global_parameters", "topic_permissions"] {
-        let n = items(&d, section).count();
-        if n > 0 {
-            tracing::warn!("definitions import: {n} {section} ignored (not supported)");
-        }
-    }
-    tracing::info!(
-        user = caller.name,
-        "definitions imported: {count} items, {} errors",
-        errors.len()
-    );
-    if errors.is_empty() {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::bad_request(errors.join("; ")))
+        run.applied(r, || format!("binding {src} -> {dst} in '{vhost}'"));
     }
 }

@@ -5,13 +5,14 @@
 //! DELETE, needs the administrator tag.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value as Json_};
 use warren_core::limits::LimitMap;
 
+use crate::auth::{Admin, Authed, Read};
 use crate::listing::vhost_or_404;
-use crate::{auth, ApiError, MgmtState, ADMIN, READ};
+use crate::{ApiError, MgmtState};
 
 type Reply = Result<Json<Json_>, ApiError>;
 
@@ -56,8 +57,7 @@ fn one_limit(name: &str, body: &Json_) -> Result<LimitMap, ApiError> {
 }
 
 /// GET /api/vhost-limits: every vhost with a limit.
-pub(crate) async fn vhost_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn vhost_all(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     Ok(Json(rows("vhost", s.broker.vhost_limits())))
 }
 
@@ -65,9 +65,8 @@ pub(crate) async fn vhost_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply
 pub(crate) async fn vhost_one(
     State(s): State<MgmtState>,
     Path(vhost): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
     let v = vhost_or_404(&s, &vhost)?;
     let m = warren_core::limits::NamedLimits::to_map(&*v.limits);
     let found = (!m.is_empty()).then_some((vhost, m));
@@ -78,10 +77,9 @@ pub(crate) async fn vhost_one(
 pub(crate) async fn vhost_put(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
     Json(body): Json<Json_>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = auth(&s, &h, ADMIN)?;
     s.broker
         .merge_vhost_limits(&vhost, &one_limit(&name, &body)?)?;
     tracing::info!(
@@ -96,9 +94,8 @@ pub(crate) async fn vhost_put(
 pub(crate) async fn vhost_delete(
     State(s): State<MgmtState>,
     Path((vhost, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = auth(&s, &h, ADMIN)?;
     s.broker.clear_vhost_limit(&vhost, &name)?;
     tracing::info!(
         user = caller.name,
@@ -109,8 +106,7 @@ pub(crate) async fn vhost_delete(
 }
 
 /// GET /api/user-limits: every user with a limit.
-pub(crate) async fn user_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply {
-    auth(&s, &h, READ)?;
+pub(crate) async fn user_all(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     Ok(Json(rows("user", s.broker.user_limits())))
 }
 
@@ -118,9 +114,8 @@ pub(crate) async fn user_all(State(s): State<MgmtState>, h: HeaderMap) -> Reply 
 pub(crate) async fn user_one(
     State(s): State<MgmtState>,
     Path(user): Path<String>,
-    h: HeaderMap,
+    _caller: Authed<Read>,
 ) -> Reply {
-    auth(&s, &h, READ)?;
     let m = s.broker.limits_of_user(&user)?;
     let found = (!m.is_empty()).then_some((user, m));
     Ok(Json(rows("user", found.into_iter().collect())))
@@ -130,10 +125,9 @@ pub(crate) async fn user_one(
 pub(crate) async fn user_put(
     State(s): State<MgmtState>,
     Path((user, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
     Json(body): Json<Json_>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = auth(&s, &h, ADMIN)?;
     s.broker
         .merge_user_limits(&user, &one_limit(&name, &body)?)?;
     tracing::info!(
@@ -148,9 +142,8 @@ pub(crate) async fn user_put(
 pub(crate) async fn user_delete(
     State(s): State<MgmtState>,
     Path((user, name)): Path<(String, String)>,
-    h: HeaderMap,
+    caller: Authed<Admin>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = auth(&s, &h, ADMIN)?;
     s.broker.clear_user_limit(&user, &name)?;
     tracing::info!(
         user = caller.name,
@@ -176,25 +169,77 @@ pub(crate) fn vhost_limit_parameters(s: &MgmtState) -> Vec<Json_> {
         .collect()
 }
 
+/// Why the limits of a definitions entry or a user body cannot apply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LimitsError {
+    /// The limits of a user.
+    #[error("limits of user '{user}': {source}")]
+    User {
+        /// The user.
+        user: String,
+        /// What is wrong.
+        source: Invalid,
+    },
+    /// The limits of a vhost.
+    #[error("vhost limits of '{vhost}': {source}")]
+    Vhost {
+        /// The vhost.
+        vhost: String,
+        /// What is wrong.
+        source: Invalid,
+    },
+}
+
+/// What is wrong with a limits object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Invalid {
+    /// Not an object of integers.
+    #[error(transparent)]
+    Json(#[from] ApiError),
+    /// A limit the core refuses (unknown name).
+    #[error(transparent)]
+    Limit(#[from] warren_core::limits::LimitError),
+    /// The broker cannot apply it (no such vhost or user).
+    #[error(transparent)]
+    Core(#[from] warren_core::CoreError),
+}
+
+impl LimitsError {
+    fn user(user: &str) -> impl FnOnce(Invalid) -> LimitsError + '_ {
+        move |source| LimitsError::User {
+            user: user.into(),
+            source,
+        }
+    }
+
+    fn vhost(vhost: &str) -> impl FnOnce(Invalid) -> LimitsError + '_ {
+        move |source| LimitsError::Vhost {
+            vhost: vhost.into(),
+            source,
+        }
+    }
+}
+
 /// Apply one `parameters` entry of a definitions file if it holds vhost
 /// limits (true then); other components are not Warren's.
-pub(crate) fn import_parameter(s: &MgmtState, p: &Json_) -> Result<bool, String> {
+pub(crate) fn import_parameter(s: &MgmtState, p: &Json_) -> Result<bool, LimitsError> {
     use warren_core::limits::VHOST_LIMITS;
     if p.get("component").and_then(|c| c.as_str()) != Some(VHOST_LIMITS) {
         return Ok(false);
     }
     let vhost = p.get("vhost").and_then(|v| v.as_str()).unwrap_or_default();
-    let why = |e: String| format!("vhost limits of '{vhost}': {e}");
-    let m = limits_from_json(p.get("value").unwrap_or(&Json_::Null)).map_err(|e| why(e.2))?;
-    s.broker
-        .replace_vhost_limits(vhost, &m)
-        .map_err(|e| why(e.to_string()))?;
+    let apply = || -> Result<(), Invalid> {
+        let m = limits_from_json(p.get("value").unwrap_or(&Json_::Null))?;
+        s.broker.replace_vhost_limits(vhost, &m)?;
+        Ok(())
+    };
+    apply().map_err(LimitsError::vhost(vhost))?;
     Ok(true)
 }
 
 /// The `limits` of a user entry (PUT /api/users body, definitions file),
 /// checked; None when absent or empty.
-pub(crate) fn user_limits_in(user: &str, u: &Json_) -> Result<Option<LimitMap>, String> {
+pub(crate) fn user_limits_in(user: &str, u: &Json_) -> Result<Option<LimitMap>, LimitsError> {
     let Some(v) = u.get("limits") else {
         return Ok(None);
     };
@@ -202,19 +247,21 @@ pub(crate) fn user_limits_in(user: &str, u: &Json_) -> Result<Option<LimitMap>, 
     if v.as_array().is_some_and(|a| a.is_empty()) {
         return Ok(None);
     }
-    let why = |e: String| format!("limits of user '{user}': {e}");
-    let m = limits_from_json(v).map_err(|e| why(e.2))?;
-    warren_core::limits::UserLimits::validate(&m).map_err(|e| why(e.to_string()))?;
+    let check = || -> Result<LimitMap, Invalid> {
+        let m = limits_from_json(v)?;
+        warren_core::limits::UserLimits::validate(&m)?;
+        Ok(m)
+    };
+    let m = check().map_err(LimitsError::user(user))?;
     Ok((!m.is_empty()).then_some(m))
 }
 
 /// Apply the `limits` of a user entry of a definitions file.
-pub(crate) fn import_user_limits(s: &MgmtState, user: &str, u: &Json_) -> Result<(), String> {
-    match user_limits_in(user, u)? {
-        Some(m) => s
-            .broker
+pub(crate) fn import_user_limits(s: &MgmtState, user: &str, u: &Json_) -> Result<(), LimitsError> {
+    if let Some(m) = user_limits_in(user, u)? {
+        s.broker
             .merge_user_limits(user, &m)
-            .map_err(|e| format!("limits of user '{user}': {e}")),
-        None => Ok(()),
+            .map_err(|e| LimitsError::user(user)(e.into()))?;
     }
+    Ok(())
 }

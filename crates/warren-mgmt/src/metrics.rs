@@ -4,42 +4,68 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use warren_core::alarm::AlarmFigures;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use warren_core::alarm::AlarmFigures;
+use warren_core::registry::Totals;
+use warren_core::Broker;
 
+use crate::process::fds;
 use crate::MgmtState;
 
-/// Process figures from /proc.
-pub(crate) struct Process {
-    pub(crate) rss_bytes: u64,
-    pub(crate) open_fds: u64,
-    pub(crate) max_fds: u64,
-}
+/// The content type of the Prometheus text format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Read RSS and file descriptors of this process (Linux /proc; zeros elsewhere).
-pub(crate) fn process() -> Process {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let max_fds = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(0);
-    Process {
-        rss_bytes: rss_kib * 1024,
-        open_fds,
-        max_fds,
-    }
-}
+/// Protocols that always have a `warren_connections` row, even at zero.
+const PROTOCOLS: [&str; 3] = ["AMQP 0-9-1", "MQTT 3.1.1", "MQTT 5.0"];
+
+/// The per-queue families: name, type and help, in the order of
+/// [`queue_row`]'s values.
+const QUEUE_FAMILIES: [(&str, &str, &str); 9] = [
+    (
+        "warren_queue_messages_ready",
+        "gauge",
+        "Messages ready for delivery.",
+    ),
+    (
+        "warren_queue_messages_unacked",
+        "gauge",
+        "Messages delivered and not yet acknowledged.",
+    ),
+    ("warren_queue_consumers", "gauge", "Consumers of the queue."),
+    (
+        "warren_queue_messages_published_total",
+        "counter",
+        "Messages enqueued.",
+    ),
+    (
+        "warren_queue_messages_delivered_total",
+        "counter",
+        "Messages delivered or fetched with basic.get.",
+    ),
+    (
+        "warren_queue_messages_acked_total",
+        "counter",
+        "Messages acknowledged.",
+    ),
+    (
+        "warren_queue_publish_rate",
+        "gauge",
+        "Messages enqueued per second over the last sample.",
+    ),
+    (
+        "warren_queue_deliver_rate",
+        "gauge",
+        "Messages delivered per second over the last sample.",
+    ),
+    (
+        "warren_queue_ack_rate",
+        "gauge",
+        "Acknowledgements per second over the last sample.",
+    ),
+];
 
 /// Escape a label value (backslash, quote, newline).
 fn label(v: &str) -> String {
@@ -104,85 +130,68 @@ fn alarm_metrics(o: &mut Out, f: &AlarmFigures) {
     }
 }
 
+/// GET /metrics: every family, in a fixed order.
 pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
     let mut o = Out(String::with_capacity(8192));
     let b = &s.broker;
+    queue_metrics(&mut o, &s);
+    connection_metrics(&mut o, b);
+    total_metrics(&mut o, &b.registry.totals());
+    object_metrics(&mut o, b);
+    store_metrics(&mut o, b);
+    alarm_metrics(&mut o, &b.alarms.figures());
+    process_metrics(&mut o, &b.alarms.figures());
+    o.family(
+        "warren_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+    );
+    o.sample("warren_uptime_seconds", "", s.started.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], o.0)
+}
 
-    // Per queue: one row of values per queue, one family per column.
-    let mut rows: Vec<(String, [f64; 9])> = Vec::new();
-    for v in b.vhosts() {
+/// Labels and values of one queue, in the order of [`QUEUE_FAMILIES`].
+type QueueRow = (String, [f64; 9]);
+
+fn queue_row(s: &MgmtState, v: &warren_core::VHost, q: &warren_core::Queue) -> QueueRow {
+    let st = q.stats();
+    let r = s.rates.queue(&v.name, &q.name);
+    (
+        format!("vhost=\"{}\",queue=\"{}\"", label(&v.name), label(&q.name)),
+        [
+            st.ready as f64,
+            st.unacked as f64,
+            st.consumers as f64,
+            st.published as f64,
+            st.delivered as f64,
+            st.acked as f64,
+            r.publish,
+            r.deliver_get,
+            r.ack,
+        ],
+    )
+}
+
+/// Per queue: one row of values per queue, one family per column.
+fn queue_metrics(o: &mut Out, s: &MgmtState) {
+    let mut rows: Vec<QueueRow> = Vec::new();
+    for v in s.broker.vhosts() {
         for q in v.queues() {
-            let st = q.stats();
-            let r = s.rates.queue(&v.name, &q.name);
-            rows.push((
-                format!("vhost=\"{}\",queue=\"{}\"", label(&v.name), label(&q.name)),
-                [
-                    st.ready as f64,
-                    st.unacked as f64,
-                    st.consumers as f64,
-                    st.published as f64,
-                    st.delivered as f64,
-                    st.acked as f64,
-                    r.publish,
-                    r.deliver_get,
-                    r.ack,
-                ],
-            ));
+            rows.push(queue_row(s, &v, &q));
         }
     }
-    const QUEUE_FAMILIES: [(&str, &str, &str); 9] = [
-        (
-            "warren_queue_messages_ready",
-            "gauge",
-            "Messages ready for delivery.",
-        ),
-        (
-            "warren_queue_messages_unacked",
-            "gauge",
-            "Messages delivered and not yet acknowledged.",
-        ),
-        ("warren_queue_consumers", "gauge", "Consumers of the queue."),
-        (
-            "warren_queue_messages_published_total",
-            "counter",
-            "Messages enqueued.",
-        ),
-        (
-            "warren_queue_messages_delivered_total",
-            "counter",
-            "Messages delivered or fetched with basic.get.",
-        ),
-        (
-            "warren_queue_messages_acked_total",
-            "counter",
-            "Messages acknowledged.",
-        ),
-        (
-            "warren_queue_publish_rate",
-            "gauge",
-            "Messages enqueued per second over the last sample.",
-        ),
-        (
-            "warren_queue_deliver_rate",
-            "gauge",
-            "Messages delivered per second over the last sample.",
-        ),
-        (
-            "warren_queue_ack_rate",
-            "gauge",
-            "Acknowledgements per second over the last sample.",
-        ),
-    ];
     for (i, (name, kind, help)) in QUEUE_FAMILIES.iter().enumerate() {
         o.family(name, kind, help);
         for (labels, vals) in &rows {
             o.sample(name, labels, vals[i]);
         }
     }
+}
 
-    // Connections and channels per protocol.
+/// Connections and channels per protocol.
+fn connection_metrics(o: &mut Out, b: &Broker) {
     let mut per_protocol: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for p in ["AMQP 0-9-1", "MQTT 3.1.1", "MQTT 5.0"] {
+    for p in PROTOCOLS {
         per_protocol.insert(p, (0, 0));
     }
     for c in b.registry.list() {
@@ -198,9 +207,10 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
     for (p, (_, n)) in &per_protocol {
         o.sample("warren_channels", &format!("protocol=\"{p}\""), n);
     }
+}
 
-    // Broker totals.
-    let t = b.registry.totals();
+/// Broker-wide message counters.
+fn total_metrics(o: &mut Out, t: &Totals) {
     for (name, help, v) in [
         (
             "warren_messages_published_total",
@@ -226,6 +236,10 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
         o.family(name, "counter", help);
         o.sample(name, "", v);
     }
+}
+
+/// How many queues and exchanges exist.
+fn object_metrics(o: &mut Out, b: &Broker) {
     let (queues, exchanges): (usize, usize) = b.vhosts().iter().fold((0, 0), |(q, x), v| {
         (q + v.queues().len(), x + v.exchanges().len())
     });
@@ -233,58 +247,66 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
     o.sample("warren_queues", "", queues);
     o.family("warren_exchanges", "gauge", "Exchanges.");
     o.sample("warren_exchanges", "", exchanges);
+}
 
-    // Store.
-    if let Some(store) = b.store() {
-        o.family(
-            "warren_store_bytes",
-            "gauge",
-            "Bytes of message log segments on disk.",
+/// Log size on disk and the group-commit fsync histogram.
+fn store_metrics(o: &mut Out, b: &Broker) {
+    let Some(store) = b.store() else {
+        return;
+    };
+    o.family(
+        "warren_store_bytes",
+        "gauge",
+        "Bytes of message log segments on disk.",
+    );
+    o.sample("warren_store_bytes", "", store.log.disk_bytes());
+    let (buckets, count, sum) = store.log.fsync.snapshot();
+    o.family(
+        "warren_store_fsync_seconds",
+        "histogram",
+        "Time of each group-commit fdatasync.",
+    );
+    for (le, n) in buckets {
+        o.sample(
+            "warren_store_fsync_seconds_bucket",
+            &format!("le=\"{le}\""),
+            n,
         );
-        o.sample("warren_store_bytes", "", store.log.disk_bytes());
-        let (buckets, count, sum) = store.log.fsync.snapshot();
-        o.family(
-            "warren_store_fsync_seconds",
-            "histogram",
-            "Time of each group-commit fdatasync.",
-        );
-        for (le, n) in buckets {
-            o.sample(
-                "warren_store_fsync_seconds_bucket",
-                &format!("le=\"{le}\""),
-                n,
-            );
-        }
-        o.sample("warren_store_fsync_seconds_bucket", "le=\"+Inf\"", count);
-        o.sample("warren_store_fsync_seconds_sum", "", sum);
-        o.sample("warren_store_fsync_seconds_count", "", count);
     }
+    o.sample("warren_store_fsync_seconds_bucket", "le=\"+Inf\"", count);
+    o.sample("warren_store_fsync_seconds_sum", "", sum);
+    o.sample("warren_store_fsync_seconds_count", "", count);
+}
 
-    alarm_metrics(&mut o, &b.alarms.figures());
-
-    // Process.
-    let p = process();
+/// Resident memory (the alarm sampler's latest reading) and descriptors.
+fn process_metrics(o: &mut Out, f: &AlarmFigures) {
+    let p = fds();
     o.family(
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory of the broker process.",
     );
-    o.sample("process_resident_memory_bytes", "", p.rss_bytes);
+    o.sample("process_resident_memory_bytes", "", f.mem_used);
     o.family("process_open_fds", "gauge", "Open file descriptors.");
-    o.sample("process_open_fds", "", p.open_fds);
+    o.sample("process_open_fds", "", p.open);
     o.family("process_max_fds", "gauge", "File descriptor limit.");
-    o.sample("process_max_fds", "", p.max_fds);
-    o.family(
-        "warren_uptime_seconds",
-        "gauge",
-        "Seconds since the broker started.",
-    );
-    o.sample("warren_uptime_seconds", "", s.started.elapsed().as_secs());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        o.0,
-    )
+    o.sample("process_max_fds", "", p.max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_and_samples_are_prometheus_text() {
+        let mut o = Out(String::new());
+        o.family("x_total", "counter", "Things.");
+        o.sample("x_total", "", 3);
+        o.sample("x_total", "q=\"a\"", 1.5);
+        assert_eq!(
+            o.0,
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total 3\nx_total{q=\"a\"} 1.5\n"
+        );
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -71,32 +71,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let opened = warren_store::Store::open(&settings.store.dir)?;
     let store = opened.store.clone();
     tracing::info!("data directory {}", settings.store.dir.display());
-    let broker = Broker::new(Some(opened.store));
-    // Plugin types must exist before durable exchanges of those types come back.
-    let plugins = plugins::load_dir(
-        &settings.plugins.dir,
-        &settings.plugins.enabled,
-        &broker.types,
-    );
-    let u = &settings.default_user;
-    match &opened.definitions {
-        Some(defs) => broker.recover(defs, opened.recovery),
-        None => {
-            // First start on this directory: create the default user, as RabbitMQ does.
-            broker.recover(&Default::default(), opened.recovery);
-            broker.put_user(&u.name, &u.password, vec!["administrator".into()]);
-            if let Err(e) =
-                broker.set_permissions("/", &u.name, warren_core::auth::Permission::all())
-            {
-                tracing::error!("cannot grant the default user its permissions: {e}");
-            }
-        }
-    }
-    if let Some(max) = settings.limits.connection_max {
-        tracing::info!("node connection limit (connection_max): {max}");
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        broker.limits.connection_max.set(Some(max));
-    }
+    let (broker, plugins) = build_broker(settings, opened);
     resources::spawn(
         broker.alarms.clone(),
         &settings.memory,
@@ -104,98 +79,26 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         settings.store.dir.clone(),
     );
     let (tx, rx) = watch::channel(false);
-    let listener = TcpListener::bind(&settings.amqp.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "AMQP",
-            addr: settings.amqp.bind.clone(),
-            source,
-        })?;
-    let amqp_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        what: "AMQP",
-        addr: settings.amqp.bind.clone(),
-        source,
-    })?;
-    tracing::info!("AMQP listener bound on {amqp_addr}");
-    let cfg = warren_amqp::Config {
-        frame_max: settings.amqp.frame_max,
-        channel_max: settings.amqp.channel_max,
-        heartbeat: settings.amqp.heartbeat,
-        max_message_size: settings.amqp.max_message_size,
-        loopback_users: if u.loopback_only {
-            vec![u.name.clone()]
-        } else {
-            Vec::new()
-        },
-        ..Default::default()
-    };
+    let (amqp_listener, amqp_addr) = bind("AMQP", &settings.amqp.bind).await?;
     let amqp = tokio::spawn(warren_amqp::serve(
-        listener,
+        amqp_listener,
         broker.clone(),
-        cfg,
+        amqp_config(settings),
         rx.clone(),
     ));
-    let http_listener = TcpListener::bind(&settings.http.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: settings.http.bind.clone(),
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: settings.http.bind.clone(),
-            source,
-        })?;
-    tracing::info!("HTTP listener bound on {http_addr}");
-    let mqtt_listener = TcpListener::bind(&settings.mqtt.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "MQTT",
-            addr: settings.mqtt.bind.clone(),
-            source,
-        })?;
-    let mqtt_addr = mqtt_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "MQTT",
-            addr: settings.mqtt.bind.clone(),
-            source,
-        })?;
-    tracing::info!("MQTT listener bound on {mqtt_addr}");
-    let mgmt_state = warren_mgmt::MgmtState::new(
-        broker.clone(),
-        plugins
-            .iter()
-            .map(|p| warren_mgmt::PluginInfo {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                file: p.file.display().to_string(),
-                exchange_types: p.types.clone(),
-            })
-            .collect(),
-        vec![
-            ("amqp", amqp_addr),
-            ("mqtt", mqtt_addr),
-            ("http", http_addr),
-        ],
-    );
+    let (http_listener, http_addr) = bind("HTTP", &settings.http.bind).await?;
+    let (mqtt_listener, mqtt_addr) = bind("MQTT", &settings.mqtt.bind).await?;
+    let listeners = vec![
+        ("amqp", amqp_addr),
+        ("mqtt", mqtt_addr),
+        ("http", http_addr),
+    ];
+    let mgmt_state = mgmt_state(&broker, &plugins, listeners);
     let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
-    let mqtt_cfg = warren_mqtt::Config {
-        anonymous_user: u.name.clone(),
-        loopback_users: if u.loopback_only {
-            vec![u.name.clone()]
-        } else {
-            Vec::new()
-        },
-        ..Default::default()
-    };
     let mqtt = tokio::spawn(warren_mqtt::serve(
         mqtt_listener,
         broker.clone(),
-        mqtt_cfg,
+        mqtt_config(settings),
         rx,
     ));
     Ok(Running {
@@ -208,4 +111,100 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         tasks: vec![amqp, http, mqtt],
         store,
     })
+}
+
+/// The broker over the opened store: plugins loaded, definitions
+/// recovered (or the default user created on a fresh directory), node
+/// limits applied.
+fn build_broker(
+    settings: &Settings,
+    opened: warren_store::Opened,
+) -> (Arc<Broker>, Vec<plugins::LoadedPlugin>) {
+    let broker = Broker::new(Some(opened.store));
+    // Plugin types must exist before durable exchanges of those types come back.
+    let plugins = plugins::load_dir(
+        &settings.plugins.dir,
+        &settings.plugins.enabled,
+        &broker.types,
+    );
+    match &opened.definitions {
+        Some(defs) => broker.recover(defs, opened.recovery),
+        None => {
+            broker.recover(&Default::default(), opened.recovery);
+            create_default_user(&broker, &settings.default_user);
+        }
+    }
+    if let Some(max) = settings.limits.connection_max {
+        tracing::info!("node connection limit (connection_max): {max}");
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        broker.limits.connection_max.set(Some(max));
+    }
+    (broker, plugins)
+}
+
+/// First start on this directory: create the default user, as RabbitMQ does.
+fn create_default_user(broker: &Broker, u: &settings::DefaultUser) {
+    broker.put_user(&u.name, &u.password, vec!["administrator".into()]);
+    if let Err(e) = broker.set_permissions("/", &u.name, warren_core::auth::Permission::all()) {
+        tracing::error!("cannot grant the default user its permissions: {e}");
+    }
+}
+
+/// Bind one listener; `what` names it in the log and in the error.
+async fn bind(what: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    tracing::info!("{what} listener bound on {local}");
+    Ok((listener, local))
+}
+
+/// The default user, when it may log in from loopback only.
+fn loopback_users(u: &settings::DefaultUser) -> Vec<String> {
+    if u.loopback_only {
+        vec![u.name.clone()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn amqp_config(settings: &Settings) -> warren_amqp::Config {
+    warren_amqp::Config {
+        frame_max: settings.amqp.frame_max,
+        channel_max: settings.amqp.channel_max,
+        heartbeat: settings.amqp.heartbeat,
+        max_message_size: settings.amqp.max_message_size,
+        loopback_users: loopback_users(&settings.default_user),
+        ..Default::default()
+    }
+}
+
+fn mqtt_config(settings: &Settings) -> warren_mqtt::Config {
+    warren_mqtt::Config {
+        anonymous_user: settings.default_user.name.clone(),
+        loopback_users: loopback_users(&settings.default_user),
+        ..Default::default()
+    }
+}
+
+/// What the management API reads: the broker, its plugins, its listeners.
+fn mgmt_state(
+    broker: &Arc<Broker>,
+    plugins: &[plugins::LoadedPlugin],
+    listeners: Vec<(&'static str, SocketAddr)>,
+) -> warren_mgmt::MgmtState {
+    let infos = plugins
+        .iter()
+        .map(|p| warren_mgmt::PluginInfo {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            file: p.file.display().to_string(),
+            exchange_types: p.types.clone(),
+        })
+        .collect();
+    warren_mgmt::MgmtState::new(broker.clone(), infos, listeners)
 }

@@ -2,6 +2,8 @@
 //! and feeds [`Alarms`], as RabbitMQ's vm_memory_monitor and
 //! rabbit_disk_monitor do. Resident memory is the measure (RabbitMQ's `rss`
 //! strategy on Linux); the limit is a fraction of RAM or of the cgroup limit.
+//! This is the broker's only RSS reader: each sample is recorded in
+//! [`Alarms`], where the management API reads it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

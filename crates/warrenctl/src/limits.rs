@@ -4,8 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::cli::{Cli, Format};
 use crate::client::{seg, Client, CtlError};
-use crate::{done, print, Cli, Format};
+use crate::output::{done, print};
 
 /// A definition such as `{"max-connections": 10}`: an object of integers.
 fn parse_definition(definition: &str) -> Result<Map<String, Value>, CtlError> {

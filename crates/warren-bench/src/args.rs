@@ -1,0 +1,40 @@
+//! The command line.
+
+use clap::Parser;
+
+/// What to run, against which broker.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Load generator for AMQP brokers")]
+pub struct Args {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:5672")]
+    pub addr: String,
+    /// Broker pid, for CPU and RSS figures.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Username.
+    #[arg(long, default_value = "guest")]
+    pub user: String,
+    /// Password.
+    #[arg(long, default_value = "guest")]
+    pub password: String,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Scenarios to run (comma separated); `all` runs every one.
+    #[arg(long, default_value = "all")]
+    pub scenarios: String,
+    /// Label for the broker column in the output.
+    #[arg(long, default_value = "broker")]
+    pub label: String,
+    /// Connections for the idle scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_connections: usize,
+    /// Speak MQTT (3.1.1) instead of AMQP: runs the mqtt-* scenarios.
+    #[arg(long)]
+    pub mqtt: bool,
+    /// Instead of scenarios: leave this many persistent 16-byte messages in
+    /// the durable queue `bench.fill` (for recovery measurements).
+    #[arg(long)]
+    pub fill: Option<u64>,
+}

@@ -1,0 +1,105 @@
+//! The output: one Markdown table row per scenario, for AMQP and MQTT,
+//! and the lines of the idle-connection scenarios.
+
+use crate::amqp_load::Outcome;
+use crate::args::Args;
+use crate::mqtt;
+use crate::scenarios::Spec;
+
+/// Broker CPU and RSS cells, or dashes without a pid.
+fn usage_cells(broker: Option<(f64, u64)>) -> (String, String) {
+    broker
+        .map(|(c, r)| {
+            (
+                format!("{:.0}%", c * 100.0),
+                format!("{:.0}", r as f64 / 1048576.0),
+            )
+        })
+        .unwrap_or(("-".into(), "-".into()))
+}
+
+/// The header of the AMQP table.
+pub fn amqp_header() {
+    println!("| broker | scenario | published msg/s | delivered msg/s | confirmed msg/s | p50 us | p99 us | p99.9 us | broker CPU | broker RSS MiB | generator CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+}
+
+/// One AMQP scenario's row.
+pub fn amqp_row(args: &Args, spec: &Spec, o: &Outcome) {
+    let (cpu, rss) = usage_cells(o.broker);
+    let confirmed = if spec.confirms.is_some() {
+        format!("{:.0}", o.confirmed as f64 / o.secs)
+    } else {
+        "-".into()
+    };
+    println!(
+        "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {:.0}% |",
+        args.label,
+        spec.name,
+        o.published as f64 / o.secs,
+        o.delivered as f64 / o.secs,
+        confirmed,
+        o.p50,
+        o.p99,
+        o.p999,
+        cpu,
+        rss,
+        o.own_cpu * 100.0
+    );
+}
+
+/// The header of the MQTT table.
+pub fn mqtt_header() {
+    println!("| broker | scenario | published msg/s | delivered msg/s | p50 us | p99 us | broker CPU | broker RSS MiB | generator CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+/// One MQTT scenario's row.
+pub fn mqtt_row(args: &Args, spec: &mqtt::Spec, o: &mqtt::Outcome) {
+    let (cpu, rss) = usage_cells(o.broker);
+    println!(
+        "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0}% |",
+        args.label,
+        spec.name,
+        o.published,
+        o.delivered,
+        o.p50,
+        o.p99,
+        cpu,
+        rss,
+        o.own_cpu * 100.0
+    );
+}
+
+/// The row of a scenario that failed.
+pub fn failed(args: &Args, name: &str, e: &anyhow::Error) {
+    println!("| {} | {} | failed: {e:#} |", args.label, name);
+}
+
+/// AMQP idle connections: broker RSS growth, when the pid is known.
+pub fn amqp_idle(args: &Args, rss: Option<(u64, u64)>) {
+    match rss {
+        Some((a, b)) => println!(
+            "| {} | idle-connections | {} connections | RSS +{:.1} MiB | {:.1} KiB per connection |",
+            args.label,
+            args.idle_connections,
+            (b.saturating_sub(a)) as f64 / 1048576.0,
+            (b.saturating_sub(a)) as f64 / 1024.0 / args.idle_connections as f64
+        ),
+        None => println!(
+            "| {} | idle-connections | {} opened | (pass --pid for RSS) |",
+            args.label, args.idle_connections
+        ),
+    }
+}
+
+/// MQTT idle connections: KiB of broker RSS per connection.
+pub fn mqtt_idle(args: &Args, kib: Option<f64>) {
+    match kib {
+        Some(kib) => println!(
+            "| {} | mqtt-idle | {} connections | {kib:.1} KiB per connection |",
+            args.label, args.idle_connections
+        ),
+        None => println!("| {} | mqtt-idle | (pass --pid for RSS) |", args.label),
+    }
+}
