@@ -18,7 +18,7 @@ pub(crate) async fn connection_delete(
     let reason = h
         .get("x-reason")
         .and_then(|r| r.to_str().ok())
-        .unwrap_or("closed via management API");
+        .unwrap_or("Closed via management plugin");
     tracing::info!(
         user = caller.name,
         connection = name,

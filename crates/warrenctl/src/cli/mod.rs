@@ -108,11 +108,11 @@ pub(crate) enum Cmd {
     /// Delete a queue.
     DeleteQueue {
         name: String,
-        /// Only if it has no consumers.
-        #[arg(long)]
+        /// Only if it has no consumers (`--if-unused`, as rabbitmqctl spells it).
+        #[arg(long = "if-unused", alias = "if_unused")]
         if_unused: bool,
-        /// Only if it is empty.
-        #[arg(long)]
+        /// Only if it is empty (`--if-empty`).
+        #[arg(long = "if-empty", alias = "if_empty")]
         if_empty: bool,
     },
     /// Write the definitions (RabbitMQ's JSON format) to a file, or - for stdout.

@@ -57,8 +57,8 @@ fn positional_user_and_password_do_not_clash_with_globals() {
 
 #[test]
 fn flags_and_defaults_of_commands() {
-    // The command-level snake_case renaming reaches the flags too.
-    let c = parse(&["delete_queue", "q", "--if_empty"]);
+    // rabbitmqctl's spelling; the snake_case one is accepted too.
+    let c = parse(&["delete_queue", "q", "--if-empty"]);
     let Cmd::DeleteQueue {
         if_unused,
         if_empty,
@@ -68,6 +68,15 @@ fn flags_and_defaults_of_commands() {
         panic!("delete_queue");
     };
     assert!(!if_unused && if_empty);
+    let c = parse(&["delete_queue", "q", "--if_unused"]);
+    assert!(matches!(
+        c.cmd,
+        Cmd::DeleteQueue {
+            if_unused: true,
+            if_empty: false,
+            ..
+        }
+    ));
     let c = parse(&["clear_user_limits", "bob"]);
     let Cmd::ClearUserLimits { limit, .. } = c.cmd else {
         panic!("clear_user_limits");
