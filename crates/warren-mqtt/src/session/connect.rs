@@ -213,10 +213,42 @@ async fn accept(ctx: &Ctx<'_>, c: &Connect) -> Option<Conn> {
     None
 }
 
+/// The session queue is named after the client id, and queue names (AMQP
+/// short strings) stop at 255 bytes: a longer id is refused, not cut.
+fn check_client_id(c: &Connect) -> Result<(), Refused> {
+    if session_queue_name(&c.client_id).len() <= MAX_KEY {
+        return Ok(());
+    }
+    Err(Refused::connack(
+        ConnectReturn::IdentifierRejected,
+        ReasonCode::ClientIdentifierNotValid,
+        format!("client id of {} bytes is too long", c.client_id.len()),
+    ))
+}
+
+/// The client's own id, or (for an empty one, which 3.1.1 allows only with
+/// a clean session) a generated id the CONNACK assigns.
+fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<String, Refused> {
+    if !c.client_id.is_empty() {
+        return Ok(c.client_id.clone());
+    }
+    if c.level == 4 && !c.clean {
+        return Err(Refused::connack(
+            ConnectReturn::IdentifierRejected,
+            ReasonCode::ClientIdentifierNotValid,
+            "empty client id requires clean session",
+        ));
+    }
+    let id = vhost.generate_name("warren-");
+    props.assigned_client_id = Some(id.clone());
+    Ok(id)
+}
+
 /// The steps of CONNECT in order; the first that fails refuses it.
 async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let level = c.level;
     check_will(c)?;
+    check_client_id(c)?;
     let (vhost, user) = authenticate(ctx, c)?;
     // Authenticated: the connection this one replaces ends first (and
     // gives back its connection-limit lease).
@@ -240,28 +272,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         Refused::connack(v4, v5, e.to_string())
     })?;
     let mut props = Props::default();
-    let client_id = if c.client_id.is_empty() {
-        if level == 4 && !c.clean {
-            return Err(Refused::connack(
-                ConnectReturn::IdentifierRejected,
-                ReasonCode::ClientIdentifierNotValid,
-                "empty client id requires clean session",
-            ));
-        }
-        let id = vhost.generate_name("warren-");
-        props.assigned_client_id = Some(id.clone());
-        id
-    } else if session_queue_name(&c.client_id).len() > MAX_KEY {
-        // The session queue is named after the client id, and queue names
-        // (AMQP short strings) stop at 255 bytes.
-        return Err(Refused::connack(
-            ConnectReturn::IdentifierRejected,
-            ReasonCode::ClientIdentifierNotValid,
-            format!("client id of {} bytes is too long", c.client_id.len()),
-        ));
-    } else {
-        c.client_id.clone()
-    };
+    let client_id = choose_client_id(c, &vhost, &mut props)?;
     let expiry = session_expiry(c);
     let persistent = expiry != Some(Duration::ZERO);
     let session_present =
