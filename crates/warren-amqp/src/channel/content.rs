@@ -16,12 +16,15 @@ const INLINE_BODY: usize = 16 * 1024;
 
 /// A publish waiting for its content.
 pub(super) struct Pending {
-    exchange: Vec<u8>,
+    /// The exchange name then the routing key, in the channel's reused
+    /// buffer: until the header says how large the message is.
+    names: Vec<u8>,
+    exchange_len: usize,
     key_len: usize,
     mandatory: bool,
     /// Header seen: properties length and body size.
     header: Option<(usize, usize)>,
-    /// Key, properties and (inline) body.
+    /// Key, properties and (inline) body: allocated once, at the header.
     meta: BytesMut,
     /// Large bodies, separately.
     body: Option<BytesMut>,
@@ -31,7 +34,9 @@ pub(super) struct Pending {
 
 /// A publish with all its content: the parts of a [`Message`].
 pub(super) struct Assembled {
-    pub exchange: Vec<u8>,
+    /// The exchange name (then the key): the buffer goes back for reuse.
+    pub names: Vec<u8>,
+    pub exchange_len: usize,
     pub key_len: usize,
     pub mandatory: bool,
     /// Routing key then properties.
@@ -40,17 +45,18 @@ pub(super) struct Assembled {
 }
 
 impl Pending {
-    fn new(p: &codec::Publish<'_>) -> Pending {
-        let mut exchange = Vec::with_capacity(p.exchange.len());
-        exchange.extend_from_slice(p.exchange);
-        let mut meta = BytesMut::new();
-        meta.put_slice(p.routing_key);
+    /// Start assembling `p`; `names` is a spare buffer for its names.
+    fn new(p: &codec::Publish<'_>, mut names: Vec<u8>) -> Pending {
+        names.clear();
+        names.extend_from_slice(p.exchange);
+        names.extend_from_slice(p.routing_key);
         Pending {
-            exchange,
+            names,
+            exchange_len: p.exchange.len(),
             key_len: p.routing_key.len(),
             mandatory: p.mandatory,
             header: None,
-            meta,
+            meta: BytesMut::new(),
             body: None,
             zero_copy: None,
             received: 0,
@@ -61,8 +67,10 @@ impl Pending {
     /// is empty, so the message is complete.
     fn set_header(&mut self, props: &[u8], size: usize) -> bool {
         let inline = size <= INLINE_BODY;
-        self.meta
-            .reserve(props.len() + if inline { size } else { 0 });
+        let key = &self.names[self.exchange_len..];
+        self.meta =
+            BytesMut::with_capacity(key.len() + props.len() + if inline { size } else { 0 });
+        self.meta.put_slice(key);
         self.meta.put_slice(props);
         self.header = Some((props.len(), size));
         size == 0
@@ -119,7 +127,8 @@ impl Pending {
             (None, None) => all.slice(head_len..),
         };
         Assembled {
-            exchange: self.exchange,
+            names: self.names,
+            exchange_len: self.exchange_len,
             key_len: self.key_len,
             mandatory: self.mandatory,
             head: all.slice(..head_len),
@@ -145,7 +154,8 @@ impl Channel {
                     .on(ids::BASIC_PUBLISH),
             );
         }
-        self.pending = Some(Pending::new(&p));
+        let spare = std::mem::take(&mut self.spare_names);
+        self.pending = Some(Pending::new(&p, spare));
         Ok(())
     }
 
@@ -201,8 +211,9 @@ impl Channel {
     /// The content is all there: build the message and publish it (or
     /// hold it in the transaction).
     fn complete(&mut self, ctx: &Ctx<'_>) -> AmqpResult {
-        let a = self.pending.take().expect("pending publish").finish();
-        let x = self.lookup_exchange(ctx, &a.exchange)?;
+        let mut a = self.pending.take().expect("pending publish").finish();
+        let x = self.lookup_exchange(ctx, &a.names[..a.exchange_len])?;
+        self.spare_names = std::mem::take(&mut a.names);
         if x.internal {
             return Err(AmqpError::channel(
                 AMQPSoftError::ACCESSREFUSED,
@@ -245,12 +256,16 @@ mod tests {
     use super::*;
 
     fn publish() -> Pending {
-        Pending::new(&codec::Publish {
-            exchange: b"x",
-            routing_key: b"key",
-            mandatory: true,
-            immediate: false,
-        })
+        // A stale spare buffer: its old bytes must not leak into the names.
+        Pending::new(
+            &codec::Publish {
+                exchange: b"x",
+                routing_key: b"key",
+                mandatory: true,
+                immediate: false,
+            },
+            b"stale".to_vec(),
+        )
     }
 
     #[test]
@@ -264,7 +279,7 @@ mod tests {
         assert!(p.push_body(size, b"de"));
         let a = p.finish();
         assert_eq!(
-            (&a.exchange[..], a.key_len, a.mandatory),
+            (&a.names[..a.exchange_len], a.key_len, a.mandatory),
             (&b"x"[..], 3, true)
         );
         assert_eq!((&a.head[..], &a.body[..]), (&b"keyPP"[..], &b"abcde"[..]));

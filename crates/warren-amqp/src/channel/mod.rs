@@ -67,6 +67,9 @@ pub struct Channel {
     confirms: Confirms,
     tx: Option<TxBuffer>,
     pending: Option<Pending>,
+    /// The names buffer of the last publish, reused by the next so that a
+    /// publish allocates only its message buffer.
+    spare_names: Vec<u8>,
     router: Router,
     /// Reused buffer of deliveries being settled.
     settled: Vec<Unacked>,
@@ -88,6 +91,7 @@ impl Channel {
             confirms: Confirms::default(),
             tx: None,
             pending: None,
+            spare_names: Vec::new(),
             router: Router::default(),
             settled: Vec::new(),
             last_queue: None,

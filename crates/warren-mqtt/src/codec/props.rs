@@ -53,6 +53,37 @@ pub struct Props {
 /// can carry.
 pub const MAX_STRING: usize = u16::MAX as usize;
 
+/// MQTT 5.0 property identifiers, named as in the specification's table 2-4.
+pub(crate) mod id {
+    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub const AUTHENTICATION_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+    pub const RESPONSE_INFORMATION: u8 = 0x1A;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
+    pub const REASON_STRING: u8 = 0x1F;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const MAXIMUM_QOS: u8 = 0x24;
+    pub const RETAIN_AVAILABLE: u8 = 0x25;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+}
+
 /// Read a property list (length, then identifier/value pairs); properties
 /// Warren does not use are skipped, unknown identifiers are malformed.
 pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
@@ -61,39 +92,47 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
     let mut r = Rd { b: body, p: 0 };
     let mut p = Props::default();
     while !r.done() {
-        let id = r.varint()?;
+        let Ok(id) = u8::try_from(r.varint()?) else {
+            return Err(CodecError::Malformed("unknown property"));
+        };
         match id {
-            0x01 => p.payload_format = Some(r.u8()?),
-            0x02 => p.message_expiry = Some(r.u32()?),
-            0x03 => p.content_type = Some(r.string()?),
-            0x08 => p.response_topic = Some(r.string()?),
-            0x09 => p.correlation_data = Some(Bytes::copy_from_slice(r.bin()?)),
-            0x0B => {
+            id::PAYLOAD_FORMAT_INDICATOR => p.payload_format = Some(r.u8()?),
+            id::MESSAGE_EXPIRY_INTERVAL => p.message_expiry = Some(r.u32()?),
+            id::CONTENT_TYPE => p.content_type = Some(r.string()?),
+            id::RESPONSE_TOPIC => p.response_topic = Some(r.string()?),
+            id::CORRELATION_DATA => p.correlation_data = Some(Bytes::copy_from_slice(r.bin()?)),
+            id::SUBSCRIPTION_IDENTIFIER => {
                 r.varint()?;
             }
-            0x11 => p.session_expiry = Some(r.u32()?),
-            0x12 => p.assigned_client_id = Some(r.string()?),
-            0x13 => p.server_keep_alive = Some(r.u16()?),
-            0x15 | 0x1A | 0x1C => {
+            id::SESSION_EXPIRY_INTERVAL => p.session_expiry = Some(r.u32()?),
+            id::ASSIGNED_CLIENT_IDENTIFIER => p.assigned_client_id = Some(r.string()?),
+            id::SERVER_KEEP_ALIVE => p.server_keep_alive = Some(r.u16()?),
+            id::AUTHENTICATION_METHOD | id::RESPONSE_INFORMATION | id::SERVER_REFERENCE => {
                 r.string()?;
             }
-            0x16 => {
+            id::AUTHENTICATION_DATA => {
                 r.bin()?;
             }
-            0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+            id::REQUEST_PROBLEM_INFORMATION
+            | id::REQUEST_RESPONSE_INFORMATION
+            | id::MAXIMUM_QOS
+            | id::RETAIN_AVAILABLE
+            | id::WILDCARD_SUBSCRIPTION_AVAILABLE
+            | id::SUBSCRIPTION_IDENTIFIER_AVAILABLE
+            | id::SHARED_SUBSCRIPTION_AVAILABLE => {
                 r.u8()?;
             }
-            0x18 => p.will_delay = Some(r.u32()?),
-            0x1F => p.reason_string = Some(r.string()?),
-            0x21 => p.receive_maximum = Some(r.u16()?),
-            0x22 => p.topic_alias_maximum = Some(r.u16()?),
-            0x23 => p.topic_alias = Some(r.u16()?),
-            0x26 => {
+            id::WILL_DELAY_INTERVAL => p.will_delay = Some(r.u32()?),
+            id::REASON_STRING => p.reason_string = Some(r.string()?),
+            id::RECEIVE_MAXIMUM => p.receive_maximum = Some(r.u16()?),
+            id::TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16()?),
+            id::TOPIC_ALIAS => p.topic_alias = Some(r.u16()?),
+            id::USER_PROPERTY => {
                 let k = r.string()?;
                 let v = r.string()?;
                 p.user.push((k, v));
             }
-            0x27 => p.maximum_packet_size = Some(r.u32()?),
+            id::MAXIMUM_PACKET_SIZE => p.maximum_packet_size = Some(r.u32()?),
             _ => return Err(CodecError::Malformed("unknown property")),
         }
     }
@@ -119,50 +158,50 @@ fn put_str_prop(b: &mut BytesMut, id: u8, v: &[u8]) {
 pub(super) fn encode(p: &Props, out: &mut BytesMut) {
     let mut b = BytesMut::new();
     if let Some(v) = p.payload_format {
-        b.put_u8(0x01);
+        b.put_u8(id::PAYLOAD_FORMAT_INDICATOR);
         b.put_u8(v);
     }
     if let Some(v) = p.message_expiry {
-        b.put_u8(0x02);
+        b.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
         b.put_u32(v);
     }
     if let Some(v) = &p.content_type {
-        put_str_prop(&mut b, 0x03, v.as_bytes());
+        put_str_prop(&mut b, id::CONTENT_TYPE, v.as_bytes());
     }
     if let Some(v) = &p.response_topic {
-        put_str_prop(&mut b, 0x08, v.as_bytes());
+        put_str_prop(&mut b, id::RESPONSE_TOPIC, v.as_bytes());
     }
     if let Some(v) = &p.correlation_data {
-        put_str_prop(&mut b, 0x09, v);
+        put_str_prop(&mut b, id::CORRELATION_DATA, v);
     }
     if let Some(v) = p.session_expiry {
-        b.put_u8(0x11);
+        b.put_u8(id::SESSION_EXPIRY_INTERVAL);
         b.put_u32(v);
     }
     if let Some(v) = &p.assigned_client_id {
-        put_str_prop(&mut b, 0x12, v.as_bytes());
+        put_str_prop(&mut b, id::ASSIGNED_CLIENT_IDENTIFIER, v.as_bytes());
     }
     if let Some(v) = p.server_keep_alive {
-        b.put_u8(0x13);
+        b.put_u8(id::SERVER_KEEP_ALIVE);
         b.put_u16(v);
     }
     if let Some(v) = &p.reason_string {
-        put_str_prop(&mut b, 0x1F, v.as_bytes());
+        put_str_prop(&mut b, id::REASON_STRING, v.as_bytes());
     }
     if let Some(v) = p.receive_maximum {
-        b.put_u8(0x21);
+        b.put_u8(id::RECEIVE_MAXIMUM);
         b.put_u16(v);
     }
     if let Some(v) = p.topic_alias_maximum {
-        b.put_u8(0x22);
+        b.put_u8(id::TOPIC_ALIAS_MAXIMUM);
         b.put_u16(v);
     }
     if let Some(v) = p.maximum_qos {
-        b.put_u8(0x24);
+        b.put_u8(id::MAXIMUM_QOS);
         b.put_u8(v);
     }
     if let Some(v) = p.retain_available {
-        b.put_u8(0x25);
+        b.put_u8(id::RETAIN_AVAILABLE);
         b.put_u8(v);
     }
     for (k, v) in &p.user {
@@ -176,20 +215,20 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
             );
             continue;
         }
-        b.put_u8(0x26);
+        b.put_u8(id::USER_PROPERTY);
         put_str(&mut b, k.as_bytes());
         put_str(&mut b, v.as_bytes());
     }
     if let Some(v) = p.maximum_packet_size {
-        b.put_u8(0x27);
+        b.put_u8(id::MAXIMUM_PACKET_SIZE);
         b.put_u32(v);
     }
     if let Some(v) = p.wildcard_available {
-        b.put_u8(0x28);
+        b.put_u8(id::WILDCARD_SUBSCRIPTION_AVAILABLE);
         b.put_u8(v);
     }
     if let Some(v) = p.shared_available {
-        b.put_u8(0x2A);
+        b.put_u8(id::SHARED_SUBSCRIPTION_AVAILABLE);
         b.put_u8(v);
     }
     put_varint(out, b.len());
