@@ -195,6 +195,13 @@ def test_declare_publish_get_over_http(broker):
                       body={"routing_key": "a." + "b" * 300, "payload": "x",
                             "payload_encoding": "string"})
     assert s == 400 and "255" in str(r)
+    # So are queue, exchange and vhost names over 255 bytes: the store's
+    # records and AMQP clients could not carry them.
+    long = "n" * 300
+    for path in (f"/api/queues/%2F/{long}", f"/api/exchanges/%2F/{long}", f"/api/vhosts/{long}"):
+        body = {"type": "direct"} if "exchanges" in path else {}
+        s, r = broker.api(path, method="PUT", body=body)
+        assert s == 400 and "255" in str(r), (path, s, r)
     # pika sees the message with its properties.
     c = broker.connect()
     ch = c.channel()

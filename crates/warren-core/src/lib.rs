@@ -63,6 +63,19 @@ pub struct Broker {
     orphan_bindings: Mutex<Vec<warren_store::BindingDef>>,
 }
 
+/// Refuse a vhost, exchange or queue name longer than an AMQP short string
+/// (255 bytes): such a name could not be sent to an AMQP client, and the
+/// store's records hold names of bounded length.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.len() <= message::MAX_KEY {
+        return Ok(());
+    }
+    Err(CoreError::PreconditionFailed(format!(
+        "{kind} name of {} bytes is longer than 255",
+        name.len()
+    )))
+}
+
 impl Broker {
     /// A broker with the built-in exchange types and the default vhost `/`.
     /// With a store, durable definitions and persistent messages are saved.

@@ -147,6 +147,25 @@ fn reserved_names_are_refused() {
 }
 
 #[test]
+fn names_longer_than_a_short_string_are_refused() {
+    let v = vhost();
+    let long = "n".repeat(256);
+    assert!(matches!(
+        v.declare_exchange(&decl(&long, "direct")),
+        Err(CoreError::PreconditionFailed(_))
+    ));
+    let q = QueueDeclare {
+        name: long,
+        ..QueueDeclare::default()
+    };
+    assert!(matches!(
+        v.declare_queue(&q, 1),
+        Err(CoreError::PreconditionFailed(_))
+    ));
+    declare(&v, &"n".repeat(255), &[]);
+}
+
+#[test]
 fn the_default_exchange_routes_by_queue_name() {
     let v = vhost();
     let q = declare(&v, "orders", &[]);

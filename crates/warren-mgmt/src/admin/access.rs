@@ -34,6 +34,7 @@ pub(crate) async fn vhost_put(
     Path(vhost): Path<String>,
     caller: Authed<Admin>,
 ) -> Done {
+    warren_core::check_name("vhost", &vhost)?;
     let new = s.broker.vhost(&vhost).is_none();
     s.broker.add_vhost(&vhost);
     if new {
