@@ -127,3 +127,15 @@ def test_mqtt_user_property_name_too_long_for_an_amqp_header_is_left_out(broker)
     assert props_in.headers.get("small") == "ok"
     assert not any(len(k) > 255 for k in props_in.headers)
     c.close()
+
+
+def test_long_client_id_with_a_wrong_password_is_refused_for_the_password(broker):
+    # Authentication comes first: a bad password answers 0x86 whatever the id.
+    s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=5)
+    user_pass_clean = 0x80 | 0x40 | 0x02
+    body = mqtt_str(b"MQTT") + bytes([5, user_pass_clean]) + struct.pack(">H", 60) + b"\x00"
+    body += mqtt_str(b"c" * 300) + mqtt_str(b"guest") + mqtt_str(b"wrong")
+    s.sendall(mqtt_packet(0x10, body))
+    kind, ack = read_packet(s)
+    assert kind == 0x20 and ack[1] == 0x86
+    s.close()

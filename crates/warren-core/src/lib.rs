@@ -64,8 +64,9 @@ pub struct Broker {
 }
 
 /// Refuse a vhost, exchange or queue name longer than an AMQP short string
-/// (255 bytes): such a name could not be sent to an AMQP client, and the
-/// store's records hold names of bounded length.
+/// (255 bytes): an AMQP client could not be sent it. AMQP and MQTT cannot
+/// carry one; the HTTP API checks with this before it declares. Recovery
+/// does not, so a name accepted by an older version still comes back.
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
     if name.len() <= message::MAX_KEY {
         return Ok(());

@@ -172,8 +172,9 @@ impl Import {
 
 fn import_vhosts(run: &mut Import, s: &MgmtState, d: &Json_) {
     for v in items(d, "vhosts") {
-        s.broker.add_vhost(text(v, "name"));
-        run.count += 1;
+        let name = text(v, "name");
+        let r = warren_core::check_name("vhost", name).map(|()| s.broker.add_vhost(name));
+        run.applied(r, || format!("vhost '{name}'"));
     }
 }
 
@@ -228,14 +229,16 @@ fn import_exchanges(run: &mut Import, s: &MgmtState, d: &Json_) {
                 .push(format!("exchange '{name}': no vhost '{vhost}'"));
             continue;
         };
-        let r = v.declare_exchange(&ExchangeDeclare {
-            name: name.into(),
-            kind: text(x, "type").into(),
-            passive: false,
-            durable: flag(x, "durable", true),
-            auto_delete: flag(x, "auto_delete", false),
-            internal: flag(x, "internal", false),
-            args: json_to_table(x.get("arguments")),
+        let r = warren_core::check_name("exchange", name).and_then(|()| {
+            v.declare_exchange(&ExchangeDeclare {
+                name: name.into(),
+                kind: text(x, "type").into(),
+                passive: false,
+                durable: flag(x, "durable", true),
+                auto_delete: flag(x, "auto_delete", false),
+                internal: flag(x, "internal", false),
+                args: json_to_table(x.get("arguments")),
+            })
         });
         run.applied(r, || format!("exchange '{name}' in '{vhost}'"));
     }
@@ -263,7 +266,7 @@ fn import_queues(run: &mut Import, s: &MgmtState, d: &Json_) {
             args,
             server_named: false,
         };
-        let r = v.declare_queue(&declare, 0);
+        let r = warren_core::check_name("queue", name).and_then(|()| v.declare_queue(&declare, 0));
         run.applied(r, || format!("queue '{name}' in '{vhost}'"));
     }
 }

@@ -82,7 +82,10 @@ async fn expire_when_unused(vhost: Weak<VHost>, queue: Weak<Queue>) {
             return;
         }
         let Some(period) = q.expires() else {
-            q.expiry_timer.release();
+            // An x-expires set again meanwhile keeps this task going.
+            if q.expiry_timer.release_unless(|| q.expires().is_some()) {
+                continue;
+            }
             return;
         };
         let wait = match q.unused_for() {

@@ -111,7 +111,6 @@ impl VHost {
         if d.passive {
             return self.exchange(&d.name);
         }
-        crate::check_name("exchange", &d.name)?;
         let kind = self.types.get(&d.kind).ok_or_else(|| {
             CoreError::CommandInvalid(format!("invalid exchange type '{}'", d.kind))
         })?;
@@ -194,7 +193,6 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
-        crate::check_name("queue", &d.name)?;
         let name = if d.name.is_empty() {
             self.generate_name("amq.gen-")
         } else {

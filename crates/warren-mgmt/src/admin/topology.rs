@@ -19,6 +19,7 @@ pub(crate) async fn exchange_put(
     Json(body): Json<Json_>,
 ) -> Done {
     caller.check(&s, &vhost, Access::Configure, Resource::Exchange, &name)?;
+    warren_core::check_name("exchange", &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     let new = v.exchange(&name).is_err();
     let kind = body
@@ -63,6 +64,7 @@ pub(crate) async fn queue_put(
     Json(body): Json<Json_>,
 ) -> Done {
     caller.check(&s, &vhost, Access::Configure, Resource::Queue, &name)?;
+    warren_core::check_name("queue", &name)?;
     let v = vhost_or_404(&s, &vhost)?;
     let new = v.queue(&name).is_err();
     v.declare_queue(

@@ -19,7 +19,7 @@ use warren_core::{Broker, CoreError, RouteScratch, VHost};
 use warren_net::outbox::Outbox;
 
 use super::consumer::{Inflight, MqttConsumer};
-use super::{session_queue_name, Conn, Shared};
+use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, CodecError, Connect, Packet, Props, Will};
 use crate::mapping::GRANTED_QOS;
 use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
@@ -216,7 +216,7 @@ async fn accept(ctx: &Ctx<'_>, c: &Connect) -> Option<Conn> {
 /// The session queue is named after the client id, and queue names (AMQP
 /// short strings) stop at 255 bytes: a longer id is refused, not cut.
 fn check_client_id(c: &Connect) -> Result<(), Refused> {
-    if session_queue_name(&c.client_id).len() <= MAX_KEY {
+    if SESSION_QUEUE_PREFIX.len() + c.client_id.len() <= MAX_KEY {
         return Ok(());
     }
     Err(Refused::connack(
@@ -248,7 +248,6 @@ fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<Str
 async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let level = c.level;
     check_will(c)?;
-    check_client_id(c)?;
     let (vhost, user) = authenticate(ctx, c)?;
     // Authenticated: the connection this one replaces ends first (and
     // gives back its connection-limit lease).
@@ -272,6 +271,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         Refused::connack(v4, v5, e.to_string())
     })?;
     let mut props = Props::default();
+    check_client_id(c)?;
     let client_id = choose_client_id(c, &vhost, &mut props)?;
     let expiry = session_expiry(c);
     let persistent = expiry != Some(Duration::ZERO);

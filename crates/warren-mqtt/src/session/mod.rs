@@ -126,9 +126,12 @@ struct Conn {
     published: bool,
 }
 
+/// What a session queue's name starts with; the client id follows.
+const SESSION_QUEUE_PREFIX: &str = "mqtt-subscription-";
+
 /// The session queue of a client id.
 fn session_queue_name(client_id: &str) -> String {
-    format!("mqtt-subscription-{client_id}")
+    format!("{SESSION_QUEUE_PREFIX}{client_id}")
 }
 
 /// Serve one MQTT connection.

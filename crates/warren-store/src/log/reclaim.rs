@@ -63,9 +63,6 @@ impl Log {
         let Some((seg, ids)) = self.compaction_candidate() else {
             return;
         };
-        if self.corrupt_segment.load(Ordering::Relaxed) == seg {
-            return;
-        }
         let path = segment_path(&self.dir, seg);
         let Ok(data) = fs::read(&path) else { return };
         let mut records = Records::new(&data);
@@ -100,7 +97,9 @@ impl Log {
     fn compaction_candidate(&self) -> Option<(u64, Vec<u64>)> {
         let p = self.pending.lock();
         let (&seg, st) = p.segs.iter().next()?;
-        if seg >= p.segment || st.live == 0 {
+        // A segment found corrupt waits for restart to cut it; checked
+        // before the index scan, which holds the lock publishers need.
+        if seg >= p.segment || st.live == 0 || self.corrupt_segment.load(Ordering::Relaxed) == seg {
             return None;
         }
         // Worth it when most of it is dead, or when it pins dead
