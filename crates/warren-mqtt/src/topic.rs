@@ -10,10 +10,9 @@ use crate::reason::ReasonCode;
 /// Swap `/` and `.`: MQTT topic <-> AMQP routing key.
 pub fn swap(s: &str) -> String {
     s.chars()
-        .map(|c| match c {
-            '/' => '.',
-            '.' => '/',
-            c => c,
+        .map(|c| match u8::try_from(c) {
+            Ok(b) => char::from(swap_byte(b)),
+            Err(_) => c,
         })
         .collect()
 }
