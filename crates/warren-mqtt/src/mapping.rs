@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use warren_core::message::MAX_KEY;
 use warren_core::props::Properties;
 use warren_core::{DecodeError, Message, Table, Value};
 
 use crate::codec::{Props, Publish};
-use crate::topic::swap_byte;
+use crate::topic::{fits_routing_key, swap_byte};
 
 /// Header carrying the MQTT QoS of a publish across AMQP (RabbitMQ's name).
 pub const QOS_HEADER: &str = "x-mqtt-publish-qos";
@@ -146,7 +145,7 @@ pub fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
 /// of its own matches. A topic over 255 bytes is refused, never cut.
 pub fn message(exchange: Arc<str>, p: &Publish, own: Option<u64>) -> Result<Message, DecodeError> {
     let topic = p.topic.as_bytes();
-    if topic.len() > MAX_KEY {
+    if !fits_routing_key(&p.topic) {
         return Err(DecodeError::RoutingKeyTooLong(topic.len()));
     }
     let mut meta = BytesMut::with_capacity(topic.len() + 32);
@@ -168,6 +167,7 @@ pub fn message(exchange: Arc<str>, p: &Publish, own: Option<u64>) -> Result<Mess
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warren_core::message::MAX_KEY;
 
     fn publish(qos: u8, retain: bool, topic: &str, props: Props) -> Publish {
         Publish {
