@@ -41,8 +41,12 @@ pub struct Config {
     pub anonymous_user: String,
     /// Unacknowledged QoS 1 deliveries per session.
     pub receive_maximum: u16,
-    /// Topic aliases a client may use (v5).
+    /// Topic aliases a client may use (v5), and at most how many the
+    /// server uses towards a client.
     pub topic_alias_maximum: u16,
+    /// Longest keep alive (seconds) a v5 client may ask for; a longer one,
+    /// or none, is answered with this as Server Keep Alive. 0: no limit.
+    pub max_keep_alive: u16,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             anonymous_user: "guest".into(),
             receive_maximum: 100,
             topic_alias_maximum: 64,
+            max_keep_alive: 0,
         }
     }
 }

@@ -18,6 +18,12 @@ pub const QOS_HEADER: &str = "x-mqtt-publish-qos";
 pub const NO_LOCAL_HEADER: &str = "x-mqtt-no-local";
 /// Binding argument holding the QoS granted to a subscription.
 pub const GRANTED_QOS: &str = "x-mqtt-qos";
+/// Binding argument holding a subscription's v5 Subscription Identifier.
+pub const SUBSCRIPTION_ID: &str = "x-mqtt-subscription-id";
+/// Binding argument set for a subscription with retain-as-published.
+pub const RETAIN_AS_PUBLISHED: &str = "x-mqtt-retain-as-published";
+/// Header carrying a v5 Payload Format Indicator of 1 (UTF-8 payload).
+pub const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format-indicator";
 /// Header marking a message published with RETAIN=1, for subscriptions
 /// with retain-as-published.
 pub const RETAIN_HEADER: &str = "x-mqtt-retain";
@@ -62,6 +68,8 @@ pub fn amqp_to_props(m: &Message) -> Props {
         for (k, v) in h.iter() {
             if k == REPLY_TO_TOPIC_HEADER {
                 out.response_topic = v.as_str().map(String::from);
+            } else if k == PAYLOAD_FORMAT_HEADER {
+                out.payload_format = v.as_i64().filter(|&f| f == 1).map(|_| 1);
             } else if k == QOS_HEADER || k == NO_LOCAL_HEADER || k == RETAIN_HEADER {
                 continue;
             } else if let Some(s) = v.as_str() {
@@ -77,6 +85,7 @@ pub fn amqp_to_props(m: &Message) -> Props {
 /// No MQTT 5 property that maps to an AMQP one.
 pub fn is_plain(p: &Props) -> bool {
     p.content_type.is_none()
+        && p.payload_format.is_none()
         && p.correlation_data.is_none()
         && p.message_expiry.is_none()
         && p.response_topic.is_none()
@@ -111,6 +120,9 @@ pub fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
     }
     if let Some(t) = &p.props.response_topic {
         headers.insert(REPLY_TO_TOPIC_HEADER, Value::str(t));
+    }
+    if p.props.payload_format == Some(1) {
+        headers.insert(PAYLOAD_FORMAT_HEADER, Value::U8(1));
     }
     if p.qos > 0 {
         headers.insert(QOS_HEADER, Value::U8(p.qos));
@@ -229,6 +241,7 @@ mod tests {
             response_topic: Some("r/t".into()),
             correlation_data: Some(Bytes::from_static(b"c1")),
             message_expiry: Some(7),
+            payload_format: Some(1),
             user: vec![("k".into(), "v".into())],
             ..Default::default()
         };
@@ -243,6 +256,7 @@ mod tests {
         assert_eq!(back.response_topic, props.response_topic);
         assert_eq!(back.correlation_data, props.correlation_data);
         assert_eq!(back.message_expiry, Some(7));
+        assert_eq!(back.payload_format, Some(1));
         // The adapter's own headers are not user properties.
         assert_eq!(back.user, props.user);
         assert!(matches!(m.header(RETAIN_HEADER), Some(Value::Bool(true))));

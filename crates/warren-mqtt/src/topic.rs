@@ -83,6 +83,43 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// [`matches`] against a topic given as its AMQP routing key (`/` and `.`
+/// swapped), comparing byte by byte so a delivery allocates nothing.
+pub fn matches_key(filter: &str, key: &str) -> bool {
+    if key.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut k = key.split('.');
+    loop {
+        match (f.next(), k.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if same_level(a, b) => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// One filter level equal to one routing-key level (whose `/` are the
+/// topic's `.`).
+fn same_level(filter_level: &str, key_level: &str) -> bool {
+    filter_level.len() == key_level.len()
+        && filter_level
+            .bytes()
+            .zip(key_level.bytes())
+            .all(|(a, b)| a == swap_byte(b))
+}
+
+/// A binding key made by [`filter_to_key`] back as the MQTT filter.
+pub fn key_to_filter(key: &str) -> String {
+    key.split('.')
+        .map(|w| if w == "*" { "+".to_string() } else { swap(w) })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The part of a `$share/group/filter` subscription after `$share/`, or
 /// None for an ordinary one.
 pub fn shared_rest(filter: &str) -> Option<&str> {
@@ -150,6 +187,26 @@ mod tests {
         assert!(valid_topic("a/b") && !valid_topic("a/+") && !valid_topic("") && !valid_topic("#"));
         assert!(matches("a/+/c", "a/b/c") && matches("a/#", "a") && matches("#", "x/y"));
         assert!(!matches("a/+", "a/b/c") && !matches("+/x", "$SYS/x") && !matches("a/b", "a"));
+    }
+
+    #[test]
+    fn matching_on_routing_keys_agrees_with_topics() {
+        let topics = [
+            "a/b/c", "a", "a/b.c", "$SYS/x", "$SYS/x/y", "/a", "a//b", "a/b",
+        ];
+        let filters = [
+            "a/+/c", "a/#", "#", "+", "+/x", "$SYS/#", "$SYS/+", "a/b.c", "a/b", "+/+", "/+",
+            "a//b", "a/+/+",
+        ];
+        for t in topics {
+            for f in filters {
+                assert_eq!(matches_key(f, &swap(t)), matches(f, t), "{f} vs {t}");
+            }
+        }
+        assert!(!matches_key("#", "$SYS.x") && matches_key("$SYS/#", "$SYS.x"));
+        for f in ["sensors/+/temp", "a/#", "v1.2/+", "+"] {
+            assert_eq!(key_to_filter(&filter_to_key(f)), f);
+        }
     }
 
     #[test]

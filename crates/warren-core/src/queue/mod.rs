@@ -51,6 +51,15 @@ pub struct Delivery {
     expires_at: Option<Instant>,
 }
 
+impl Delivery {
+    /// When the message expires in this queue (its TTL or expiration), so
+    /// an adapter can pass on the time left (MQTT 5's Message Expiry
+    /// Interval counts down while a message waits).
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+}
+
 /// A protocol adapter's receiving end of a subscription.
 pub trait Consumer: Send + Sync {
     /// Take one delivery, or hand it back when out of credit (prefetch full,

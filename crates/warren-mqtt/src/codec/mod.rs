@@ -39,6 +39,9 @@ pub enum CodecError {
     /// Structure does not match the packet type.
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    /// Well-formed, but against a rule of the protocol (5.0: 0x82).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
     /// Reserved or unknown packet type.
     #[error("unknown packet type {0}")]
     UnknownType(u8),
@@ -162,7 +165,21 @@ pub struct Filter {
     pub retain_handling: u8,
 }
 
+/// SUBSCRIBE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscribe {
+    /// Packet identifier.
+    pub pkid: u16,
+    /// The v5 Subscription Identifier, given back on matching PUBLISHes.
+    pub id: Option<u32>,
+    /// The filters, at least one.
+    pub filters: Vec<Filter>,
+}
+
 /// Packets a server receives.
+// PUBLISH is the large variant and the common one: boxing it would cost an
+// allocation per message, and a packet lives only while it is handled.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Packet {
     /// CONNECT (boxed: it is large and comes once per connection)
@@ -177,14 +194,14 @@ pub enum Packet {
     PubRel(u16, u8),
     /// PUBCOMP
     PubComp(u16, u8),
-    /// SUBSCRIBE (packet id, filters)
-    Subscribe(u16, Vec<Filter>),
+    /// SUBSCRIBE
+    Subscribe(Subscribe),
     /// UNSUBSCRIBE (packet id, filters)
     Unsubscribe(u16, Vec<String>),
     /// PINGREQ
     PingReq,
-    /// DISCONNECT (reason code, properties)
-    Disconnect(u8, Props),
+    /// DISCONNECT (reason code, properties; boxed, it comes once)
+    Disconnect(u8, Box<Props>),
     /// AUTH (v5): reason code
     Auth(u8),
 }

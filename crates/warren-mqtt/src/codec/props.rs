@@ -45,8 +45,17 @@ pub struct Props {
     pub maximum_packet_size: Option<u32>,
     /// 0x28
     pub wildcard_available: Option<u8>,
+    /// 0x29
+    pub subscription_ids_available: Option<u8>,
     /// 0x2A
     pub shared_available: Option<u8>,
+    /// 0x0B: one in a SUBSCRIBE; in a PUBLISH to a client, one per
+    /// matching subscription that has one.
+    pub subscription_ids: Vec<u32>,
+    /// 0x15: set when the client asks for enhanced authentication.
+    pub authentication_method: Option<String>,
+    /// 0x17
+    pub request_problem_information: Option<u8>,
 }
 
 /// The longest string or binary data an MQTT length prefix (two bytes)
@@ -85,36 +94,52 @@ pub(crate) mod id {
 }
 
 /// Read a property list (length, then identifier/value pairs); properties
-/// Warren does not use are skipped, unknown identifiers are malformed.
+/// Warren does not use are skipped, unknown identifiers are malformed, and
+/// a property given twice that may appear once is a protocol error.
 pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
     let len = rd.varint()?;
     let body = rd.take(len)?;
     let mut r = Rd { b: body, p: 0 };
     let mut p = Props::default();
+    // One bit per property identifier seen (all are below 64).
+    let mut seen = 0u64;
     while !r.done() {
         let Ok(id) = u8::try_from(r.varint()?) else {
             return Err(CodecError::Malformed("unknown property"));
         };
+        if id < 64 && id != id::USER_PROPERTY {
+            if seen & (1 << id) != 0 {
+                return Err(CodecError::Protocol("property included twice"));
+            }
+            seen |= 1 << id;
+        }
         match id {
-            id::PAYLOAD_FORMAT_INDICATOR => p.payload_format = Some(r.u8()?),
             id::MESSAGE_EXPIRY_INTERVAL => p.message_expiry = Some(r.u32()?),
             id::CONTENT_TYPE => p.content_type = Some(r.string()?),
             id::RESPONSE_TOPIC => p.response_topic = Some(r.string()?),
             id::CORRELATION_DATA => p.correlation_data = Some(Bytes::copy_from_slice(r.bin()?)),
             id::SUBSCRIPTION_IDENTIFIER => {
-                r.varint()?;
+                let v = r.varint()? as u32;
+                if v == 0 {
+                    return Err(CodecError::Protocol("subscription identifier 0"));
+                }
+                p.subscription_ids.push(v);
             }
             id::SESSION_EXPIRY_INTERVAL => p.session_expiry = Some(r.u32()?),
             id::ASSIGNED_CLIENT_IDENTIFIER => p.assigned_client_id = Some(r.string()?),
             id::SERVER_KEEP_ALIVE => p.server_keep_alive = Some(r.u16()?),
-            id::AUTHENTICATION_METHOD | id::RESPONSE_INFORMATION | id::SERVER_REFERENCE => {
+            id::AUTHENTICATION_METHOD => p.authentication_method = Some(r.string()?),
+            id::RESPONSE_INFORMATION | id::SERVER_REFERENCE => {
                 r.string()?;
             }
             id::AUTHENTICATION_DATA => {
                 r.bin()?;
             }
-            id::REQUEST_PROBLEM_INFORMATION
-            | id::REQUEST_RESPONSE_INFORMATION
+            id::REQUEST_PROBLEM_INFORMATION => {
+                p.request_problem_information = Some(zero_or_one(r.u8()?)?)
+            }
+            id::PAYLOAD_FORMAT_INDICATOR => p.payload_format = Some(zero_or_one(r.u8()?)?),
+            id::REQUEST_RESPONSE_INFORMATION
             | id::MAXIMUM_QOS
             | id::RETAIN_AVAILABLE
             | id::WILDCARD_SUBSCRIPTION_AVAILABLE
@@ -124,7 +149,10 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
             }
             id::WILL_DELAY_INTERVAL => p.will_delay = Some(r.u32()?),
             id::REASON_STRING => p.reason_string = Some(r.string()?),
-            id::RECEIVE_MAXIMUM => p.receive_maximum = Some(r.u16()?),
+            id::RECEIVE_MAXIMUM => match r.u16()? {
+                0 => return Err(CodecError::Protocol("receive maximum 0")),
+                v => p.receive_maximum = Some(v),
+            },
             id::TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16()?),
             id::TOPIC_ALIAS => p.topic_alias = Some(r.u16()?),
             id::USER_PROPERTY => {
@@ -132,11 +160,24 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
                 let v = r.string()?;
                 p.user.push((k, v));
             }
-            id::MAXIMUM_PACKET_SIZE => p.maximum_packet_size = Some(r.u32()?),
+            id::MAXIMUM_PACKET_SIZE => match r.u32()? {
+                0 => return Err(CodecError::Protocol("maximum packet size 0")),
+                v => p.maximum_packet_size = Some(v),
+            },
             _ => return Err(CodecError::Malformed("unknown property")),
         }
     }
     Ok(p)
+}
+
+/// A byte property that may only be 0 or 1 (anything else is a protocol
+/// error, spec 3.1.2.11 and 3.3.2.3.2).
+fn zero_or_one(v: u8) -> Result<u8, CodecError> {
+    if v <= 1 {
+        Ok(v)
+    } else {
+        Err(CodecError::Protocol("property value other than 0 or 1"))
+    }
 }
 
 /// A string property, left out (with a debug line) when it is longer than
@@ -174,6 +215,10 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
     if let Some(v) = &p.correlation_data {
         put_str_prop(&mut b, id::CORRELATION_DATA, v);
     }
+    for &v in &p.subscription_ids {
+        b.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+        put_varint(&mut b, v as usize);
+    }
     if let Some(v) = p.session_expiry {
         b.put_u8(id::SESSION_EXPIRY_INTERVAL);
         b.put_u32(v);
@@ -194,6 +239,10 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
     }
     if let Some(v) = p.topic_alias_maximum {
         b.put_u8(id::TOPIC_ALIAS_MAXIMUM);
+        b.put_u16(v);
+    }
+    if let Some(v) = p.topic_alias {
+        b.put_u8(id::TOPIC_ALIAS);
         b.put_u16(v);
     }
     if let Some(v) = p.maximum_qos {
@@ -225,6 +274,10 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
     }
     if let Some(v) = p.wildcard_available {
         b.put_u8(id::WILDCARD_SUBSCRIPTION_AVAILABLE);
+        b.put_u8(v);
+    }
+    if let Some(v) = p.subscription_ids_available {
+        b.put_u8(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE);
         b.put_u8(v);
     }
     if let Some(v) = p.shared_available {

@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{kind, props, CodecError, Connect, Filter, Packet, Props, Publish, Will};
+use super::{kind, props, CodecError, Connect, Filter, Packet, Props, Publish, Subscribe, Will};
 
 /// A cursor over one packet's body; every read is bounds-checked.
 pub(super) struct Rd<'a> {
@@ -174,6 +174,10 @@ fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish,
     if qos == 3 {
         return Err(CodecError::Malformed("QoS 3"));
     }
+    if qos == 0 && flags & 8 != 0 {
+        // MQTT-3.3.1-2: DUP must be 0 for QoS 0.
+        return Err(CodecError::Malformed("DUP set on a QoS 0 PUBLISH"));
+    }
     let topic = r.string()?;
     let pkid = if qos > 0 { r.u16()? } else { 0 };
     if qos > 0 && pkid == 0 {
@@ -199,11 +203,9 @@ fn entries<'a, T>(
     v5: bool,
     empty: &'static str,
     mut entry: impl FnMut(&mut Rd<'a>) -> Result<T, CodecError>,
-) -> Result<(u16, Vec<T>), CodecError> {
+) -> Result<(u16, Props, Vec<T>), CodecError> {
     let pkid = r.u16()?;
-    if v5 {
-        r.props()?;
-    }
+    let props = if v5 { r.props()? } else { Props::default() };
     let mut out = Vec::new();
     while !r.done() {
         out.push(entry(r)?);
@@ -211,15 +213,21 @@ fn entries<'a, T>(
     if out.is_empty() {
         return Err(CodecError::Malformed(empty));
     }
-    Ok((pkid, out))
+    Ok((pkid, props, out))
 }
 
 fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
-    let (pkid, filters) = entries(r, v5, "SUBSCRIBE without filters", |r| {
+    let (pkid, props, filters) = entries(r, v5, "SUBSCRIBE without filters", |r| {
         let filter = r.string()?;
         let o = r.u8()?;
         if o & 0xC0 != 0 || (!v5 && o & 0xFC != 0) {
             return Err(CodecError::Malformed("subscription options"));
+        }
+        if o & 3 == 3 || (o >> 4) & 3 == 3 {
+            // MQTT-3.8.3-4 / 3.8.3.1: QoS 3 and retain handling 3 are errors.
+            return Err(CodecError::Malformed(
+                "subscription QoS or retain handling 3",
+            ));
         }
         Ok(Filter {
             filter,
@@ -229,11 +237,12 @@ fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
             retain_handling: (o >> 4) & 3,
         })
     })?;
-    Ok(Packet::Subscribe(pkid, filters))
+    let id = props.subscription_ids.first().copied();
+    Ok(Packet::Subscribe(Subscribe { pkid, id, filters }))
 }
 
 fn unsubscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
-    let (pkid, filters) = entries(r, v5, "UNSUBSCRIBE without filters", |r| r.string())?;
+    let (pkid, _, filters) = entries(r, v5, "UNSUBSCRIBE without filters", |r| r.string())?;
     Ok(Packet::Unsubscribe(pkid, filters))
 }
 
@@ -249,7 +258,7 @@ fn disconnect(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
     } else {
         (0, Props::default())
     };
-    Ok(Packet::Disconnect(code, props))
+    Ok(Packet::Disconnect(code, Box::new(props)))
 }
 
 fn connect(r: &mut Rd<'_>) -> Result<Connect, CodecError> {

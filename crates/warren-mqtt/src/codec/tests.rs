@@ -28,7 +28,7 @@ fn delivery_writer_matches_publish_encoding() {
             let mut a = BytesMut::new();
             write_publish(&mut a, level, &p);
             let mut b = BytesMut::new();
-            write_delivery(
+            assert!(write_delivery(
                 &mut b,
                 level,
                 (p.dup, qos, true),
@@ -36,8 +36,22 @@ fn delivery_writer_matches_publish_encoding() {
                 p.pkid,
                 Some(&props),
                 b"21.5",
-            );
+                a.len(),
+            ));
             assert_eq!(a, b, "level {level} qos {qos}");
+            // One byte over the client's Maximum Packet Size: not written.
+            let mut c = BytesMut::new();
+            assert!(!write_delivery(
+                &mut c,
+                level,
+                (p.dup, qos, true),
+                "sensors.room/1.temp",
+                p.pkid,
+                Some(&props),
+                b"21.5",
+                a.len() - 1,
+            ));
+            assert!(c.is_empty());
         }
     }
 }
@@ -134,6 +148,7 @@ fn overlong_user_property_is_left_out_and_the_publish_stays_decodable() {
         3,
         Some(&p.props),
         b"body",
+        usize::MAX,
     );
     let Packet::Publish(got) = read(&mut d, 5, 1 << 20).unwrap() else {
         panic!("not a PUBLISH");

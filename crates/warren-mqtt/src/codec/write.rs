@@ -79,6 +79,9 @@ pub fn write_publish(out: &mut BytesMut, level: u8, p: &Publish) {
 /// A PUBLISH for a delivery, written straight into `out`: the topic is the
 /// AMQP routing key with `.` and `/` swapped on the fly, so a 3.1.1
 /// delivery allocates nothing (v5 properties use a reused scratch buffer).
+/// An empty `routing_key` writes an empty topic (a v5 topic alias stands
+/// for it). A packet larger than `max_size` (the client's Maximum Packet
+/// Size) is not written, and false is returned.
 #[allow(clippy::too_many_arguments)]
 pub fn write_delivery(
     out: &mut BytesMut,
@@ -88,7 +91,8 @@ pub fn write_delivery(
     pkid: u16,
     props: Option<&Props>,
     payload: &[u8],
-) {
+    max_size: usize,
+) -> bool {
     thread_local! {
         static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
     }
@@ -100,6 +104,9 @@ pub fn write_delivery(
         }
         let len =
             2 + routing_key.len() + if qos > 0 { 2 } else { 0 } + encoded.len() + payload.len();
+        if 1 + varint_len(len) + len > max_size {
+            return false;
+        }
         out.reserve(len + 5);
         out.put_u8(publish_first_byte(dup, qos, retain));
         put_varint(out, len);
@@ -115,7 +122,18 @@ pub fn write_delivery(
         }
         out.put_slice(&encoded);
         out.put_slice(payload);
-    });
+        true
+    })
+}
+
+/// Bytes of a variable byte integer holding `v`.
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
 }
 
 /// PUBACK / PUBREC / PUBREL / PUBCOMP with an optional v5 reason code
@@ -147,15 +165,15 @@ pub fn write_suback(out: &mut BytesMut, level: u8, pkid: u16, codes: &[ReasonCod
     frame(out, kind::SUBACK << 4, &b);
 }
 
-/// UNSUBACK.
-pub fn write_unsuback(out: &mut BytesMut, level: u8, pkid: u16, count: usize) {
+/// UNSUBACK, with one reason code per filter for 5.0 (3.1.1 has none).
+pub fn write_unsuback(out: &mut BytesMut, level: u8, pkid: u16, codes: &[ReasonCode]) {
     let mut b = BytesMut::new();
     b.put_u16(pkid);
     if level == 5 {
-        // An empty property list, then success for every filter.
+        // An empty property list, then the codes.
         b.put_u8(0);
-        for _ in 0..count {
-            b.put_u8(ReasonCode::Success.code());
+        for c in codes {
+            b.put_u8(c.code());
         }
     }
     frame(out, kind::UNSUBACK << 4, &b);
@@ -166,13 +184,14 @@ pub fn write_pingresp(out: &mut BytesMut) {
     out.put_slice(&[kind::PINGRESP << 4, 0]);
 }
 
-/// DISCONNECT from the server (v5 only; 3.1.1 just closes).
+/// DISCONNECT from the server (v5 only; 3.1.1 just closes); an empty
+/// `reason` sends no reason string.
 pub fn write_disconnect(out: &mut BytesMut, code: ReasonCode, reason: &str) {
     let mut b = BytesMut::new();
     b.put_u8(code.code());
     props::encode(
         &Props {
-            reason_string: Some(reason.to_string()),
+            reason_string: (!reason.is_empty()).then(|| reason.to_string()),
             ..Default::default()
         },
         &mut b,

@@ -18,10 +18,11 @@ use warren_core::registry::ConnectionInfo;
 use warren_core::{Broker, CoreError, RouteScratch, VHost};
 use warren_net::outbox::Outbox;
 
+use super::aliases::OutAliases;
 use super::consumer::{Inflight, MqttConsumer};
+use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, CodecError, Connect, Packet, Props, Will};
-use crate::mapping::GRANTED_QOS;
 use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
 use crate::topic::{will_refusal, Refusal};
 use crate::Config;
@@ -164,7 +165,7 @@ pub(super) async fn handshake(
         conn: Box::new(conn),
         rd,
         buf,
-        keep_alive: connect.keep_alive,
+        keep_alive: effective_keep_alive(cfg, &connect),
         will: connect.will.map(Box::new),
     })
 }
@@ -232,7 +233,10 @@ fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<Str
     if !c.client_id.is_empty() {
         return Ok(c.client_id.clone());
     }
-    if c.level == 4 && !c.clean {
+    if !c.clean {
+        // 3.1.1: MQTT-3.1.3-8. 5.0 would allow it, but a session under a
+        // name the client does not know yet could never be resumed, so it
+        // is refused with 0x85 as mosquitto does.
         return Err(Refused::connack(
             ConnectReturn::IdentifierRejected,
             ReasonCode::ClientIdentifierNotValid,
@@ -247,6 +251,14 @@ fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<Str
 /// The steps of CONNECT in order; the first that fails refuses it.
 async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let level = c.level;
+    if let Some(method) = &c.props.authentication_method {
+        // Enhanced authentication (AUTH exchanges) is not offered.
+        return Err(Refused::connack(
+            ConnectReturn::NotAuthorized,
+            ReasonCode::BadAuthenticationMethod,
+            format!("authentication method '{method}' is not supported"),
+        ));
+    }
     check_will(c)?;
     let (vhost, user) = authenticate(ctx, c)?;
     // Authenticated: the connection this one replaces ends first (and
@@ -281,12 +293,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
             QueueCheck::Limit(e) => limit(&e),
         })?;
     if level == 5 {
-        let cfg = ctx.cfg;
-        props.receive_maximum = Some(cfg.receive_maximum);
-        props.retain_available = Some(1);
-        props.shared_available = Some(1);
-        props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
-        props.maximum_packet_size = Some(cfg.max_packet_size as u32);
+        capabilities(ctx.cfg, c, &mut props);
     }
     ctx.out
         .push(|o| codec::write_connack(o, level, session_present, ConnackCode::ACCEPTED, &props));
@@ -294,7 +301,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
     conn.lease = Some(lease);
     if session_present {
-        conn.restore_granted_qos();
+        conn.restore_subscriptions();
     }
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
@@ -312,6 +319,35 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         })?;
     }
     Ok(conn)
+}
+
+/// The CONNACK properties that tell a v5 client what the server offers.
+/// Maximum QoS is left out: QoS 2 is supported, and the property may only
+/// say 0 or 1 (3.2.2.3.4).
+fn capabilities(cfg: &Config, c: &Connect, props: &mut Props) {
+    props.receive_maximum = Some(cfg.receive_maximum);
+    props.retain_available = Some(1);
+    props.wildcard_available = Some(1);
+    props.subscription_ids_available = Some(1);
+    props.shared_available = Some(1);
+    props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+    props.maximum_packet_size = Some(u32::try_from(cfg.max_packet_size).unwrap_or(u32::MAX));
+    props.server_keep_alive = server_keep_alive(cfg.max_keep_alive, c.keep_alive);
+}
+
+/// The Server Keep Alive to answer a client asking for `asked` seconds (0:
+/// none) when the server allows at most `max` (0: any): `max` when the
+/// client asks for more or for none, else nothing (the client's stands).
+fn server_keep_alive(max: u16, asked: u16) -> Option<u16> {
+    (max > 0 && (asked == 0 || asked > max)).then_some(max)
+}
+
+/// The keep alive the server holds the client to: the Server Keep Alive
+/// if the CONNACK sent one (5.0 only; 3.1.1 cannot be told), else the
+/// client's own.
+fn effective_keep_alive(cfg: &Config, c: &Connect) -> u16 {
+    let server = server_keep_alive(cfg.max_keep_alive, c.keep_alive);
+    server.filter(|_| c.level == 5).unwrap_or(c.keep_alive)
 }
 
 /// A will topic that cannot be an AMQP routing key is refused now rather
@@ -438,10 +474,22 @@ fn new_conn(
     expiry: Option<Duration>,
 ) -> Conn {
     let (broker, cfg, level) = (ctx.broker, ctx.cfg, c.level);
+    // The client's Receive Maximum bounds our QoS 1/2 deliveries in flight
+    // (MQTT-3.3.4-9); the configured one caps it, to bound memory.
     let receive_max = c
         .props
         .receive_maximum
         .map_or(cfg.receive_maximum, |r| r.min(cfg.receive_maximum)) as usize;
+    let max_packet = c
+        .props
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| m as usize);
+    let aliases = c
+        .props
+        .topic_alias_maximum
+        .map(|m| m.min(cfg.topic_alias_maximum))
+        .filter(|&m| m > 0)
+        .map(|m| Mutex::new(OutAliases::new(m)));
     let conn_id = broker.next_id();
     let registration = broker.registry.register(ConnectionInfo::new(
         conn_id,
@@ -455,13 +503,14 @@ fn new_conn(
         stats: registration.info.stats.clone(),
         out: ctx.out.clone(),
         level,
-        max_qos: Mutex::new(0),
+        subs: Mutex::new(Subs::default()),
         inflight: Mutex::new(Inflight::default()),
         receive_max: receive_max.max(1),
         active: AtomicBool::new(true),
         conn_id,
         no_local: AtomicBool::new(false),
-        retain_as_published: Mutex::new(Vec::new()),
+        max_packet,
+        aliases,
     });
     Conn {
         cfg: cfg.clone(),
@@ -492,27 +541,20 @@ fn new_conn(
 }
 
 impl Conn {
-    /// A persistent session delivers at the QoS its subscriptions were
-    /// granted (kept on their bindings; 1 for bindings made before that).
-    fn restore_granted_qos(&self) {
+    /// A persistent session delivers with the options its subscriptions
+    /// were granted, kept on their bindings.
+    fn restore_subscriptions(&self) {
         let qname = session_queue_name(&self.client_id);
-        let granted = match (
+        let (Ok(q), Ok(x)) = (
             self.vhost.queue(&qname),
             self.vhost.exchange(&self.cfg.exchange),
-        ) {
-            (Ok(q), Ok(x)) => x
-                .bindings_to_queue(&q)
-                .iter()
-                .map(|(_, args)| {
-                    args.get(GRANTED_QOS)
-                        .and_then(|v| v.as_i64())
-                        .map_or(1, |v| v.clamp(0, 2) as u8)
-                })
-                .max()
-                .unwrap_or(0),
-            _ => 1,
+        ) else {
+            return;
         };
-        *self.consumer.max_qos.lock() = granted;
+        let mut subs = self.consumer.subs.lock();
+        for (key, args) in x.bindings_to_queue(&q) {
+            subs.set(Sub::from_binding(&key, &args));
+        }
     }
 }
 
@@ -561,6 +603,16 @@ mod tests {
             session_expiry(&connect(5, true, Some(u32::MAX), None)),
             None
         );
+    }
+
+    #[test]
+    fn server_keep_alive_only_when_the_client_asks_more_than_allowed() {
+        assert_eq!(server_keep_alive(0, 0), None);
+        assert_eq!(server_keep_alive(0, 900), None);
+        assert_eq!(server_keep_alive(60, 30), None);
+        assert_eq!(server_keep_alive(60, 60), None);
+        assert_eq!(server_keep_alive(60, 61), Some(60));
+        assert_eq!(server_keep_alive(60, 0), Some(60));
     }
 
     #[test]

@@ -5,16 +5,18 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use warren_core::registry::ConnStats;
 use warren_core::{Consumer, Delivery, Message, Queue, Value};
 use warren_net::outbox::Outbox;
 
-use super::Conn;
-use crate::codec;
+use super::aliases::{Alias, OutAliases};
+use super::subscriptions::{Options, Subs};
+use super::{Conn, SESSION_QUEUE_PREFIX};
+use crate::codec::{self, Props};
 use crate::mapping::{amqp_to_props, publish_qos, NO_LOCAL_HEADER, RETAIN_HEADER};
-use crate::topic::{matches, swap};
 
 /// QoS 1/2 deliveries the client has not finished acknowledging.
 #[derive(Default)]
@@ -43,7 +45,8 @@ impl Inflight {
 pub(super) struct MqttConsumer {
     pub(super) out: Arc<Outbox>,
     pub(super) level: u8,
-    pub(super) max_qos: Mutex<u8>,
+    /// The subscriptions' delivery options.
+    pub(super) subs: Mutex<Subs>,
     pub(super) inflight: Mutex<Inflight>,
     pub(super) receive_max: usize,
     pub(super) active: AtomicBool,
@@ -52,27 +55,14 @@ pub(super) struct MqttConsumer {
     /// Set once the session has a no-local subscription.
     pub(super) no_local: AtomicBool,
     pub(super) stats: Arc<ConnStats>,
-    /// Filters subscribed with retain-as-published: a message published
-    /// with RETAIN=1 keeps the flag when it matches one of them.
-    pub(super) retain_as_published: Mutex<Vec<String>>,
+    /// The client's Maximum Packet Size: larger deliveries are dropped for
+    /// it (MQTT-3.1.2-25), not sent.
+    pub(super) max_packet: usize,
+    /// Topic aliases, when the client accepts any.
+    pub(super) aliases: Option<Mutex<OutAliases>>,
 }
 
 impl MqttConsumer {
-    /// The RETAIN flag of a forwarded message: set only when it was
-    /// published retained and a retain-as-published subscription matches.
-    /// The header is looked at first, so ordinary deliveries take no lock.
-    fn retain_flag(&self, m: &Message) -> bool {
-        let retained = matches!(m.header(RETAIN_HEADER), Some(Value::Bool(true)));
-        if !retained {
-            return false;
-        }
-        let topic = swap(m.routing_key());
-        self.retain_as_published
-            .lock()
-            .iter()
-            .any(|f| matches(f, &topic))
-    }
-
     /// A message this connection published under a no-local subscription.
     fn is_own(&self, m: &Message) -> bool {
         self.no_local.load(Ordering::Relaxed)
@@ -81,10 +71,80 @@ impl MqttConsumer {
                 .is_some_and(|id| id as u64 == self.conn_id)
     }
 
-    /// Raise the QoS deliveries may use to `granted`.
-    pub(super) fn grant(&self, granted: u8) {
-        let mut m = self.max_qos.lock();
-        *m = (*m).max(granted);
+    /// The options of a delivery from `queue` (the session queue or a
+    /// shared group's), with the matching subscriptions' identifiers.
+    fn options(&self, queue: &Queue, key: &str, ids: &mut Vec<u32>) -> Option<Options> {
+        let subs = self.subs.lock();
+        if queue.name.starts_with(SESSION_QUEUE_PREFIX) {
+            subs.for_session(key, ids)
+        } else {
+            subs.for_shared_queue(&queue.name, key, ids)
+        }
+    }
+
+    /// The v5 properties of a delivery: the message's, with the time left
+    /// of its expiry and the subscription identifiers.
+    fn props(&self, d: &Delivery, ids: Vec<u32>) -> Props {
+        let mut p = amqp_to_props(&d.message);
+        if let Some(at) = d.expires_at() {
+            let left = at.saturating_duration_since(Instant::now());
+            // Rounded up: an interval of 0 would mean "no expiry" to nobody,
+            // but a message sent with 0 s left expires at once.
+            p.message_expiry =
+                Some(left.as_millis().div_ceil(1000).min(u128::from(u32::MAX)) as u32);
+        }
+        p.subscription_ids = ids;
+        p
+    }
+
+    /// Write one delivery; Err when the outbox is full (hand it back),
+    /// Ok(false) when it is larger than the client accepts.
+    fn write(
+        &self,
+        queue: &Arc<Queue>,
+        d: &Delivery,
+        flags: (bool, u8, bool),
+        pkid: u16,
+        props: Option<Props>,
+    ) -> Result<bool, ()> {
+        let m = &d.message;
+        let key = m.routing_key();
+        let mut aliases = self.aliases.as_ref().map(|a| a.lock());
+        let alias = aliases.as_mut().map_or(Alias::None, |a| a.lookup(key));
+        let (topic, props) = match (alias, props) {
+            (Alias::Known(a), Some(mut p)) => {
+                p.topic_alias = Some(a);
+                ("", Some(p))
+            }
+            (Alias::New(a), Some(mut p)) => {
+                p.topic_alias = Some(a);
+                (key, Some(p))
+            }
+            (_, p) => (key, p),
+        };
+        let mut fits = true;
+        let level = self.level;
+        let pushed = self.out.try_push(queue, |o| {
+            fits = codec::write_delivery(
+                o,
+                level,
+                flags,
+                topic,
+                pkid,
+                props.as_ref(),
+                &m.body,
+                self.max_packet,
+            );
+        });
+        if !pushed || !fits {
+            if let Some(a) = aliases.as_mut() {
+                a.unassign(key, alias);
+            }
+        }
+        if !pushed {
+            return Err(());
+        }
+        Ok(fits)
     }
 }
 
@@ -93,16 +153,22 @@ impl Consumer for MqttConsumer {
         if !self.active.load(Ordering::Acquire) {
             return Err(d);
         }
-        if self.is_own(&d.message) {
+        let mut ids = Vec::new();
+        let opts = match self.options(queue, d.message.routing_key(), &mut ids) {
             // No-local: not sent back to its publisher; done with it.
+            Some(_) if self.is_own(&d.message) => None,
+            o => o,
+        };
+        let Some(opts) = opts else {
+            // No subscription takes it by MQTT's rules (no-local, a `$`
+            // topic under a wildcard): done with it.
             queue.settle([&d]);
             return Ok(());
-        }
-        let max = *self.max_qos.lock();
-        let qos = if max == 0 || !d.message.persistent {
+        };
+        let qos = if opts.qos == 0 || !d.message.persistent {
             0
         } else {
-            publish_qos(&d.message).min(max)
+            publish_qos(&d.message).min(opts.qos)
         };
         let mut inf = self.inflight.lock();
         if qos > 0 && inf.by_id.len() + inf.released.len() >= self.receive_max {
@@ -110,25 +176,22 @@ impl Consumer for MqttConsumer {
         }
         let pkid = if qos > 0 { inf.next_id() } else { 0 };
         let level = self.level;
-        let flags = (
-            qos > 0 && d.redelivered,
-            qos,
-            level == 5 && self.retain_flag(&d.message),
-        );
-        let props = (level == 5).then(|| amqp_to_props(&d.message));
-        let m = &d.message;
-        if !self.out.try_push(queue, |o| {
-            codec::write_delivery(
-                o,
-                level,
-                flags,
-                m.routing_key(),
-                pkid,
-                props.as_ref(),
-                &m.body,
-            )
-        }) {
-            return Err(d);
+        let retain = level == 5
+            && opts.retain_as_published
+            && matches!(d.message.header(RETAIN_HEADER), Some(Value::Bool(true)));
+        let props = (level == 5).then(|| self.props(&d, ids));
+        let flags = (qos > 0 && d.redelivered, qos, retain);
+        match self.write(queue, &d, flags, pkid, props) {
+            Err(()) => return Err(d),
+            Ok(false) => {
+                tracing::debug!(
+                    size_limit = self.max_packet,
+                    "MQTT delivery larger than the client's Maximum Packet Size dropped"
+                );
+                queue.settle([&d]);
+                return Ok(());
+            }
+            Ok(true) => {}
         }
         ConnStats::add(&self.stats.delivered, 1);
         if qos > 0 {

@@ -1,9 +1,15 @@
 //! Packet dispatch: one method per packet type, and the server-side
 //! DISCONNECT that ends a connection on a protocol violation.
 
+use std::time::Duration;
+
 use super::{Conn, End};
 use crate::codec::{self, AckKind, Packet};
 use crate::reason::ReasonCode;
+
+/// Bytes of a DISCONNECT besides its reason string's text (fixed header,
+/// reason code, property length, property id, string length).
+const DISCONNECT_OVERHEAD: usize = 8;
 
 impl Conn {
     /// Handle one packet. Not async, so the session loop's future stays
@@ -31,10 +37,7 @@ impl Conn {
                 self.on_pubcomp(pkid);
                 None
             }
-            Packet::Subscribe(pkid, filters) => {
-                self.on_subscribe(pkid, &filters);
-                None
-            }
+            Packet::Subscribe(s) => self.on_subscribe(&s),
             Packet::Unsubscribe(pkid, filters) => {
                 self.on_unsubscribe(pkid, &filters);
                 None
@@ -43,7 +46,7 @@ impl Conn {
                 self.out.push(codec::write_pingresp);
                 None
             }
-            Packet::Disconnect(code, _) => Some(on_disconnect(code)),
+            Packet::Disconnect(code, props) => Some(self.on_disconnect(code, props.session_expiry)),
             Packet::Auth(_) => Some(self.disconnect(
                 ReasonCode::BadAuthenticationMethod,
                 "enhanced authentication is not supported",
@@ -52,13 +55,56 @@ impl Conn {
     }
 
     /// PUBREL for a QoS 2 publish of the client: its id may be used again.
+    /// An id with no publish pending gets 0x92 (5.0).
     fn on_pubrel(&mut self, pkid: u16) {
-        if let Some(e) = self.extras.as_mut() {
-            e.qos2_seen.remove(&pkid);
-        }
+        let known = self
+            .extras
+            .as_mut()
+            .is_some_and(|e| e.qos2_seen.remove(&pkid));
+        let code = if known {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
         let level = self.level;
         self.out
-            .push(|o| codec::write_ack(o, level, AckKind::PubComp, pkid, ReasonCode::Success));
+            .push(|o| codec::write_ack(o, level, AckKind::PubComp, pkid, code));
+    }
+
+    /// A client's DISCONNECT: clean, unless v5 reason 0x04 asks for the
+    /// will. It may change the session expiry interval, except from 0
+    /// (MQTT-3.14.2-2, a protocol error).
+    fn on_disconnect(&mut self, code: u8, session_expiry: Option<u32>) -> End {
+        if let Some(secs) = session_expiry {
+            if self.expiry == Some(Duration::ZERO) && secs != 0 {
+                return self.disconnect(
+                    ReasonCode::ProtocolError,
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                );
+            }
+            self.set_expiry(match secs {
+                u32::MAX => None,
+                s => Some(Duration::from_secs(u64::from(s))),
+            });
+        }
+        if code == ReasonCode::DisconnectWithWill.code() {
+            End::Abnormal("client asked for its will".into())
+        } else {
+            End::Clean
+        }
+    }
+
+    /// The session now ends `expiry` after the connection (the queue's
+    /// x-expires; 0 removes it at cleanup).
+    fn set_expiry(&mut self, expiry: Option<Duration>) {
+        self.expiry = expiry;
+        let Some(q) = self.queue.as_ref().filter(|q| q.durable) else {
+            return;
+        };
+        if expiry != Some(Duration::ZERO) && q.expires() != expiry {
+            q.set_expires(expiry);
+            self.vhost.queue_changed(q);
+        }
     }
 
     /// QoS 2, step 2: the client has the message; it will not be sent
@@ -75,17 +121,15 @@ impl Conn {
     pub(super) fn disconnect(&self, code: ReasonCode, why: &str) -> End {
         tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; disconnecting");
         if self.level == 5 {
-            self.out.push(|o| codec::write_disconnect(o, code, why));
+            // The reason string is left out where it would make the packet
+            // larger than the client accepts (3.14.2.2.3).
+            let text = if why.len() + DISCONNECT_OVERHEAD <= self.consumer.max_packet {
+                why
+            } else {
+                ""
+            };
+            self.out.push(|o| codec::write_disconnect(o, code, text));
         }
         End::Abnormal(why.to_string())
-    }
-}
-
-/// A client's DISCONNECT: clean, unless v5 reason 0x04 asks for the will.
-fn on_disconnect(code: u8) -> End {
-    if code == ReasonCode::DisconnectWithWill.code() {
-        End::Abnormal("client asked for its will".into())
-    } else {
-        End::Clean
     }
 }

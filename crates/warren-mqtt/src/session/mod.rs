@@ -33,12 +33,14 @@ use crate::retained::Retained;
 use crate::takeover::Takeover;
 use crate::{will, Config};
 
+mod aliases;
 mod connect;
 mod consumer;
 mod dispatch;
 mod publish;
 mod read_loop;
 mod subscribe;
+mod subscriptions;
 
 use consumer::MqttConsumer;
 
@@ -77,8 +79,6 @@ enum End {
 /// Per-connection state that many connections never need.
 #[derive(Default)]
 struct Extras {
-    /// Filters subscribed on this connection (retain handling 1).
-    subscriptions: HashSet<String>,
     /// Filters subscribed with no-local.
     no_local: Vec<String>,
     aliases: HashMap<u16, String>,

@@ -29,6 +29,9 @@ impl Conn {
     /// Handle a client PUBLISH.
     pub(super) fn on_publish(&mut self, mut p: Publish) -> Option<End> {
         let level = self.level;
+        if let Some(end) = self.check_v5_rules(&p) {
+            return Some(end);
+        }
         if let Err(end) = self.resolve_alias(&mut p) {
             return Some(end);
         }
@@ -51,6 +54,9 @@ impl Conn {
                 return None;
             }
             return Some(self.disconnect(ReasonCode::NotAuthorized, &e.to_string()));
+        }
+        if let Some(end) = self.check_payload_format(&p) {
+            return end;
         }
         if p.qos == 2 && !self.ext().qos2_seen.insert(p.pkid) {
             // A resent QoS 2 publish before PUBREL: route it once only.
@@ -75,6 +81,60 @@ impl Conn {
             .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::Success));
         ConnStats::add(&self.registration.info.stats.confirmed, 1);
         None
+    }
+
+    /// The 5.0 rules a PUBLISH from a client breaks with a DISCONNECT:
+    /// a Subscription Identifier (MQTT-3.3.4-6), a Response Topic with
+    /// wildcards (MQTT-3.3.2-14), or one more QoS 2 publish in flight than
+    /// the Receive Maximum the server announced (0x93, MQTT-3.3.4-8).
+    fn check_v5_rules(&mut self, p: &Publish) -> Option<End> {
+        if self.level != 5 {
+            return None;
+        }
+        if !p.props.subscription_ids.is_empty() {
+            return Some(self.disconnect(
+                ReasonCode::ProtocolError,
+                "subscription identifier in a PUBLISH from the client",
+            ));
+        }
+        if p.props
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| !valid_topic(t))
+        {
+            return Some(self.disconnect(ReasonCode::ProtocolError, "invalid response topic"));
+        }
+        let max = usize::from(self.cfg.receive_maximum);
+        let pending = self.extras.as_ref().map_or(0, |e| e.qos2_seen.len());
+        let resent = self
+            .extras
+            .as_ref()
+            .is_some_and(|e| e.qos2_seen.contains(&p.pkid));
+        if p.qos == 2 && !resent && pending >= max {
+            return Some(self.disconnect(
+                ReasonCode::ReceiveMaximumExceeded,
+                "more QoS 2 publishes in flight than the Receive Maximum",
+            ));
+        }
+        None
+    }
+
+    /// A v5 publish whose Payload Format Indicator says UTF-8 but whose
+    /// payload is not: QoS 1/2 get 0x99 with nothing routed, QoS 0 (which
+    /// has no acknowledgement) a DISCONNECT.
+    fn check_payload_format(&self, p: &Publish) -> Option<Option<End>> {
+        if p.props.payload_format != Some(1) || std::str::from_utf8(&p.payload).is_ok() {
+            return None;
+        }
+        let why = "payload is not UTF-8 but its format indicator says so";
+        if p.qos == 0 {
+            return Some(Some(self.disconnect(ReasonCode::PayloadFormatInvalid, why)));
+        }
+        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+        let (level, kind) = (self.level, AckKind::for_qos(p.qos));
+        self.out
+            .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::PayloadFormatInvalid));
+        Some(None)
     }
 
     /// A v5 topic alias: an empty topic takes the alias's, a topic sets it.

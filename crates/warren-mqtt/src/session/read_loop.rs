@@ -160,6 +160,7 @@ impl Conn {
         if self.level == 5 {
             let code = match e {
                 CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,
+                CodecError::Protocol(_) => ReasonCode::ProtocolError,
                 _ => ReasonCode::MalformedPacket,
             };
             let text = e.to_string();

@@ -9,32 +9,43 @@ use std::sync::Arc;
 use warren_core::auth::{Access, Resource};
 use warren_core::queue::ConsumerSpec;
 use warren_core::vhost::QueueDeclare;
-use warren_core::{CoreError, Queue, Table, Value};
+use warren_core::{CoreError, Queue, Table};
 
-use super::{session_queue_name, Conn};
-use crate::codec::{self, Filter, Props, Publish};
-use crate::mapping::{amqp_to_props, GRANTED_QOS};
+use super::subscriptions::Sub;
+use super::{session_queue_name, Conn, End};
+use crate::codec::{self, Filter, Props, Publish, Subscribe};
+use crate::mapping::amqp_to_props;
 use crate::reason::ReasonCode;
 use crate::topic::{filter_to_key, shared_rest, swap, valid_filter};
 
 impl Conn {
     /// SUBSCRIBE: subscribe each filter, answer SUBACK, then send the
     /// retained messages its retain handling asks for.
-    pub(super) fn on_subscribe(&mut self, pkid: u16, filters: &[Filter]) {
-        let mut codes = Vec::with_capacity(filters.len());
-        let mut existed = Vec::with_capacity(filters.len());
-        for f in filters {
-            existed.push(self.ext().subscriptions.contains(&f.filter));
-            let code = self.subscribe(f);
+    pub(super) fn on_subscribe(&mut self, s: &Subscribe) -> Option<End> {
+        if s.filters
+            .iter()
+            .any(|f| f.no_local && shared_rest(&f.filter).is_some())
+        {
+            // MQTT-3.8.3-4: No Local on a shared subscription.
+            return Some(self.disconnect(
+                ReasonCode::ProtocolError,
+                "no-local on a shared subscription",
+            ));
+        }
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut existed = Vec::with_capacity(s.filters.len());
+        for f in &s.filters {
+            existed.push(self.consumer.subs.lock().contains(&f.filter));
+            let code = self.subscribe(f, s.id);
             if !code.is_failure() {
-                self.remember_options(f);
+                self.remember_no_local(f);
             }
             codes.push(code);
         }
-        let level = self.level;
+        let (level, pkid) = (self.level, s.pkid);
         self.out
             .push(|o| codec::write_suback(o, level, pkid, &codes));
-        for (f, existed) in filters.iter().zip(existed) {
+        for ((f, existed), code) in s.filters.iter().zip(existed).zip(&codes) {
             // Retain handling: 0 always, 1 only for a new
             // subscription, 2 never; never for shared subscriptions.
             let send = match f.retain_handling {
@@ -42,28 +53,21 @@ impl Conn {
                 1 => !existed,
                 _ => false,
             };
-            if send && shared_rest(&f.filter).is_none() {
+            if send && !code.is_failure() && shared_rest(&f.filter).is_none() {
                 self.send_retained(&f.filter);
             }
         }
         if let Some(q) = &self.queue {
             q.dispatch();
         }
+        None
     }
 
-    /// The per-filter options of a granted subscription (a resubscription
-    /// replaces them): retain-as-published and no-local.
-    fn remember_options(&mut self, f: &Filter) {
+    /// The no-local option of a granted subscription (a resubscription
+    /// replaces it); the other options live in the consumer's [`Sub`]s.
+    fn remember_no_local(&mut self, f: &Filter) {
         let ordinary = shared_rest(&f.filter).is_none();
-        {
-            let mut rap = self.consumer.retain_as_published.lock();
-            rap.retain(|x| x != &f.filter);
-            if f.retain_as_published && ordinary {
-                rap.push(f.filter.clone());
-            }
-        }
         let ext = self.ext();
-        ext.subscriptions.insert(f.filter.clone());
         ext.no_local.retain(|x| x != &f.filter);
         if f.no_local && ordinary {
             ext.no_local.push(f.filter.clone());
@@ -72,13 +76,20 @@ impl Conn {
     }
 
     /// UNSUBSCRIBE: forget the filters' options, leave shared groups,
-    /// remove the bindings, answer UNSUBACK.
+    /// remove the bindings, answer UNSUBACK (5.0: 0x11 for a filter that
+    /// had no subscription).
     pub(super) fn on_unsubscribe(&mut self, pkid: u16, filters: &[String]) {
+        let mut codes = Vec::with_capacity(filters.len());
         for f in filters {
-            let ext = self.ext();
-            ext.subscriptions.remove(f);
-            ext.no_local.retain(|x| x != f);
-            self.consumer.retain_as_published.lock().retain(|x| x != f);
+            let existed = self.consumer.subs.lock().remove(f);
+            codes.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+            if let Some(e) = self.extras.as_mut() {
+                e.no_local.retain(|x| x != f);
+            }
         }
         for f in filters {
             if let Some(q) = self.ext().shared_subs.remove(f) {
@@ -92,14 +103,15 @@ impl Conn {
                     .unbind_queue_except(&q.name, &x.name, &filter_to_key(f), None);
             }
         }
-        let (level, n) = (self.level, filters.len());
-        self.out.push(|o| codec::write_unsuback(o, level, pkid, n));
+        let level = self.level;
+        self.out
+            .push(|o| codec::write_unsuback(o, level, pkid, &codes));
     }
 
     /// Subscribe one filter; the granted QoS or a failure code.
-    fn subscribe(&mut self, f: &Filter) -> ReasonCode {
+    fn subscribe(&mut self, f: &Filter, id: Option<u32>) -> ReasonCode {
         if let Some(rest) = shared_rest(&f.filter) {
-            return self.subscribe_shared(f, rest);
+            return self.subscribe_shared(f, rest, id);
         }
         if !valid_filter(&f.filter) {
             tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
@@ -116,11 +128,10 @@ impl Conn {
         let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
             return ReasonCode::UnspecifiedError;
         };
-        // The granted QoS rides on the binding, so it is stored with the
-        // session and comes back after a reconnect or a restart.
-        let granted = f.qos.min(2);
-        let mut args = Table::default();
-        args.insert(GRANTED_QOS, Value::U8(granted));
+        // The options ride on the binding, so they are stored with the
+        // session and come back after a reconnect or a restart.
+        let sub = Sub::granted(f, f.qos.min(2), id);
+        let args = sub.binding_args();
         let key = filter_to_key(&f.filter);
         if let Err(e) = self.vhost.bind_queue(&q.name, &x.name, &key, &args, 0) {
             tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
@@ -131,13 +142,14 @@ impl Conn {
         let _ = self
             .vhost
             .unbind_queue_except(&q.name, &x.name, &key, Some(&args));
-        self.consumer.grant(granted);
+        let granted = sub.qos;
+        self.consumer.subs.lock().set(sub);
         ReasonCode::granted(granted)
     }
 
     /// `$share/group/filter`: members of a group consume one shared queue,
     /// so each message goes to one of them (round-robin, within credit).
-    fn subscribe_shared(&mut self, f: &Filter, rest: &str) -> ReasonCode {
+    fn subscribe_shared(&mut self, f: &Filter, rest: &str, id: Option<u32>) -> ReasonCode {
         let Some((group, filter)) = rest.split_once('/') else {
             return self.filter_invalid();
         };
@@ -145,6 +157,12 @@ impl Conn {
             return self.filter_invalid();
         }
         if self.ext().shared_subs.contains_key(&f.filter) {
+            // Already a member: the new options replace the old.
+            let mut subs = self.consumer.subs.lock();
+            let queue = subs.get(&f.filter).and_then(|s| s.shared_queue.clone());
+            let mut sub = Sub::granted(f, f.qos.min(2), id);
+            sub.shared_queue = queue;
+            subs.set(sub);
             return ReasonCode::granted(f.qos.min(2));
         }
         let Ok(x) = self.vhost.exchange(&self.cfg.exchange) else {
@@ -182,8 +200,10 @@ impl Conn {
             return ReasonCode::UnspecifiedError;
         }
         self.ext().shared_subs.insert(f.filter.clone(), q);
-        let granted = f.qos.min(2);
-        self.consumer.grant(granted);
+        let mut sub = Sub::granted(f, f.qos.min(2), id);
+        sub.shared_queue = Some(name.into());
+        let granted = sub.qos;
+        self.consumer.subs.lock().set(sub);
         ReasonCode::granted(granted)
     }
 
