@@ -187,6 +187,7 @@ fn mqtt_config(settings: &Settings) -> warren_mqtt::Config {
     warren_mqtt::Config {
         anonymous_user: settings.default_user.name.clone(),
         loopback_users: loopback_users(&settings.default_user),
+        max_keep_alive: settings.mqtt.max_keep_alive,
         ..Default::default()
     }
 }

@@ -23,7 +23,7 @@ pub struct Settings {
     /// AMQP listener.
     pub amqp: Amqp,
     /// MQTT listener.
-    pub mqtt: Listener,
+    pub mqtt: Mqtt,
     /// Management HTTP listener.
     pub http: Listener,
     /// Storage.
@@ -53,6 +53,16 @@ pub struct Amqp {
     pub channel_max: u16,
     /// Largest message body (bytes).
     pub max_message_size: usize,
+}
+
+/// MQTT listener settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Mqtt {
+    /// address:port.
+    pub bind: String,
+    /// Longest keep alive (seconds) an MQTT 5 client may use; longer or
+    /// none is answered with this as Server Keep Alive. 0: no limit.
+    pub max_keep_alive: u16,
 }
 
 /// A plain listener.
