@@ -2,6 +2,7 @@
 raw client (mqtt_raw) and with paho-mqtt. Each test names the statements
 it checks."""
 import queue
+import struct
 import time
 
 import paho.mqtt.client as mqtt
@@ -392,8 +393,78 @@ def test_server_keep_alive_is_announced_and_enforced(keepalive_broker):
     c = Raw(keepalive_broker.mqtt_port, b"ka", keep_alive=600)
     assert c.connack_props[r.SERVER_KEEP_ALIVE] == 2
     started = time.time()
-    assert c.closed()
+    assert c.disconnect_reason() == 0x8D  # keep alive timeout
     assert 2.5 <= time.time() - started < 8
+    assert c.closed()
     c = Raw(keepalive_broker.mqtt_port, b"ka-ok", keep_alive=1)
     assert r.SERVER_KEEP_ALIVE not in c.connack_props
+    c.close()
+
+
+def test_puback_says_no_matching_subscribers_and_quota_exceeded(broker):
+    """RabbitMQ's MQTT 5 answers: 0x10 when nothing took the message, 0x97
+    when a queue refused it (x-overflow reject-publish)."""
+    c = Raw(broker.mqtt_port, b"nomatch")
+    c.publish("nobody/listens", b"x", qos=QOS1, pkid=1)
+    _, ack = c.expect(r.PUBACK)
+    assert ack[2] == 0x10
+    ch = broker.connect().channel()
+    ch.queue_declare("full-q", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.queue_bind("full-q", "amq.topic", "full.t")
+    c.publish("full/t", b"1", qos=QOS1, pkid=2)
+    _, ack = c.expect(r.PUBACK)
+    assert ack == b"\x00\x02"  # success, no code
+    c.publish("full/t", b"2", qos=QOS1, pkid=3)
+    _, ack = c.expect(r.PUBACK)
+    assert ack[2] == 0x97
+    ch.queue_delete("full-q")
+    c.close()
+
+
+def test_pubrec_with_a_failure_code_ends_the_qos2_flow(broker):
+    """4.3.3: no PUBREL after a PUBREC of 0x80 or more; the id is free."""
+    c = Raw(broker.mqtt_port, b"rec-fail", connect_props=[(r.RECEIVE_MAXIMUM, 1)])
+    c.subscribe(1, ("recf/#", QOS2))
+    amqp_publish(broker, "recf.t", b"a")
+    amqp_publish(broker, "recf.t", b"b")
+    p = c.publish_in()
+    assert p.payload == b"a"
+    c.send(r.packet(0x50, struct.pack(">HB", p.pkid, 0x80)))
+    # The next message comes (the slot is free), and no PUBREL comes first.
+    q = c.publish_in()
+    assert q.payload == b"b"
+    c.ack(r.PUBREC, q.pkid)
+    _, body = c.expect(r.PUBREL)
+    assert body[:2] == struct.pack(">H", q.pkid)
+    c.ack(r.PUBCOMP, q.pkid)
+    c.close()
+
+
+def test_auth_without_a_method_and_publish_without_topic_are_protocol_errors(broker):
+    c = Raw(broker.mqtt_port, b"auth")
+    c.send(bytes([0xF0, 1, 0x18]))
+    assert c.disconnect_reason() == 0x82
+    c = Raw(broker.mqtt_port, b"notopic")
+    c.publish("", b"x")
+    assert c.disconnect_reason() == 0x82
+    assert broker.wait_log("PUBLISH without a topic")
+
+
+def test_repeated_user_properties_are_all_forwarded(broker):
+    """MQTT-3.3.2-17/18."""
+    c = Raw(broker.mqtt_port, b"users")
+    c.subscribe(1, ("up/#", 0))
+    ch = broker.connect().channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "amq.topic", "up.t")
+    pub = Raw(broker.mqtt_port, b"users-pub")
+    pairs = [(r.USER_PROPERTY, ("k", "1")), (r.USER_PROPERTY, ("other", "x")),
+             (r.USER_PROPERTY, ("k", "2"))]
+    pub.publish("up/t", b"x", qos=QOS1, pkid=1, pub_props=pairs)
+    pub.expect(r.PUBACK)
+    p = c.publish_in()
+    assert sorted(p.props[r.USER_PROPERTY]) == [("k", "1"), ("k", "2"), ("other", "x")]
+    method, props, body = next(ch.consume(q, auto_ack=True, inactivity_timeout=10))
+    assert props.headers["k"] == [b"1", b"2"] or props.headers["k"] == ["1", "2"]
+    pub.close()
     c.close()

@@ -72,6 +72,11 @@ pub fn amqp_to_props(m: &Message) -> Props {
                 out.payload_format = v.as_i64().filter(|&f| f == 1).map(|_| 1);
             } else if k == QOS_HEADER || k == NO_LOCAL_HEADER || k == RETAIN_HEADER {
                 continue;
+            } else if let Value::Array(items) = v {
+                // A user property given more than once (see add_user_property).
+                let strings = items.iter().filter_map(|i| i.as_str());
+                out.user
+                    .extend(strings.map(|s| (k.to_string(), s.to_string())));
             } else if let Some(s) = v.as_str() {
                 out.user.push((k.to_string(), s.to_string()));
             } else if let Some(i) = v.as_i64() {
@@ -111,12 +116,26 @@ pub fn plain_props(out: &mut BytesMut, qos: u8) {
     }
 }
 
+/// A v5 user property as an AMQP header. MQTT allows a name more than
+/// once and the server must forward all of them (MQTT-3.3.2-17/18); an AMQP
+/// table holds a name once, so repeats become an array under it.
+fn add_user_property(headers: &mut Table, k: &str, v: &str) {
+    match headers.0.iter_mut().find(|(name, _)| name == k) {
+        Some((_, Value::Array(items))) => items.push(Value::str(v)),
+        Some((_, first)) => {
+            let first = std::mem::replace(first, Value::Void);
+            headers.insert(k, Value::Array(vec![first, Value::str(v)]));
+        }
+        None => headers.insert(k, Value::str(v)),
+    }
+}
+
 /// AMQP properties for an MQTT publish: QoS 0/1+ -> delivery_mode 1/2, and
 /// the MQTT 5 properties RabbitMQ maps.
 pub fn props_to_amqp(p: &Publish, no_local_conn: Option<u64>) -> Bytes {
     let mut headers = Table::default();
     for (k, v) in &p.props.user {
-        headers.insert(k, Value::str(v));
+        add_user_property(&mut headers, k, v);
     }
     if let Some(t) = &p.props.response_topic {
         headers.insert(REPLY_TO_TOPIC_HEADER, Value::str(t));
@@ -242,7 +261,11 @@ mod tests {
             correlation_data: Some(Bytes::from_static(b"c1")),
             message_expiry: Some(7),
             payload_format: Some(1),
-            user: vec![("k".into(), "v".into())],
+            user: vec![
+                ("k".into(), "v".into()),
+                ("twice".into(), "1".into()),
+                ("twice".into(), "2".into()),
+            ],
             ..Default::default()
         };
         let m = message(

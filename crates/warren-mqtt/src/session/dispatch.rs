@@ -29,8 +29,8 @@ impl Conn {
                 self.settle_outbound(pkid, false);
                 None
             }
-            Packet::PubRec(pkid, _) => {
-                self.on_pubrec(pkid);
+            Packet::PubRec(pkid, code) => {
+                self.on_pubrec(pkid, code);
                 None
             }
             Packet::PubComp(pkid, _) => {
@@ -47,9 +47,11 @@ impl Conn {
                 None
             }
             Packet::Disconnect(code, props) => Some(self.on_disconnect(code, props.session_expiry)),
+            // No CONNECT is accepted with an authentication method, so an
+            // AUTH is always out of place (MQTT-4.12.0-1).
             Packet::Auth(_) => Some(self.disconnect(
-                ReasonCode::BadAuthenticationMethod,
-                "enhanced authentication is not supported",
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method",
             )),
         }
     }
@@ -108,9 +110,14 @@ impl Conn {
     }
 
     /// QoS 2, step 2: the client has the message; it will not be sent
-    /// again, only PUBREL until PUBCOMP.
-    fn on_pubrec(&self, pkid: u16) {
-        self.settle_outbound(pkid, true);
+    /// again, only PUBREL until PUBCOMP. A failure code ends the flow
+    /// there: the id is free, and no PUBREL follows (4.3.3).
+    fn on_pubrec(&self, pkid: u16, code: u8) {
+        let failed = code >= ReasonCode::UnspecifiedError.code();
+        self.settle_outbound(pkid, !failed);
+        if failed {
+            return;
+        }
         let level = self.level;
         self.out
             .push(|o| codec::write_ack(o, level, AckKind::PubRel, pkid, ReasonCode::Success));

@@ -115,8 +115,8 @@ struct Conn {
     /// Permission generation at which publishing was last found allowed.
     publish_ok: Option<u64>,
     registration: Registration,
-    /// (store sequence, PUBACK or PUBREC, packet id) to send once synced.
-    ack_after_sync: Option<(u64, crate::codec::AckKind, u16)>,
+    /// (store sequence, PUBACK or PUBREC, packet id, code) to send once synced.
+    ack_after_sync: Option<(u64, crate::codec::AckKind, u16, crate::reason::ReasonCode)>,
     /// The MQTT exchange, looked up at the first publish.
     exchange: Option<Arc<warren_core::Exchange>>,
     /// The session's place in the node, vhost and user connection counts

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use warren_core::auth::{Access, Resource};
 use warren_core::registry::ConnStats;
+use warren_core::vhost::Routed;
 use warren_core::{CoreError, DecodeError, Message};
 
 use super::{Conn, End};
@@ -34,6 +35,10 @@ impl Conn {
         }
         if let Err(end) = self.resolve_alias(&mut p) {
             return Some(end);
+        }
+        if p.topic.is_empty() {
+            // Neither a topic nor an alias standing for one (3.3.2.1).
+            return Some(self.disconnect(ReasonCode::ProtocolError, "PUBLISH without a topic"));
         }
         if !valid_topic(&p.topic) {
             return Some(self.disconnect(
@@ -64,8 +69,8 @@ impl Conn {
                 .push(|o| codec::write_ack(o, level, AckKind::PubRec, p.pkid, ReasonCode::Success));
             return None;
         }
-        let sync = match self.route(&p) {
-            Ok(s) => s,
+        let (sync, code) = match self.route(&p) {
+            Ok(r) => r,
             Err(e) => return Some(self.disconnect(ReasonCode::UnspecifiedError, &e.to_string())),
         };
         if p.qos == 0 {
@@ -74,11 +79,11 @@ impl Conn {
         let kind = AckKind::for_qos(p.qos);
         if let Some(seq) = sync {
             // QoS 1/2 acknowledgement only once the message is on disk.
-            self.ack_after_sync = Some((seq, kind, p.pkid));
+            self.ack_after_sync = Some((seq, kind, p.pkid, code));
             return None;
         }
         self.out
-            .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::Success));
+            .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
         ConnStats::add(&self.registration.info.stats.confirmed, 1);
         None
     }
@@ -207,8 +212,8 @@ impl Conn {
     }
 
     /// Route a PUBLISH (and keep it if retained); returns the store
-    /// sequence to wait for, if any.
-    fn route(&mut self, p: &Publish) -> Result<Option<u64>, PublishError> {
+    /// sequence to wait for, if any, and the acknowledgement's code.
+    fn route(&mut self, p: &Publish) -> Result<(Option<u64>, ReasonCode), PublishError> {
         // The MQTT exchange is looked up once, not per message (the lookup
         // takes the vhost's topology lock).
         if self.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
@@ -224,6 +229,19 @@ impl Conn {
         if let Some(m) = retained {
             self.shared.retained.upsert(&self.vhost.name, &p.topic, m);
         }
-        Ok(routed.sync_seq)
+        Ok((routed.sync_seq, ack_code(&routed, p.retain)))
+    }
+}
+
+/// The v5 acknowledgement of a routed publish, as RabbitMQ answers: 0x97
+/// when a queue refused it (`x-overflow: reject-publish`), 0x10 when no
+/// subscription took it (a retained one is still kept, so that is success).
+fn ack_code(routed: &Routed, retained: bool) -> ReasonCode {
+    if routed.rejected {
+        ReasonCode::QuotaExceeded
+    } else if routed.queues == 0 && !retained {
+        ReasonCode::NoMatchingSubscribers
+    } else {
+        ReasonCode::Success
     }
 }

@@ -75,7 +75,12 @@ impl Conn {
             };
             tokio::select! {
                 r = read => match r {
-                    Err(()) => return End::Abnormal("keep-alive timeout".into()),
+                    Err(()) => {
+                        if self.level == 5 {
+                            self.out.push(|o| codec::write_disconnect(o, ReasonCode::KeepAliveTimeout, "keep alive timeout"));
+                        }
+                        return End::Abnormal("keep-alive timeout".into());
+                    }
                     Ok(Ok(0)) => return End::Abnormal("socket closed without DISCONNECT".into()),
                     Ok(Err(e)) => return End::Abnormal(e.to_string()),
                     Ok(Ok(n)) => {
@@ -98,13 +103,13 @@ impl Conn {
     /// Send the acknowledgement left in `ack_after_sync` once the store has
     /// synced up to its sequence.
     async fn ack_when_synced(&mut self) {
-        if let Some((seq, kind, pkid)) = self.ack_after_sync.take() {
+        if let Some((seq, kind, pkid, code)) = self.ack_after_sync.take() {
             if let Some(rx) = self.sync_rx.as_mut() {
                 let _ = rx.wait_for(|s| s.synced >= seq).await;
             }
             let level = self.level;
             self.out
-                .push(|o| codec::write_ack(o, level, kind, pkid, ReasonCode::Success));
+                .push(|o| codec::write_ack(o, level, kind, pkid, code));
             ConnStats::add(&self.registration.info.stats.confirmed, 1);
         }
     }
