@@ -28,6 +28,17 @@ def amqp_publish(broker, key, body, persistent=True, **props):
     c.close()
 
 
+def wait_closed(broker, client_id, timeout=10):
+    """True once the broker has logged the end of `client_id`'s connection."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any("MQTT connection closed" in line and f"client_id={client_id}\n" in line
+               for line in broker.lines):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_connack_announces_the_servers_capabilities(broker):
     c = Raw(broker.mqtt_port, b"caps")
     p = c.connack_props
@@ -243,6 +254,9 @@ def test_offline_messages_of_an_expiring_session_arrive_in_order_with_dup_for_un
     p = c.publish_in()
     assert p.payload == b"m0" and not p.dup
     c.close()  # never acknowledged: comes back with DUP
+    # Published once the broker has seen the close, so that none of them
+    # was sent to the dead connection (which would rightly set DUP too).
+    assert wait_closed(broker, "offline5")
     for i in range(1, 4):
         amqp_publish(broker, "off.t", f"m{i}".encode())
     c = Raw(broker.mqtt_port, b"offline5", clean=False, connect_props=expiry)
@@ -468,3 +482,28 @@ def test_repeated_user_properties_are_all_forwarded(broker):
     assert props.headers["k"] == [b"1", b"2"] or props.headers["k"] == ["1", "2"]
     pub.close()
     c.close()
+
+
+def test_pubrel_is_sent_again_when_the_session_resumes(broker):
+    """MQTT-4.4.0-1: unacknowledged PUBRELs are resent with their ids."""
+    expiry = [(r.SESSION_EXPIRY, 300)]
+    c = Raw(broker.mqtt_port, b"pubrel-resume", connect_props=expiry)
+    c.subscribe(1, ("prr/#", QOS2))
+    pub = Raw(broker.mqtt_port, b"pubrel-resume-pub")
+    pub.publish("prr/t", b"x", qos=QOS2, pkid=1)
+    pub.expect(r.PUBREC)
+    pub.close()
+    p = c.publish_in()
+    assert p.qos == 2
+    c.ack(r.PUBREC, p.pkid)
+    _, body = c.expect(r.PUBREL)
+    c.close()  # before PUBCOMP
+    c = Raw(broker.mqtt_port, b"pubrel-resume", clean=False, connect_props=expiry)
+    assert c.session_present
+    _, body = c.expect(r.PUBREL)
+    assert body[:2] == struct.pack(">H", p.pkid)
+    c.ack(r.PUBCOMP, p.pkid)
+    # The message itself is not sent again.
+    amqp_publish(broker, "prr.t", b"next")
+    assert c.publish_in().payload == b"next"
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])

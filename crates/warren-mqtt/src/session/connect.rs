@@ -22,7 +22,7 @@ use super::aliases::OutAliases;
 use super::consumer::{Inflight, MqttConsumer};
 use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
-use crate::codec::{self, CodecError, Connect, Packet, Props, Will};
+use crate::codec::{self, AckKind, CodecError, Connect, Packet, Props, Will};
 use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
 use crate::topic::{will_refusal, Refusal};
 use crate::Config;
@@ -300,8 +300,13 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     tracing::info!(peer = %ctx.peer, client_id = %client_id, vhost = %vhost.name, level, "MQTT connection opened");
     let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
     conn.lease = Some(lease);
+    let pending = ctx
+        .shared
+        .pending
+        .take(&(conn.vhost.name.to_string(), conn.client_id.clone()));
     if session_present {
         conn.restore_subscriptions();
+        conn.resend_pubrels(pending);
     }
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
@@ -489,7 +494,7 @@ fn new_conn(
         .topic_alias_maximum
         .map(|m| m.min(cfg.topic_alias_maximum))
         .filter(|&m| m > 0)
-        .map(|m| Mutex::new(OutAliases::new(m)));
+        .map(|m| Box::new(Mutex::new(OutAliases::new(m))));
     let conn_id = broker.next_id();
     let registration = broker.registry.register(ConnectionInfo::new(
         conn_id,
@@ -541,6 +546,18 @@ fn new_conn(
 }
 
 impl Conn {
+    /// MQTT-4.4.0-1: a resumed session sends again the PUBRELs its last
+    /// connection had not seen completed, with their packet ids.
+    fn resend_pubrels(&self, ids: Vec<u16>) {
+        let level = self.level;
+        let mut inf = self.consumer.inflight.lock();
+        for id in ids {
+            inf.released.insert(id);
+            self.out
+                .push(|o| codec::write_ack(o, level, AckKind::PubRel, id, ReasonCode::Success));
+        }
+    }
+
     /// A persistent session delivers with the options its subscriptions
     /// were granted, kept on their bindings.
     fn restore_subscriptions(&self) {

@@ -58,8 +58,9 @@ pub(super) struct MqttConsumer {
     /// The client's Maximum Packet Size: larger deliveries are dropped for
     /// it (MQTT-3.1.2-25), not sent.
     pub(super) max_packet: usize,
-    /// Topic aliases, when the client accepts any.
-    pub(super) aliases: Option<Mutex<OutAliases>>,
+    /// Topic aliases, when the client accepts any (boxed: most do not,
+    /// and idle connections should not pay for the map).
+    pub(super) aliases: Option<Box<Mutex<OutAliases>>>,
 }
 
 impl MqttConsumer {

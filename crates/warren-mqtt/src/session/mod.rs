@@ -37,6 +37,7 @@ mod aliases;
 mod connect;
 mod consumer;
 mod dispatch;
+mod pending;
 mod publish;
 mod read_loop;
 mod subscribe;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub(crate) takeover: Takeover,
     /// Retained messages.
     pub(crate) retained: Retained,
+    /// PUBRELs to send again when a session resumes.
+    pending: pending::PendingReleases,
     /// The outbox keep-alive setting of every MQTT connection (none).
     no_heartbeat: Arc<Mutex<Option<Duration>>>,
     /// The broker's memory and disk alarms: publishers are not read while one is on.
@@ -171,6 +174,10 @@ pub async fn handle(
     let key = (conn.vhost.name.to_string(), conn.client_id.clone());
     // The session is left as it should be found before anyone is told.
     conn.cleanup();
+    if conn.persistent && conn.expiry != Some(Duration::ZERO) {
+        let released = conn.consumer.inflight.lock().released.drain().collect();
+        shared.pending.keep(key.clone(), released);
+    }
     shared.takeover.detach(&key, epoch);
     let mut timers = false;
     if let End::Abnormal(why) = &end {
