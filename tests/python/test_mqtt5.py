@@ -507,3 +507,17 @@ def test_pubrel_is_sent_again_when_the_session_resumes(broker):
     amqp_publish(broker, "prr.t", b"next")
     assert c.publish_in().payload == b"next"
     c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+
+
+def test_a_will_with_an_invalid_topic_is_refused_at_connect(broker):
+    body = r.string(b"MQTT") + bytes([5, 0x04 | 0x02]) + struct.pack(">H", 60) + b"\x00"
+    body += r.string(b"bad-will") + b"\x00" + r.string(b"status/#") + r.string(b"gone")
+    s = Raw.__new__(Raw)
+    s.level = 5
+    import socket
+    s.s = socket.create_connection(("127.0.0.1", broker.mqtt_port), timeout=10)
+    s.send(r.packet(0x10, body))
+    _, ack = s.expect(r.CONNACK)
+    assert ack[1] == 0x90
+    assert s.closed()
+    assert broker.wait_log("invalid will topic")

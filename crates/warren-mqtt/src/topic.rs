@@ -153,12 +153,12 @@ pub fn publish_refusal(level: u8, qos: u8, topic: &str) -> Option<Refusal> {
     })
 }
 
-/// The answer to a CONNECT whose will topic cannot be a routing key, or
-/// None when it can. MQTT 5.0 lists 0x90 Topic Name invalid among the
-/// CONNACK reason codes for exactly this: a will topic the server does not
-/// accept.
+/// The answer to a CONNECT whose will topic is not a valid topic name or
+/// cannot be a routing key, or None when it is fine. MQTT 5.0 lists 0x90
+/// Topic Name invalid among the CONNACK reason codes for exactly this: a
+/// will topic the server does not accept.
 pub fn will_refusal(level: u8, topic: &str) -> Option<Refusal> {
-    if fits_routing_key(topic) {
+    if fits_routing_key(topic) && valid_topic(topic) {
         return None;
     }
     Some(if level == 5 {
@@ -246,6 +246,8 @@ mod tests {
             assert_eq!(publish_refusal(4, qos, &long), Some(Refusal::Close));
         }
         assert_eq!(will_refusal(5, &long), Some(Refusal::Connack(invalid)));
+        assert_eq!(will_refusal(5, "a/+"), Some(Refusal::Connack(invalid)));
+        assert_eq!(will_refusal(4, ""), Some(Refusal::Close));
         assert_eq!(will_refusal(4, &long), Some(Refusal::Close));
     }
 }

@@ -24,7 +24,7 @@ use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, AckKind, CodecError, Connect, Packet, Props, Will};
 use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
-use crate::topic::{will_refusal, Refusal};
+use crate::topic::{valid_topic, will_refusal, Refusal};
 use crate::Config;
 
 /// What the handshake hands to the session loop.
@@ -355,13 +355,20 @@ fn effective_keep_alive(cfg: &Config, c: &Connect) -> u16 {
     server.filter(|_| c.level == 5).unwrap_or(c.keep_alive)
 }
 
-/// A will topic that cannot be an AMQP routing key is refused now rather
-/// than dropped when the will would be published.
+/// A will topic that is not a valid topic name (empty, wildcards) or
+/// cannot be an AMQP routing key is refused now rather than dropped when
+/// the will would be published.
 fn check_will(c: &Connect) -> Result<(), Refused> {
     let Some(w) = &c.will else {
         return Ok(());
     };
-    let why = || format!("will topic of {} bytes is longer than 255", w.topic.len());
+    let why = || {
+        if valid_topic(&w.topic) {
+            format!("will topic of {} bytes is longer than 255", w.topic.len())
+        } else {
+            format!("invalid will topic '{}'", w.topic)
+        }
+    };
     match will_refusal(c.level, &w.topic) {
         None => Ok(()),
         Some(Refusal::Connack(code)) => Err(Refused::Connack {

@@ -89,7 +89,15 @@ impl Conn {
                         }
                     }
                 },
-                reason = info.close_requested() => return self.close_requested(&reason),
+                reason = info.close_requested() => {
+                    // What the client sent before it was asked to go still
+                    // counts: a DISCONNECT there (say, with session expiry
+                    // 0) must not lose to the takeover it raced with.
+                    if let Some(end) = self.read_what_is_there(rd, buf).await {
+                        return end;
+                    }
+                    return self.close_requested(&reason);
+                }
                 _ = shutdown.changed() => {
                     if self.level == 5 {
                         self.out.push(|o| codec::write_disconnect(o, ReasonCode::ServerShuttingDown, "server shutting down"));
@@ -97,6 +105,23 @@ impl Conn {
                     return End::Clean;
                 }
             }
+        }
+    }
+
+    /// Read what the socket already holds, without waiting, and handle the
+    /// complete packets in it; the end they bring, if any.
+    async fn read_what_is_there(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+    ) -> Option<End> {
+        buf.reserve(128);
+        // A zero timeout still polls the read once: data the reactor has
+        // seen is read, nothing is waited for.
+        let _ = tokio::time::timeout(Duration::ZERO, rd.read_buf(buf)).await;
+        match self.drain(buf) {
+            Step::End(end) => Some(end),
+            Step::Read | Step::Sync => None,
         }
     }
 
