@@ -20,6 +20,7 @@ pub mod trie;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::RwLock;
 use warren_store::{Log, QueueKey, Recovered};
 
@@ -60,26 +61,69 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One retained message.
-#[derive(Clone)]
+/// One retained message, compact: a million of them are held for a long
+/// time, so key, properties and body share one allocation of their own
+/// (never a slice pinning a read buffer or a recovered segment), and the
+/// [`Message`] is rebuilt when one is sent.
 struct Entry {
-    message: Message,
+    exchange: Arc<str>,
+    /// Routing key, properties, body.
+    data: Bytes,
+    /// Bytes of key and properties at the start of `data`.
+    meta_len: u32,
+    key_len: u8,
+    store_id: u64,
     /// Ms since the epoch after which it is gone.
     deadline: Option<u64>,
 }
 
 impl Entry {
+    fn new(m: &Message, deadline: Option<u64>) -> Entry {
+        let (meta, key_len) = m.meta();
+        let mut data = Vec::with_capacity(meta.len() + m.body.len());
+        data.extend_from_slice(meta);
+        data.extend_from_slice(&m.body);
+        Entry {
+            exchange: m.exchange.clone(),
+            data: Bytes::from(data),
+            meta_len: meta.len() as u32,
+            key_len,
+            store_id: m.store_id,
+            deadline,
+        }
+    }
+
+    /// The routing key (the topic in key form).
+    fn key(&self) -> &str {
+        // Kept from a message, whose key is UTF-8.
+        std::str::from_utf8(&self.data[..self.key_len as usize]).unwrap_or_default()
+    }
+
+    fn message(&self) -> Option<Message> {
+        let at = self.meta_len as usize;
+        let meta = self.data.slice(..at);
+        let mut m = Message::new(
+            self.exchange.clone(),
+            meta,
+            self.key_len,
+            self.data.slice(at..),
+        )
+        .ok()?;
+        m.store_id = self.store_id;
+        Some(m)
+    }
+
     fn expired(&self, now: u64) -> bool {
         self.deadline.is_some_and(|d| d <= now)
     }
 
-    fn hit(&self, now: u64) -> Hit {
-        Hit {
-            message: self.message.clone(),
+    fn hit(&self, now: u64) -> Option<Hit> {
+        Some(Hit {
+            message: self.message()?,
             remaining: self
                 .deadline
                 .map(|d| Duration::from_millis(d.saturating_sub(now))),
-        }
+        })
     }
 }
 
@@ -172,7 +216,7 @@ impl Retained {
             ));
         }
         let topic = message.routing_key().to_string();
-        let old = trie.insert(&topic, Entry { message, deadline });
+        let old = trie.insert(&topic, Entry::new(&message, deadline));
         self.forget(old.as_ref());
         seq
     }
@@ -187,7 +231,7 @@ impl Retained {
     /// Log the removal of a replaced or cleared message.
     fn forget(&self, old: Option<&Entry>) -> Option<u64> {
         let (log, key) = self.store.as_ref()?;
-        let id = old?.message.store_id;
+        let id = old?.store_id;
         (id != 0).then(|| log.append_remove(id, key))
     }
 
@@ -199,22 +243,20 @@ impl Retained {
         let max = max.max(1);
         let mut hits = Vec::with_capacity(max.min(256));
         let mut expired = Vec::new();
-        let mut last: Option<&Message> = None;
+        let mut last: Option<&Entry> = None;
         let trie = self.trie.read();
         let done = trie.walk(filter, after, system, &mut |e: &Entry| {
-            last = Some(&e.message);
+            last = Some(e);
             if e.expired(now) {
-                expired.push(e.message.routing_key().to_string());
+                expired.push(e.key().to_string());
                 // Expired entries count toward the page: a walk over
                 // millions of them still returns between pages.
                 return hits.len() + expired.len() < max;
             }
-            hits.push(e.hit(now));
+            hits.extend(e.hit(now));
             hits.len() + expired.len() < max
         });
-        let next = (!done)
-            .then(|| last.map(|m| m.routing_key().to_string()))
-            .flatten();
+        let next = (!done).then(|| last.map(|e| e.key().to_string())).flatten();
         drop(trie);
         self.drop_expired(&expired, now);
         Chunk { hits, next }
@@ -285,12 +327,12 @@ impl Retained {
             };
             message.store_id = id;
             let deadline = stored_deadline(&message);
-            let entry = Entry { message, deadline };
+            let entry = Entry::new(&message, deadline);
             if entry.expired(now) {
                 self.forget_id(id);
                 continue;
             }
-            let topic = entry.message.routing_key().to_string();
+            let topic = message.routing_key().to_string();
             let old = trie.insert(&topic, entry);
             self.forget(old.as_ref());
         }

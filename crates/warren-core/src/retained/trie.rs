@@ -22,9 +22,10 @@ pub const REST: &str = "#";
 /// Topics whose first level starts with this are hidden from wildcards.
 const SYSTEM: char = '$';
 
-/// One topic level and what hangs below it.
+/// One topic level and what hangs below it. The value is boxed: nodes sit
+/// inline in their parent's map, whose leaves are then a few times smaller.
 struct Node<V> {
-    value: Option<V>,
+    value: Option<Box<V>>,
     children: BTreeMap<Box<str>, Node<V>>,
 }
 
@@ -72,11 +73,11 @@ impl<V> Trie<V> {
         for level in topic.split('.') {
             node = node.children.entry(Box::from(level)).or_default();
         }
-        let old = node.value.replace(v);
+        let old = node.value.replace(Box::new(v));
         if old.is_none() {
             self.len += 1;
         }
-        old
+        old.map(|b| *b)
     }
 
     /// The value of `topic`.
@@ -85,7 +86,7 @@ impl<V> Trie<V> {
         for level in topic.split('.') {
             node = node.children.get(level)?;
         }
-        node.value.as_ref()
+        node.value.as_deref()
     }
 
     /// Take the value of `topic` out, pruning branches left empty.
@@ -217,14 +218,14 @@ impl Walk {
 /// Visit the value of `node` unless the walk resumes after it.
 fn visit<'a, V>(node: &'a Node<V>, after: Option<&[&str]>, f: &mut impl FnMut(&'a V) -> Go) -> Go {
     match (&node.value, after) {
-        (Some(v), None) => f(v),
+        (Some(v), None) => f(&**v),
         _ => true,
     }
 }
 
 fn remove_at<V>(node: &mut Node<V>, levels: &[&str]) -> Option<V> {
     let Some((first, rest)) = levels.split_first() else {
-        return node.value.take();
+        return node.value.take().map(|b| *b);
     };
     let child = node.children.get_mut(*first)?;
     let v = remove_at(child, rest)?;
@@ -235,7 +236,7 @@ fn remove_at<V>(node: &mut Node<V>, levels: &[&str]) -> Option<V> {
 }
 
 fn drain<V>(node: Node<V>, out: &mut Vec<V>) {
-    out.extend(node.value);
+    out.extend(node.value.map(|b| *b));
     for (_, child) in node.children {
         drain(child, out);
     }
