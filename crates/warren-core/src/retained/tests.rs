@@ -149,3 +149,27 @@ fn qos_of_a_hit() {
     r.put(t);
     assert_eq!(r.chunk("b", None, 1, false).hits[0].qos(), 0);
 }
+
+#[test]
+fn the_pseudo_queue_cannot_be_declared() {
+    let v = crate::test_support::vhost();
+    let d = crate::vhost::QueueDeclare {
+        name: RETAINED_QUEUE.into(),
+        durable: true,
+        server_named: true,
+        ..Default::default()
+    };
+    assert!(v.declare_queue(&d, 0).is_err());
+    assert!(v.queues().is_empty());
+}
+
+#[test]
+fn deleting_a_vhost_drops_its_retained_messages() {
+    let b = crate::Broker::new(None);
+    let v = b.add_vhost("team");
+    v.retained.put(msg("a", b"x", None));
+    assert_eq!(v.retained.len(), 1);
+    assert!(b.delete_vhost("team"));
+    assert!(v.retained.is_empty());
+    assert!(b.add_vhost("team").retained.is_empty());
+}
