@@ -521,3 +521,24 @@ def test_a_will_with_an_invalid_topic_is_refused_at_connect(broker):
     assert ack[1] == 0x90
     assert s.closed()
     assert broker.wait_log("invalid will topic")
+
+
+def test_retained_messages_carry_the_subscription_identifier_and_respect_packet_size(broker):
+    pub = Raw(broker.mqtt_port, b"ret-pub")
+    pub.publish("retid/small", b"s", qos=QOS1, pkid=1, retain=True)
+    pub.expect(r.PUBACK)
+    pub.publish("retid/big", b"b" * 300, qos=QOS1, pkid=2, retain=True)
+    pub.expect(r.PUBACK)
+    c = Raw(broker.mqtt_port, b"ret-sub", connect_props=[(r.MAXIMUM_PACKET_SIZE, 120)])
+    assert c.subscribe(1, ("retid/#", QOS1), sub_props=[(r.SUBSCRIPTION_ID, 11)]) == [1]
+    p = c.publish_in()
+    assert (p.topic, p.retain, p.props[r.SUBSCRIPTION_ID]) == ("retid/small", True, [11])
+    c.ack(r.PUBACK, p.pkid)
+    # The big one is over the client's limit: never sent; the next packet is ours.
+    amqp_publish(broker, "retid.after", b"after")
+    assert c.publish_in().payload == b"after"
+    for t in ("retid/small", "retid/big"):
+        pub.publish(t, b"", qos=QOS1, pkid=3, retain=True)
+        pub.expect(r.PUBACK)
+    pub.close()
+    c.close()

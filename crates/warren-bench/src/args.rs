@@ -33,6 +33,12 @@ pub struct Args {
     /// Speak MQTT (3.1.1) instead of AMQP: runs the mqtt-* scenarios.
     #[arg(long)]
     pub mqtt: bool,
+    /// Retained topics the `retained` MQTT scenario fills.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retained: u64,
+    /// Exact-topic SUBSCRIBEs the `retained` scenario times.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribes: usize,
     /// Instead of scenarios: leave this many persistent 16-byte messages in
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]

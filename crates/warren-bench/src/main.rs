@@ -10,6 +10,7 @@ mod fill;
 mod mqtt;
 mod proc_stats;
 mod report;
+mod retained;
 mod scenarios;
 
 use anyhow::Result;
@@ -63,6 +64,15 @@ async fn run_mqtt(args: &Args) -> Result<()> {
         match mqtt::run(addr, user, pass, args.pid, args.seconds, &spec).await {
             Ok(o) => report::mqtt_row(args, &spec, &o),
             Err(e) => report::failed(args, spec.name, &e),
+        }
+    }
+    // Only when named: it leaves a million retained topics behind.
+    if wanted.0.contains(&"retained") {
+        let creds = (args.user.as_str(), args.password.as_str());
+        let run = retained::run(&args.addr, creds, args.pid, args.retained, args.subscribes);
+        match run.await {
+            Ok(o) => report::retained(args, &o),
+            Err(e) => report::failed(args, "retained", &e),
         }
     }
     if wanted.has("mqtt-idle") {

@@ -20,12 +20,12 @@ use crate::proc_stats::{self, Sample};
 /// MQTT control packet types (the high nibble of the first byte).
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
-const PUBLISH: u8 = 3;
-const PUBACK: u8 = 4;
-const SUBSCRIBE: u8 = 8;
-const SUBACK: u8 = 9;
+pub(crate) const PUBLISH: u8 = 3;
+pub(crate) const PUBACK: u8 = 4;
+pub(crate) const SUBSCRIBE: u8 = 8;
+pub(crate) const SUBACK: u8 = 9;
 /// SUBSCRIBE's fixed-header flags (reserved bits 0010).
-const SUBSCRIBE_FLAGS: u8 = 0x02;
+pub(crate) const SUBSCRIBE_FLAGS: u8 = 0x02;
 /// CONNECT flags: clean session, user name, password.
 const CLEAN_SESSION: u8 = 0x02;
 const USER_NAME: u8 = 0x80;
@@ -33,12 +33,12 @@ const PASSWORD: u8 = 0x40;
 /// Protocol level of MQTT 3.1.1.
 const LEVEL_3_1_1: u8 = 4;
 
-fn put_str(b: &mut BytesMut, s: &[u8]) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &[u8]) {
     b.put_u16(s.len() as u16);
     b.put_slice(s);
 }
 
-fn put_len(b: &mut BytesMut, mut n: usize) {
+pub(crate) fn put_len(b: &mut BytesMut, mut n: usize) {
     loop {
         let mut x = (n & 0x7f) as u8;
         n >>= 7;
@@ -52,20 +52,20 @@ fn put_len(b: &mut BytesMut, mut n: usize) {
     }
 }
 
-fn packet(out: &mut BytesMut, first: u8, body: &[u8]) {
+pub(crate) fn packet(out: &mut BytesMut, first: u8, body: &[u8]) {
     out.put_u8(first);
     put_len(out, body.len());
     out.put_slice(body);
 }
 
-struct Conn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    buf: BytesMut,
+pub(crate) struct Conn {
+    pub(crate) rd: OwnedReadHalf,
+    pub(crate) wr: OwnedWriteHalf,
+    pub(crate) buf: BytesMut,
 }
 
 impl Conn {
-    async fn connect(addr: &str, id: &str, user: &str, pass: &str) -> Result<Conn> {
+    pub(crate) async fn connect(addr: &str, id: &str, user: &str, pass: &str) -> Result<Conn> {
         let s = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -94,7 +94,7 @@ impl Conn {
         Ok(c)
     }
 
-    async fn next_packet(&mut self, wait: Duration) -> Result<(u8, Vec<u8>)> {
+    pub(crate) async fn next_packet(&mut self, wait: Duration) -> Result<(u8, Vec<u8>)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some((first, hdr, len)) = peek(&self.buf) {
@@ -111,7 +111,7 @@ impl Conn {
         }
     }
 
-    async fn subscribe(&mut self, filter: &str, qos: u8) -> Result<()> {
+    pub(crate) async fn subscribe(&mut self, filter: &str, qos: u8) -> Result<()> {
         let mut b = BytesMut::new();
         b.put_u16(1);
         put_str(&mut b, filter.as_bytes());
@@ -128,7 +128,7 @@ impl Conn {
 }
 
 /// (first byte, header length, body length) of a complete packet.
-fn peek(b: &[u8]) -> Option<(u8, usize, usize)> {
+pub(crate) fn peek(b: &[u8]) -> Option<(u8, usize, usize)> {
     let mut len = 0usize;
     let mut i = 1;
     loop {

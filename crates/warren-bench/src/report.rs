@@ -103,3 +103,20 @@ pub fn mqtt_idle(args: &Args, kib: Option<f64>) {
         None => println!("| {} | mqtt-idle | (pass --pid for RSS) |", args.label),
     }
 }
+
+/// The `retained` scenario: fill rate, exact-topic latency, `#` stream rate.
+pub fn retained(args: &Args, o: &crate::retained::Outcome) {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let rss = match o.rss {
+        Some((fill, peak)) => format!(
+            "{:.0} MiB after fill, {:.0} MiB peak during #",
+            mib(fill),
+            mib(peak)
+        ),
+        None => "(pass --pid for RSS)".into(),
+    };
+    println!(
+        "| {} | retained | {} topics | fill {:.0} msg/s | exact SUBSCRIBE->message p50 {} us p99 {} us ({} subscribes) | # {:.0} msg/s | {rss} |",
+        args.label, o.topics, o.fill_rate, o.exact.0, o.exact.1, o.subscribes, o.all_rate
+    );
+}

@@ -8,6 +8,7 @@ use warren_store::{
     BindingDef, Definitions, ExchangeDef, PermissionDef, QueueDef, Recovery, UserDef,
 };
 
+use crate::retained::RETAINED_QUEUE;
 use crate::{auth, vhost, Broker, Message};
 
 impl Broker {
@@ -211,6 +212,10 @@ impl Broker {
     fn restore_messages(&self, recovery: &mut Recovery) -> usize {
         let mut messages = 0usize;
         for (key, msgs) in std::mem::take(&mut recovery.queues) {
+            if key.queue == RETAINED_QUEUE {
+                self.restore_retained(&key, msgs);
+                continue;
+            }
             let q = self
                 .vhost(&key.vhost)
                 .and_then(|v| v.queue(&key.queue).ok());
@@ -236,5 +241,25 @@ impl Broker {
             }));
         }
         messages
+    }
+
+    /// The retained messages of a vhost, back into its retained store;
+    /// those of a vhost that no longer exists are dropped from the log.
+    fn restore_retained(&self, key: &warren_store::QueueKey, msgs: Vec<warren_store::Recovered>) {
+        if let Some(v) = self.vhost(&key.vhost) {
+            let n = v.retained.restore(msgs);
+            tracing::info!(vhost = %key.vhost, "{n} retained messages recovered");
+            return;
+        }
+        tracing::warn!(
+            "{} retained messages of unknown vhost '{}' dropped",
+            msgs.len(),
+            key.vhost
+        );
+        if let Some(s) = &self.store {
+            for m in &msgs {
+                s.log.append_remove(m.id, key);
+            }
+        }
     }
 }

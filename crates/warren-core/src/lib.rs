@@ -15,6 +15,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod registry;
+pub mod retained;
 mod tasks;
 #[cfg(test)]
 mod test_support;
@@ -206,6 +207,7 @@ impl Broker {
         for q in v.queues() {
             v.remove_queue(&q);
         }
+        v.retained.drop_all();
         self.users.clear_vhost(name);
         self.orphans.lock().retain(|x| x.vhost != name);
         self.orphan_bindings.lock().retain(|b| b.vhost != name);

@@ -18,6 +18,7 @@ mod listing;
 mod metrics;
 mod process;
 mod rates;
+mod retained;
 mod routes;
 
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::auth::{Authed, Read};
-use crate::{admin, definitions, limits, listing, metrics, MgmtState};
+use crate::{admin, definitions, limits, listing, metrics, retained, MgmtState};
 
 /// The routes: API, metrics and the web page.
 pub fn router(state: MgmtState) -> Router {
@@ -98,6 +98,12 @@ pub fn router(state: MgmtState) -> Router {
             get(definitions::export).post(definitions::import),
         )
         .route("/api/plugins", get(listing::plugins))
+        .route("/api/mqtt/retained", get(retained::all))
+        .route("/api/mqtt/retained/{vhost}", get(retained::of_vhost))
+        .route(
+            "/api/mqtt/retained/{vhost}/{topic}",
+            delete(retained::delete),
+        )
         .route("/metrics", get(metrics::metrics))
         .route("/", get(page))
         .route("/index.html", get(page));

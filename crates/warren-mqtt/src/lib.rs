@@ -5,15 +5,15 @@
 //!
 //! `codec` reads and writes packets with the codes of `reason`; `session`
 //! serves one connection over the routing core, using the topic rules of
-//! `topic`, the property `mapping`, the listener-wide `takeover` registry
-//! and `retained` store, and `will` for wills.
+//! `topic`, the property `mapping`, the listener-wide `takeover` registry,
+//! and `will` for wills. Retained messages live in the vhost's retained
+//! store (`warren_core::retained`), durable and indexed by topic.
 
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod mapping;
 pub mod reason;
-pub mod retained;
 pub mod session;
 pub mod takeover;
 pub mod topic;

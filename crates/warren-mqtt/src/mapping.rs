@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_core::props::Properties;
+use warren_core::retained::DEADLINE_HEADER;
 use warren_core::{DecodeError, Message, Table, Value};
 
 use crate::codec::{Props, Publish};
 use crate::topic::{fits_routing_key, swap_byte};
 
-/// Header carrying the MQTT QoS of a publish across AMQP (RabbitMQ's name).
-pub const QOS_HEADER: &str = "x-mqtt-publish-qos";
+/// Header carrying the MQTT QoS of a publish across AMQP (RabbitMQ's name;
+/// the retained store reads it too).
+pub const QOS_HEADER: &str = warren_core::retained::QOS_HEADER;
 /// Header naming the connection that published a message, set only when
 /// that connection has a no-local subscription matching the topic.
 pub const NO_LOCAL_HEADER: &str = "x-mqtt-no-local";
@@ -70,7 +72,11 @@ pub fn amqp_to_props(m: &Message) -> Props {
                 out.response_topic = v.as_str().map(String::from);
             } else if k == PAYLOAD_FORMAT_HEADER {
                 out.payload_format = v.as_i64().filter(|&f| f == 1).map(|_| 1);
-            } else if k == QOS_HEADER || k == NO_LOCAL_HEADER || k == RETAIN_HEADER {
+            } else if k == QOS_HEADER
+                || k == NO_LOCAL_HEADER
+                || k == RETAIN_HEADER
+                || k == DEADLINE_HEADER
+            {
                 continue;
             } else if let Value::Array(items) = v {
                 // A user property given more than once (see add_user_property).

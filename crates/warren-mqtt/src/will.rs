@@ -44,14 +44,14 @@ pub fn on_abnormal_end(
         delay = delay.min(e);
     }
     if delay.is_zero() {
-        publish(&owner.vhost, cfg, shared, &owner.client_id, &w);
+        publish(&owner.vhost, cfg, &owner.client_id, &w);
         return false;
     }
     let (cfg, shared) = (cfg.clone(), shared.clone());
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         if shared.takeover.is_latest(&owner.key, owner.epoch) {
-            publish(&owner.vhost, &cfg, &shared, &owner.client_id, &w);
+            publish(&owner.vhost, &cfg, &owner.client_id, &w);
         }
         shared.takeover.forget(&owner.key, owner.epoch);
     });
@@ -59,7 +59,7 @@ pub fn on_abnormal_end(
 }
 
 /// Publish a will message (now, or from a will-delay timer).
-fn publish(vhost: &VHost, cfg: &Config, shared: &Shared, client_id: &str, w: &Will) {
+fn publish(vhost: &VHost, cfg: &Config, client_id: &str, w: &Will) {
     let p = Publish {
         dup: false,
         qos: w.qos,
@@ -77,7 +77,7 @@ fn publish(vhost: &VHost, cfg: &Config, shared: &Shared, client_id: &str, w: &Wi
         return;
     };
     if p.retain {
-        shared.retained.upsert(&vhost.name, &p.topic, msg.clone());
+        vhost.retained.put(msg.clone());
     }
     let routed = vhost
         .exchange(&cfg.exchange)

@@ -51,6 +51,9 @@ pub struct Outbox {
     notify: Notify,
     /// Signalled when a writer task ends.
     ended: Notify,
+    /// Signalled after each flush and on close, for producers that wait
+    /// for room ([`Outbox::room`]) rather than leave a queue behind.
+    drained: Notify,
     /// Keep-alive interval (AMQP heartbeat); a writer with one never lingers out.
     heartbeat: Arc<Mutex<Option<Duration>>>,
     keepalive: KeepAlive,
@@ -78,6 +81,7 @@ impl Outbox {
             }),
             notify: Notify::new(),
             ended: Notify::new(),
+            drained: Notify::new(),
             heartbeat,
             keepalive,
             runtime: tokio::runtime::Handle::current(),
@@ -139,6 +143,33 @@ impl Outbox {
         true
     }
 
+    /// True while the buffer is under its limit and the outbox open: a
+    /// producer that streams (retained messages) may push more.
+    pub fn has_room(&self) -> bool {
+        let inner = self.inner.lock();
+        !inner.closed && inner.buf.len() <= HIGH_WATER
+    }
+
+    /// True once closed: nothing pushed is sent any more.
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
+    /// Wait until [`Outbox::has_room`] holds or the outbox is closed.
+    pub async fn room(&self) {
+        loop {
+            let mut drained = std::pin::pin!(self.drained.notified());
+            drained.as_mut().enable();
+            {
+                let inner = self.inner.lock();
+                if inner.closed || inner.buf.len() <= HIGH_WATER {
+                    return;
+                }
+            }
+            drained.await;
+        }
+    }
+
     /// Stop accepting frames; a running writer flushes what is there and
     /// ends. Without one, the socket is dropped here, which sends FIN.
     pub fn close(&self) {
@@ -148,6 +179,7 @@ impl Outbox {
         drop(inner);
         drop(socket);
         self.notify.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Wait until no writer task runs (after [`Outbox::close`]: everything
@@ -197,6 +229,7 @@ impl Outbox {
                     q.dispatch();
                 }
             }
+            self.drained.notify_waiters();
             if closed {
                 let pending = { !self.inner.lock().buf.is_empty() };
                 if !pending {

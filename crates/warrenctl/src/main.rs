@@ -11,7 +11,7 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use client::{Client, CtlError};
-use commands::{definitions, lists, permissions, queues, status, users, vhosts};
+use commands::{definitions, lists, permissions, queues, retained, status, users, vhosts};
 
 fn main() {
     let cli = Cli::parse();
@@ -36,6 +36,8 @@ fn run(cli: &Cli, c: &Client) -> Result<(), CtlError> {
         Cmd::ListUsers { columns } => lists::users(cli, c, columns),
         Cmd::ListVhosts { columns } => lists::vhosts(cli, c, columns),
         Cmd::ListPermissions { columns } => lists::permissions(cli, c, columns),
+        Cmd::ListRetained { columns } => retained::list(cli, c, columns),
+        Cmd::DeleteRetained { topic } => retained::delete(cli, c, topic),
         Cmd::AddUser { name, new_password } => users::add(cli, c, name, new_password),
         Cmd::DeleteUser { name } => users::delete(cli, c, name),
         Cmd::ChangePassword { name, new_password } => {

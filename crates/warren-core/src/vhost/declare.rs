@@ -207,6 +207,13 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
+        // The retained store's pseudo-queue in the log: never a queue, even
+        // from recovered definitions, or its key would be shared.
+        if name == crate::retained::RETAINED_QUEUE {
+            return Err(CoreError::AccessRefused(format!(
+                "queue name '{name}' is reserved for retained messages"
+            )));
+        }
         if reserved(&name) && !d.name.is_empty() && !d.server_named {
             return Err(CoreError::AccessRefused(format!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"

@@ -35,6 +35,7 @@ use crate::error::{CoreError, Result};
 use crate::exchange::{Exchange, TypeRegistry};
 use crate::limits::VhostLimits;
 use crate::queue::Queue;
+use crate::retained::Retained;
 use crate::value::Table;
 
 /// The vhost's names, under its `topology` lock.
@@ -58,6 +59,8 @@ pub struct VHost {
     /// RabbitMQ's vhost limits and the vhost's connection count; shared
     /// with the connections' leases.
     pub limits: Arc<VhostLimits>,
+    /// The vhost's retained messages (MQTT), stored through the same log.
+    pub retained: Retained,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -81,6 +84,7 @@ impl VHost {
         let v = VHost {
             name: Arc::from(name),
             types,
+            retained: Retained::new(name, log.clone()),
             log,
             on_change,
             topology: RwLock::new(Topology::default()),

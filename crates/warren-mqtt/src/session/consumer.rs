@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use warren_core::registry::ConnStats;
 use warren_core::{Consumer, Delivery, Message, Queue, Value};
 use warren_net::outbox::Outbox;
@@ -18,19 +19,29 @@ use super::{Conn, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, Props};
 use crate::mapping::{amqp_to_props, publish_qos, NO_LOCAL_HEADER, RETAIN_HEADER};
 
+/// Where an in-flight delivery came from.
+pub(super) enum Sent {
+    /// A queue's delivery, settled on it once acknowledged.
+    Queued(Arc<Queue>, Delivery),
+    /// A retained message (`retained.rs`): nothing to settle.
+    Retained,
+}
+
 /// QoS 1/2 deliveries the client has not finished acknowledging.
 #[derive(Default)]
 pub(super) struct Inflight {
     next: u16,
     /// QoS 1/2 deliveries waiting for PUBACK / PUBREC.
-    pub(super) by_id: HashMap<u16, (Arc<Queue>, Delivery)>,
+    pub(super) by_id: HashMap<u16, Sent>,
     /// QoS 2 deliveries past PUBREC, waiting for PUBCOMP.
     pub(super) released: HashSet<u16>,
+    /// Told when slots may have freed up (retained streams wait on it).
+    pub(super) freed: Arc<Notify>,
 }
 
 impl Inflight {
     /// A packet id no in-flight delivery uses.
-    fn next_id(&mut self) -> u16 {
+    pub(super) fn next_id(&mut self) -> u16 {
         loop {
             self.next = self.next.wrapping_add(1).max(1);
             let n = self.next;
@@ -196,7 +207,7 @@ impl Consumer for MqttConsumer {
         }
         ConnStats::add(&self.stats.delivered, 1);
         if qos > 0 {
-            inf.by_id.insert(pkid, (queue.clone(), d));
+            inf.by_id.insert(pkid, Sent::Queued(queue.clone(), d));
         } else {
             queue.settle([&d]);
         }
@@ -211,25 +222,39 @@ impl Consumer for MqttConsumer {
 impl Conn {
     /// PUBACK or PUBREC for one of our deliveries: settle it on its queue.
     pub(super) fn settle_outbound(&self, pkid: u16, released: bool) {
-        let taken = {
+        let (taken, freed) = {
             let mut inf = self.consumer.inflight.lock();
             let t = inf.by_id.remove(&pkid);
             if released && t.is_some() {
                 inf.released.insert(pkid);
             }
-            t
+            (t, inf.freed.clone())
         };
-        if let Some((q, d)) = taken {
-            ConnStats::add(&self.registration.info.stats.acked, 1);
-            q.settle([&d]);
-            q.dispatch();
+        match taken {
+            Some(Sent::Queued(q, d)) => {
+                ConnStats::add(&self.registration.info.stats.acked, 1);
+                q.settle([&d]);
+                q.dispatch();
+            }
+            Some(Sent::Retained) => {
+                ConnStats::add(&self.registration.info.stats.acked, 1);
+                if let Some(q) = &self.queue {
+                    q.dispatch();
+                }
+            }
+            None => return,
         }
+        freed.notify_waiters();
     }
 
     /// PUBCOMP: the QoS 2 flow of a delivery is done; its slot frees up.
     pub(super) fn on_pubcomp(&self, pkid: u16) {
-        let freed = self.consumer.inflight.lock().released.remove(&pkid);
+        let (freed, notify) = {
+            let mut inf = self.consumer.inflight.lock();
+            (inf.released.remove(&pkid), inf.freed.clone())
+        };
         if freed {
+            notify.notify_waiters();
             let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());
             for q in self.queue.iter().chain(shared) {
                 q.dispatch();
@@ -245,7 +270,10 @@ impl Conn {
             .lock()
             .by_id
             .drain()
-            .map(|(_, v)| v)
+            .filter_map(|(_, v)| match v {
+                Sent::Queued(q, d) => Some((q, d)),
+                Sent::Retained => None,
+            })
             .collect();
         for (q, d) in inflight {
             q.requeue([d]);

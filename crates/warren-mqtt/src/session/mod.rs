@@ -8,8 +8,9 @@
 //! restarts.
 //!
 //! `connect.rs` is the CONNECT handshake, `read_loop.rs` the session loop,
-//! `dispatch.rs` hands each packet to `publish.rs` or `subscribe.rs`, and
-//! `consumer.rs` writes deliveries back out.
+//! `dispatch.rs` hands each packet to `publish.rs` or `subscribe.rs`,
+//! `consumer.rs` writes deliveries back out, and `retained.rs` sends the
+//! retained messages of new subscriptions.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,7 +30,6 @@ use warren_core::vhost::QueueDeclare;
 use warren_core::{Broker, Queue, RouteScratch, Table, VHost, Value};
 use warren_net::outbox::Outbox;
 
-use crate::retained::Retained;
 use crate::takeover::Takeover;
 use crate::{will, Config};
 
@@ -40,6 +40,7 @@ mod dispatch;
 mod pending;
 mod publish;
 mod read_loop;
+mod retained;
 mod subscribe;
 mod subscriptions;
 
@@ -52,8 +53,6 @@ pub use crate::topic::{filter_to_key, matches, swap, valid_filter, valid_topic};
 pub struct Shared {
     /// The live connection and latest epoch of every client id.
     pub(crate) takeover: Takeover,
-    /// Retained messages.
-    pub(crate) retained: Retained,
     /// PUBRELs to send again when a session resumes.
     pending: pending::PendingReleases,
     /// The outbox keep-alive setting of every MQTT connection (none).

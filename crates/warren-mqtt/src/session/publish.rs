@@ -226,10 +226,10 @@ impl Conn {
         let x = self.exchange.as_ref().expect("looked up above");
         let routed = self.vhost.publish(x, msg, &mut self.scratch)?;
         self.backlogged |= routed.backlogged;
-        if let Some(m) = retained {
-            self.shared.retained.upsert(&self.vhost.name, &p.topic, m);
-        }
-        Ok((routed.sync_seq, ack_code(&routed, p.retain)))
+        // The retained copy is stored too (every QoS, as mosquitto and
+        // RabbitMQ do); the acknowledgement waits for the later record.
+        let kept = retained.and_then(|m| self.vhost.retained.put(m));
+        Ok((routed.sync_seq.max(kept), ack_code(&routed, p.retain)))
     }
 }
 

@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: bindings of the session queue (the granted
 //! QoS rides on the binding), `$share/group/filter` shared queues,
-//! no-local and retain-as-published state, and retained messages for new
-//! subscriptions.
+//! no-local and retain-as-published state; the retained messages for new
+//! subscriptions are sent by `retained.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,10 +13,9 @@ use warren_core::{CoreError, Queue, Table};
 
 use super::subscriptions::Sub;
 use super::{session_queue_name, Conn, End};
-use crate::codec::{self, Filter, Props, Publish, Subscribe};
-use crate::mapping::amqp_to_props;
+use crate::codec::{self, Filter, Subscribe};
 use crate::reason::ReasonCode;
-use crate::topic::{filter_to_key, shared_rest, swap, valid_filter};
+use crate::topic::{filter_to_key, shared_rest, valid_filter};
 
 impl Conn {
     /// SUBSCRIBE: subscribe each filter, answer SUBACK, then send the
@@ -47,14 +46,15 @@ impl Conn {
             .push(|o| codec::write_suback(o, level, pkid, &codes));
         for ((f, existed), code) in s.filters.iter().zip(existed).zip(&codes) {
             // Retain handling: 0 always, 1 only for a new
-            // subscription, 2 never; never for shared subscriptions.
+            // subscription, 2 never; never for shared subscriptions
+            // nor refused ones.
             let send = match f.retain_handling {
                 0 => true,
                 1 => !existed,
                 _ => false,
             };
             if send && !code.is_failure() && shared_rest(&f.filter).is_none() {
-                self.send_retained(&f.filter);
+                self.send_retained(&f.filter, f.qos.min(2), s.id);
             }
         }
         if let Some(q) = &self.queue {
@@ -250,28 +250,6 @@ impl Conn {
     pub(super) fn leave_shared(&self, q: &Arc<Queue>, filter: &str) {
         if q.remove_consumer(self.conn_id, filter) {
             self.vhost.remove_queue(q);
-        }
-    }
-
-    /// Send the retained messages matching `filter` (QoS 0, RETAIN=1).
-    fn send_retained(&self, filter: &str) {
-        let found = self.shared.retained.matching(&self.vhost.name, filter);
-        let level = self.level;
-        for m in found {
-            let p = Publish {
-                dup: false,
-                qos: 0,
-                retain: true,
-                topic: swap(m.routing_key()),
-                pkid: 0,
-                props: if level == 5 {
-                    amqp_to_props(&m)
-                } else {
-                    Props::default()
-                },
-                payload: m.body.clone(),
-            };
-            self.out.push(|o| codec::write_publish(o, level, &p));
         }
     }
 }

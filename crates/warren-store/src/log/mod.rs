@@ -264,13 +264,15 @@ impl Log {
         seq
     }
 
-    /// A queue let go of message `id` (ack, reject, expiry, purge...).
-    pub fn append_remove(&self, id: u64, q: &QueueKey) {
+    /// A queue let go of message `id` (ack, reject, expiry, purge...);
+    /// returns the sequence number to wait for when the removal must be
+    /// durable before an acknowledgement (a cleared retained message).
+    pub fn append_remove(&self, id: u64, q: &QueueKey) -> u64 {
         let mut rec = Vec::with_capacity(32 + q.vhost.len() + q.queue.len());
         encode_marker(&mut rec, Kind::Remove, id, q);
         let mut p = self.pending.lock();
         p.release(id, q);
-        self.push(&mut p, &rec);
+        self.push(&mut p, &rec)
     }
 
     /// Message `id` was handed to a consumer; after a restart it comes back

@@ -68,6 +68,10 @@ pub(crate) enum Cmd {
     ListVhosts { columns: Vec<String> },
     /// Permissions in the vhost.
     ListPermissions { columns: Vec<String> },
+    /// MQTT retained messages of the vhost (default: topic qos payload_bytes expires_in).
+    ListRetained { columns: Vec<String> },
+    /// Clear the retained message of an MQTT topic in the vhost.
+    DeleteRetained { topic: String },
     /// Create a user.
     AddUser {
         name: String,

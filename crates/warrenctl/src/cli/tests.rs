@@ -85,3 +85,15 @@ fn flags_and_defaults_of_commands() {
     assert!(Cli::try_parse_from(["warrenctl", "add_user", "bob"]).is_err());
     assert!(Cli::try_parse_from(["warrenctl", "no_such_command"]).is_err());
 }
+
+#[test]
+fn retained_commands() {
+    let c = parse(&["list_retained", "-p", "v1"]);
+    assert_eq!(c.vhost, "v1");
+    assert!(matches!(c.cmd, Cmd::ListRetained { ref columns } if columns.is_empty()));
+    let c = parse(&["delete_retained", "sensors/1/a b"]);
+    let Cmd::DeleteRetained { topic } = c.cmd else {
+        panic!("delete_retained");
+    };
+    assert_eq!(topic, "sensors/1/a b");
+}

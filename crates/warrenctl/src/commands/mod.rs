@@ -5,6 +5,7 @@ pub(crate) mod definitions;
 pub(crate) mod lists;
 pub(crate) mod permissions;
 pub(crate) mod queues;
+pub(crate) mod retained;
 pub(crate) mod status;
 pub(crate) mod users;
 pub(crate) mod vhosts;
