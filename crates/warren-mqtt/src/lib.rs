@@ -6,7 +6,9 @@
 //! `codec` reads and writes packets with the codes of `reason`; `session`
 //! serves one connection over the routing core, using the topic rules of
 //! `topic`, the property `mapping`, the listener-wide `takeover` registry
-//! and `retained` store, and `will` for wills.
+//! and `retained` store, and `will` for wills. `websocket` is the Web MQTT
+//! listener: the same sessions over WebSocket (path `/ws`, subprotocol
+//! `mqtt`).
 
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod retained;
 pub mod session;
 pub mod takeover;
 pub mod topic;
+pub mod websocket;
 pub mod will;
 
 use std::sync::Arc;
@@ -59,16 +62,30 @@ impl Default for Config {
     }
 }
 
+/// The sockets MQTT is served on; all share one session state (takeover,
+/// retained messages), so a client id is one session whichever it uses.
+pub struct Listeners {
+    /// Plain MQTT over TCP.
+    pub tcp: TcpListener,
+    /// MQTT over WebSocket (RabbitMQ's Web MQTT), when enabled.
+    pub ws: Option<TcpListener>,
+}
+
 /// Accept MQTT connections until `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     broker: Arc<Broker>,
     cfg: Config,
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
-    warren_net::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
+    let web = listeners.ws.map(|ws| {
+        let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
+        tokio::spawn(websocket::serve(ws, broker, cfg, shared, shutdown.clone()))
+    });
+    let tcp = listeners.tcp;
+    warren_net::listener::accept_loop(tcp, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
             stream,
             peer,
@@ -79,4 +96,7 @@ pub async fn serve(
         )
     })
     .await;
+    if let Some(web) = web {
+        let _ = web.await;
+    }
 }

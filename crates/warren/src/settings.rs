@@ -22,8 +22,8 @@ pub enum SettingsError {
 pub struct Settings {
     /// AMQP listener.
     pub amqp: Amqp,
-    /// MQTT listener.
-    pub mqtt: Listener,
+    /// MQTT listeners (TCP and WebSocket).
+    pub mqtt: Mqtt,
     /// Management HTTP listener.
     pub http: Listener,
     /// Storage.
@@ -53,6 +53,16 @@ pub struct Amqp {
     pub channel_max: u16,
     /// Largest message body (bytes).
     pub max_message_size: usize,
+}
+
+/// MQTT listener settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Mqtt {
+    /// address:port of MQTT over TCP.
+    pub bind: String,
+    /// address:port of MQTT over WebSocket (path `/ws`, RabbitMQ's Web
+    /// MQTT); empty: no WebSocket listener.
+    pub ws_bind: String,
 }
 
 /// A plain listener.
@@ -144,6 +154,8 @@ pub struct Overrides {
     pub amqp_bind: Option<String>,
     /// --mqtt-bind
     pub mqtt_bind: Option<String>,
+    /// --mqtt-ws-bind
+    pub mqtt_ws_bind: Option<String>,
     /// --http-bind
     pub http_bind: Option<String>,
     /// --data-dir
@@ -185,6 +197,7 @@ impl Settings {
         };
         b = set(b, "amqp.bind", &flags.amqp_bind)?;
         b = set(b, "mqtt.bind", &flags.mqtt_bind)?;
+        b = set(b, "mqtt.ws_bind", &flags.mqtt_ws_bind)?;
         b = set(b, "http.bind", &flags.http_bind)?;
         b = set(
             b,
@@ -212,6 +225,7 @@ mod tests {
         assert_eq!(s.memory.high_watermark, 0.4);
         assert_eq!(s.memory.high_watermark_bytes, None);
         assert_eq!(s.disk.free_limit_bytes, 50_000_000);
+        assert_eq!(s.mqtt.ws_bind, "0.0.0.0:15675");
         let s = Settings::load(
             None,
             &Overrides {
