@@ -33,6 +33,10 @@ pub struct Args {
     /// Speak MQTT (3.1.1) instead of AMQP: runs the mqtt-* scenarios.
     #[arg(long)]
     pub mqtt: bool,
+    /// With --mqtt: also run every scenario over WebSocket (ws://ADDR/ws),
+    /// right after the same scenario over TCP.
+    #[arg(long)]
+    pub ws_addr: Option<String>,
     /// Instead of scenarios: leave this many persistent 16-byte messages in
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]

@@ -24,7 +24,9 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink as _, Stream as _};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -116,7 +118,7 @@ where
         .write_buffer_size(0)
         .max_message_size(Some(ep.max_message))
         .max_frame_size(Some(ep.max_message));
-    let check = |req: &Request, resp: Response| check_upgrade(req, resp, peer, ep);
+    let check = Check { peer, ep };
     // Boxed: the handshake's state is freed once the upgrade is done.
     let upgrade = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
         stream,
@@ -134,18 +136,38 @@ where
             return None;
         }
     };
-    let shared = Arc::new(Mutex::new(Shared {
-        ws,
-        close: None,
-        close_sent: false,
-    }));
-    let closer = WsCloser {
-        shared: shared.clone(),
-    };
-    Some((WsTransport { shared, local }, closer))
+    Some(WsTransport::new(ws, local))
+}
+
+impl<S> WsTransport<S> {
+    /// Wrap an upgraded stream of either role (warren-bench uses a
+    /// client's); the closer sends the final close frame.
+    pub fn new(ws: WebSocketStream<S>, local: Option<SocketAddr>) -> (Self, WsCloser<S>) {
+        let shared = Arc::new(Mutex::new(Shared {
+            ws,
+            close: None,
+            close_sent: false,
+        }));
+        let closer = WsCloser {
+            shared: shared.clone(),
+        };
+        (WsTransport { shared, local }, closer)
+    }
 }
 
 /// The upgrade request's checks: the path, then the subprotocol (echoed).
+struct Check<'a> {
+    peer: SocketAddr,
+    ep: &'a Endpoint,
+}
+
+impl Callback for Check<'_> {
+    fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+        check_upgrade(req, resp, self.peer, self.ep)
+    }
+}
+
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
 fn check_upgrade(
     req: &Request,
     mut resp: Response,
