@@ -5,15 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test clients (pika, paho-mqtt, prometheus-client, mosquitto-clients, chromium)"
+echo "== installing test clients (pika, paho-mqtt, prometheus-client, mosquitto-clients, chromium, MQTT.js)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 missing=()
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 # Headless Chromium renders the management web page in test_operator.py.
 command -v chromium >/dev/null || missing+=(chromium)
+# npm installs MQTT.js, which the browser test loads in Chromium.
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
 fi
+# Pinned by tests/browser/package-lock.json; no browser download (Chromium comes from apt).
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== building"
 cargo build --workspace --all-targets

@@ -28,6 +28,8 @@ class Broker:
             {
                 "WARREN_AMQP__BIND": "127.0.0.1:0",
                 "WARREN_MQTT__BIND": "127.0.0.1:0",
+                # A free port, not Web MQTT's 15675: brokers run side by side.
+                "WARREN_MQTT__WS_BIND": "127.0.0.1:0",
                 "WARREN_HTTP__BIND": "127.0.0.1:0",
                 "WARREN_STORE__DIR": str(tmp_path / "data"),
                 "RUST_LOG": env.get("RUST_LOG", "info"),
@@ -41,6 +43,8 @@ class Broker:
         self.amqp_port = None
         self.http_port = None
         self.mqtt_port = None
+        self.ws_port = None
+        self.ws_enabled = env["WARREN_MQTT__WS_BIND"] != ""
         bound = threading.Event()
 
         def pump():
@@ -49,6 +53,9 @@ class Broker:
                 m = re.search(r"MQTT listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.mqtt_port = int(m.group(1))
+                m = re.search(r"MQTT WebSocket listener bound on [\d.]+:(\d+)", line)
+                if m:
+                    self.ws_port = int(m.group(1))
                 m = re.search(r"HTTP listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.http_port = int(m.group(1))
@@ -121,9 +128,12 @@ class Broker:
 
     def _wait_ports(self):
         deadline = time.time() + 10
-        while (self.http_port is None or self.mqtt_port is None) and time.time() < deadline:
+        def missing():
+            ws = self.ws_enabled and self.ws_port is None
+            return self.http_port is None or self.mqtt_port is None or ws
+        while missing() and time.time() < deadline:
             time.sleep(0.01)
-        return self.mqtt_port is not None
+        return not missing()
 
     def restart(self):
         self.stop()

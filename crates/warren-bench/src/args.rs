@@ -39,6 +39,10 @@ pub struct Args {
     /// Exact-topic SUBSCRIBEs the `retained` scenario times.
     #[arg(long, default_value_t = 1000)]
     pub subscribes: usize,
+    /// With --mqtt: also run every scenario over WebSocket (ws://ADDR/ws),
+    /// right after the same scenario over TCP.
+    #[arg(long)]
+    pub ws_addr: Option<String>,
     /// Instead of scenarios: leave this many persistent 16-byte messages in
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]

@@ -8,6 +8,7 @@ mod args;
 mod common;
 mod fill;
 mod mqtt;
+mod mqtt_transport;
 mod proc_stats;
 mod report;
 mod retained;
@@ -17,6 +18,7 @@ use anyhow::Result;
 use clap::Parser;
 
 use args::Args;
+use mqtt_transport::Target;
 
 /// Which scenarios `--scenarios` asks for.
 struct Wanted<'a>(Vec<&'a str>);
@@ -56,14 +58,26 @@ async fn run_amqp(args: &Args) -> Result<()> {
 async fn run_mqtt(args: &Args) -> Result<()> {
     let wanted = Wanted::new(&args.scenarios);
     report::mqtt_header();
+    // With --ws-addr every scenario runs over TCP, then over WebSocket.
+    let mut targets = vec![Target {
+        addr: args.addr.clone(),
+        ws: false,
+    }];
+    targets.extend(args.ws_addr.iter().map(|a| Target {
+        addr: a.clone(),
+        ws: true,
+    }));
+    let (user, pass) = (&args.user, &args.password);
     for spec in mqtt::scenarios() {
         if !wanted.has(spec.name) {
             continue;
         }
-        let (addr, user, pass) = (&args.addr, &args.user, &args.password);
-        match mqtt::run(addr, user, pass, args.pid, args.seconds, &spec).await {
-            Ok(o) => report::mqtt_row(args, &spec, &o),
-            Err(e) => report::failed(args, spec.name, &e),
+        for target in &targets {
+            let label = report::label(args, target);
+            match mqtt::run(target, user, pass, args.pid, args.seconds, &spec).await {
+                Ok(o) => report::mqtt_row(&label, &spec, &o),
+                Err(e) => report::failed_labelled(&label, spec.name, &e),
+            }
         }
     }
     // Only when named: it leaves a million retained topics behind.
@@ -76,9 +90,10 @@ async fn run_mqtt(args: &Args) -> Result<()> {
         }
     }
     if wanted.has("mqtt-idle") {
-        let (addr, user, pass) = (&args.addr, &args.user, &args.password);
-        let kib = mqtt::idle(addr, user, pass, args.pid, args.idle_connections).await?;
-        report::mqtt_idle(args, kib);
+        for target in &targets {
+            let kib = mqtt::idle(target, user, pass, args.pid, args.idle_connections).await?;
+            report::mqtt_idle(&report::label(args, target), args, kib);
+        }
     }
     Ok(())
 }

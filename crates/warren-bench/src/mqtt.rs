@@ -11,10 +11,9 @@ use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use crate::common::{percentile, read_until_done, wait_for_room};
+use crate::mqtt_transport::{Reader, Target, Writer};
 use crate::proc_stats::{self, Sample};
 
 /// MQTT control packet types (the high nibble of the first byte).
@@ -59,18 +58,20 @@ pub(crate) fn packet(out: &mut BytesMut, first: u8, body: &[u8]) {
 }
 
 pub(crate) struct Conn {
-    pub(crate) rd: OwnedReadHalf,
-    pub(crate) wr: OwnedWriteHalf,
+    pub(crate) rd: Reader,
+    pub(crate) wr: Writer,
     pub(crate) buf: BytesMut,
 }
 
+/// Write and flush (a WebSocket sends its message on flush; free on TCP).
+async fn send(wr: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
 impl Conn {
-    pub(crate) async fn connect(addr: &str, id: &str, user: &str, pass: &str) -> Result<Conn> {
-        let s = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        s.set_nodelay(true)?;
-        let (rd, wr) = s.into_split();
+    pub(crate) async fn connect(target: &Target, id: &str, user: &str, pass: &str) -> Result<Conn> {
+        let (rd, wr) = target.connect().await?;
         let mut c = Conn {
             rd,
             wr,
@@ -86,7 +87,7 @@ impl Conn {
         put_str(&mut b, pass.as_bytes());
         let mut out = BytesMut::new();
         packet(&mut out, CONNECT << 4, &b);
-        c.wr.write_all(&out).await?;
+        send(&mut c.wr, &out).await?;
         let (kind, body) = c.next_packet(Duration::from_secs(10)).await?;
         if kind != CONNACK || body.get(1) != Some(&0) {
             bail!("CONNACK refused: {body:?}");
@@ -118,7 +119,7 @@ impl Conn {
         b.put_u8(qos);
         let mut out = BytesMut::new();
         packet(&mut out, SUBSCRIBE << 4 | SUBSCRIBE_FLAGS, &b);
-        self.wr.write_all(&out).await?;
+        send(&mut self.wr, &out).await?;
         let (kind, _) = self.next_packet(Duration::from_secs(10)).await?;
         if kind != SUBACK {
             bail!("expected SUBACK");
@@ -271,7 +272,7 @@ async fn subscriber(mut c: Conn, qos: u8, shared: Arc<Shared>) -> Result<()> {
             c.buf.advance(hdr + len);
         }
         if !acks.is_empty() {
-            c.wr.write_all(&acks).await?;
+            send(&mut c.wr, &acks).await?;
             acks.clear();
         }
         shared.delivered.fetch_add(n, Ordering::Relaxed);
@@ -335,7 +336,7 @@ async fn publisher(
             payload[..8].copy_from_slice(&now.to_le_bytes());
             put_publish(&mut out, &topic, spec.qos, pkid, &payload);
         }
-        wr.write_all(&out).await?;
+        send(&mut wr, &out).await?;
         out.clear();
         sent += batch;
         shared.published.fetch_add(batch, Ordering::Relaxed);
@@ -347,7 +348,7 @@ async fn publisher(
 
 /// The publisher's read side: count PUBACKs until `done`.
 async fn count_pubacks(
-    mut rd: OwnedReadHalf,
+    mut rd: Reader,
     mut buf: BytesMut,
     acked: Arc<AtomicU64>,
     shared: Arc<Shared>,
@@ -366,9 +367,9 @@ async fn count_pubacks(
     }
 }
 
-/// Run one scenario against `addr`.
+/// Run one scenario against `target`.
 pub async fn run(
-    addr: &str,
+    target: &Target,
     user: &str,
     pass: &str,
     pid: Option<u32>,
@@ -384,7 +385,7 @@ pub async fn run(
         progress: tokio::sync::Notify::new(),
     });
     let tag = spec.name;
-    let mut sub = Conn::connect(addr, &format!("{tag}-sub"), user, pass).await?;
+    let mut sub = Conn::connect(target, &format!("{tag}-{}-sub", target.via()), user, pass).await?;
     let filter = if spec.publishers > 1 {
         format!("bench/{tag}/+/data")
     } else {
@@ -394,7 +395,15 @@ pub async fn run(
     let sub_task = tokio::spawn(subscriber(sub, spec.qos, shared.clone()));
     let mut pubs = Vec::new();
     for i in 0..spec.publishers {
-        pubs.push(Conn::connect(addr, &format!("{tag}-pub{i}"), user, pass).await?);
+        pubs.push(
+            Conn::connect(
+                target,
+                &format!("{tag}-{}-pub{i}", target.via()),
+                user,
+                pass,
+            )
+            .await?,
+        );
     }
     let before = Sample::take(pid);
     let start = Instant::now();
@@ -437,7 +446,7 @@ pub async fn run(
 
 /// Open `n` idle MQTT connections and report broker RSS per connection.
 pub async fn idle(
-    addr: &str,
+    target: &Target,
     user: &str,
     pass: &str,
     pid: Option<u32>,
@@ -446,7 +455,7 @@ pub async fn idle(
     let before = Sample::take(pid);
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        conns.push(Conn::connect(addr, &format!("idle-{i}"), user, pass).await?);
+        conns.push(Conn::connect(target, &format!("idle-{}-{i}", target.via()), user, pass).await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = Sample::take(pid);

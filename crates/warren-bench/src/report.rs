@@ -4,6 +4,7 @@
 use crate::amqp_load::Outcome;
 use crate::args::Args;
 use crate::mqtt;
+use crate::mqtt_transport::Target;
 use crate::scenarios::Spec;
 
 /// Broker CPU and RSS cells, or dashes without a pid.
@@ -54,12 +55,21 @@ pub fn mqtt_header() {
     println!("|---|---|---|---|---|---|---|---|---|");
 }
 
+/// The broker column of an MQTT row: the label, plus "ws" over WebSocket.
+pub fn label(args: &Args, target: &Target) -> String {
+    if target.ws {
+        format!("{} ws", args.label)
+    } else {
+        args.label.clone()
+    }
+}
+
 /// One MQTT scenario's row.
-pub fn mqtt_row(args: &Args, spec: &mqtt::Spec, o: &mqtt::Outcome) {
+pub fn mqtt_row(label: &str, spec: &mqtt::Spec, o: &mqtt::Outcome) {
     let (cpu, rss) = usage_cells(o.broker);
     println!(
         "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0}% |",
-        args.label,
+        label,
         spec.name,
         o.published,
         o.delivered,
@@ -73,7 +83,12 @@ pub fn mqtt_row(args: &Args, spec: &mqtt::Spec, o: &mqtt::Outcome) {
 
 /// The row of a scenario that failed.
 pub fn failed(args: &Args, name: &str, e: &anyhow::Error) {
-    println!("| {} | {} | failed: {e:#} |", args.label, name);
+    failed_labelled(&args.label, name, e);
+}
+
+/// The row of a scenario that failed, under `label`.
+pub fn failed_labelled(label: &str, name: &str, e: &anyhow::Error) {
+    println!("| {label} | {name} | failed: {e:#} |");
 }
 
 /// AMQP idle connections: broker RSS growth, when the pid is known.
@@ -94,13 +109,13 @@ pub fn amqp_idle(args: &Args, rss: Option<(u64, u64)>) {
 }
 
 /// MQTT idle connections: KiB of broker RSS per connection.
-pub fn mqtt_idle(args: &Args, kib: Option<f64>) {
+pub fn mqtt_idle(label: &str, args: &Args, kib: Option<f64>) {
     match kib {
         Some(kib) => println!(
-            "| {} | mqtt-idle | {} connections | {kib:.1} KiB per connection |",
-            args.label, args.idle_connections
+            "| {label} | mqtt-idle | {} connections | {kib:.2} KiB per connection |",
+            args.idle_connections
         ),
-        None => println!("| {} | mqtt-idle | (pass --pid for RSS) |", args.label),
+        None => println!("| {label} | mqtt-idle | (pass --pid for RSS) |"),
     }
 }
 

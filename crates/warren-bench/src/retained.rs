@@ -14,6 +14,7 @@ use crate::common::percentile;
 use crate::mqtt::{
     packet, peek, put_len, put_str, Conn, PUBACK, PUBLISH, SUBSCRIBE, SUBSCRIBE_FLAGS,
 };
+use crate::mqtt_transport::Target;
 use crate::proc_stats::Sample;
 
 /// PUBLISH flag bit RETAIN.
@@ -165,12 +166,16 @@ pub async fn run(
     if n == 0 {
         bail!("--retained must be at least 1");
     }
-    let mut p = Conn::connect(addr, "bench-retained-fill", user, pass).await?;
+    let target = Target {
+        addr: addr.to_string(),
+        ws: false,
+    };
+    let mut p = Conn::connect(&target, "bench-retained-fill", user, pass).await?;
     let fill_rate = fill(&mut p, n).await?;
     let after_fill = Sample::take(pid).broker_rss;
-    let mut s = Conn::connect(addr, "bench-retained-exact", user, pass).await?;
+    let mut s = Conn::connect(&target, "bench-retained-exact", user, pass).await?;
     let exact = exact(&mut s, n, subscribes).await?;
-    let mut all = Conn::connect(addr, "bench-retained-all", user, pass).await?;
+    let mut all = Conn::connect(&target, "bench-retained-all", user, pass).await?;
     let (all_rate, peak) = everything(&mut all, n, pid).await?;
     Ok(Outcome {
         topics: n,

@@ -8,6 +8,8 @@
 //! `topic`, the property `mapping`, the listener-wide `takeover` registry,
 //! and `will` for wills. Retained messages live in the vhost's retained
 //! store (`warren_core::retained`), durable and indexed by topic.
+//! `websocket` is the Web MQTT listener: the same sessions over WebSocket
+//! (path `/ws`, subprotocol `mqtt`).
 
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod reason;
 pub mod session;
 pub mod takeover;
 pub mod topic;
+pub mod websocket;
 pub mod will;
 
 use std::sync::Arc;
@@ -64,16 +67,30 @@ impl Default for Config {
     }
 }
 
+/// The sockets MQTT is served on; all share one session state (takeover,
+/// retained messages), so a client id is one session whichever it uses.
+pub struct Listeners {
+    /// Plain MQTT over TCP.
+    pub tcp: TcpListener,
+    /// MQTT over WebSocket (RabbitMQ's Web MQTT), when enabled.
+    pub ws: Option<TcpListener>,
+}
+
 /// Accept MQTT connections until `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     broker: Arc<Broker>,
     cfg: Config,
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
-    warren_net::listener::accept_loop(listener, "MQTT", shutdown, |stream, peer, shutdown| {
+    let web = listeners.ws.map(|ws| {
+        let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
+        tokio::spawn(websocket::serve(ws, broker, cfg, shared, shutdown.clone()))
+    });
+    let tcp = listeners.tcp;
+    warren_net::listener::accept_loop(tcp, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
             stream,
             peer,
@@ -84,4 +101,7 @@ pub async fn serve(
         )
     })
     .await;
+    if let Some(web) = web {
+        let _ = web.await;
+    }
 }

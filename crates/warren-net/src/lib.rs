@@ -1,7 +1,8 @@
 //! Transport code shared by the AMQP and MQTT adapters, kept out of the
 //! protocol-agnostic core: the accept loop ([`listener`]), the per-connection
 //! outbound buffer that coalesces frames into few write syscalls
-//! ([`outbox`]), and the pause a publisher takes between reads ([`pacing`]).
+//! ([`outbox`]), the pause a publisher takes between reads ([`pacing`]), and
+//! what carries a session's bytes ([`transport`]: TCP, or [`websocket`]).
 //!
 //! Arrows: adapters -> warren-net -> warren-core. The core never sees a
 //! socket; a queue only knows a consumer may refuse a delivery and wake it
@@ -10,6 +11,8 @@
 pub mod listener;
 pub mod outbox;
 pub mod pacing;
+pub mod transport;
+pub mod websocket;
 
 pub use outbox::Outbox;
 pub use pacing::pace_publisher;

@@ -210,7 +210,12 @@ impl Outbox {
                 (std::mem::take(&mut spare), waiters, inner.closed)
             };
             if !chunk.is_empty() {
-                if let Err(e) = socket.write_all(&chunk).await {
+                // The flush is free on TCP; a WebSocket sends its message.
+                let written = async {
+                    socket.write_all(&chunk).await?;
+                    socket.flush().await
+                };
+                if let Err(e) = written.await {
                     tracing::debug!(error = %e, "write failed; closing connection");
                     self.close();
                     self.end();

@@ -43,6 +43,8 @@ pub struct Running {
     pub amqp_addr: SocketAddr,
     /// Where the MQTT listener bound.
     pub mqtt_addr: SocketAddr,
+    /// Where the MQTT-over-WebSocket listener bound (None: disabled).
+    pub mqtt_ws_addr: Option<SocketAddr>,
     /// Where the management HTTP listener bound.
     pub http_addr: SocketAddr,
     /// Exchange-type plugins that loaded.
@@ -88,15 +90,28 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     ));
     let (http_listener, http_addr) = bind("HTTP", &settings.http.bind).await?;
     let (mqtt_listener, mqtt_addr) = bind("MQTT", &settings.mqtt.bind).await?;
-    let listeners = vec![
+    let (mqtt_ws, mqtt_ws_addr) = match settings.mqtt.ws_bind.as_str() {
+        "" => (None, None),
+        addr => {
+            let (l, a) = bind("MQTT WebSocket", addr).await?;
+            (Some(l), Some(a))
+        }
+    };
+    let mut listeners = vec![
         ("amqp", amqp_addr),
         ("mqtt", mqtt_addr),
         ("http", http_addr),
     ];
+    // RabbitMQ's name for the Web MQTT listener.
+    listeners.extend(mqtt_ws_addr.map(|a| ("http/web-mqtt", a)));
     let mgmt_state = mgmt_state(&broker, &plugins, listeners);
     let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
+    let mqtt_listeners = warren_mqtt::Listeners {
+        tcp: mqtt_listener,
+        ws: mqtt_ws,
+    };
     let mqtt = tokio::spawn(warren_mqtt::serve(
-        mqtt_listener,
+        mqtt_listeners,
         broker.clone(),
         mqtt_config(settings),
         rx,
@@ -108,6 +123,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         shutdown: tx,
         http_addr,
         mqtt_addr,
+        mqtt_ws_addr,
         tasks: vec![amqp, http, mqtt],
         store,
     })

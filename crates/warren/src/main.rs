@@ -21,6 +21,9 @@ struct Args {
     /// MQTT listen address (overrides mqtt.bind).
     #[arg(long)]
     mqtt_bind: Option<String>,
+    /// MQTT-over-WebSocket listen address (overrides mqtt.ws_bind; empty: off).
+    #[arg(long)]
+    mqtt_ws_bind: Option<String>,
     /// Management HTTP listen address (overrides http.bind).
     #[arg(long)]
     http_bind: Option<String>,
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let flags = Overrides {
         amqp_bind: args.amqp_bind,
         mqtt_bind: args.mqtt_bind,
+        mqtt_ws_bind: args.mqtt_ws_bind,
         http_bind: args.http_bind,
         data_dir: args.data_dir,
         plugins_dir: args.plugins_dir,

@@ -22,7 +22,7 @@ pub enum SettingsError {
 pub struct Settings {
     /// AMQP listener.
     pub amqp: Amqp,
-    /// MQTT listener.
+    /// MQTT listeners (TCP and WebSocket).
     pub mqtt: Mqtt,
     /// Management HTTP listener.
     pub http: Listener,
@@ -58,8 +58,11 @@ pub struct Amqp {
 /// MQTT listener settings.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Mqtt {
-    /// address:port.
+    /// address:port of MQTT over TCP.
     pub bind: String,
+    /// address:port of MQTT over WebSocket (path `/ws`, RabbitMQ's Web
+    /// MQTT); empty: no WebSocket listener.
+    pub ws_bind: String,
     /// Longest keep alive (seconds) an MQTT 5 client may use; longer or
     /// none is answered with this as Server Keep Alive. 0: no limit.
     pub max_keep_alive: u16,
@@ -154,6 +157,8 @@ pub struct Overrides {
     pub amqp_bind: Option<String>,
     /// --mqtt-bind
     pub mqtt_bind: Option<String>,
+    /// --mqtt-ws-bind
+    pub mqtt_ws_bind: Option<String>,
     /// --http-bind
     pub http_bind: Option<String>,
     /// --data-dir
@@ -195,6 +200,7 @@ impl Settings {
         };
         b = set(b, "amqp.bind", &flags.amqp_bind)?;
         b = set(b, "mqtt.bind", &flags.mqtt_bind)?;
+        b = set(b, "mqtt.ws_bind", &flags.mqtt_ws_bind)?;
         b = set(b, "http.bind", &flags.http_bind)?;
         b = set(
             b,
@@ -222,6 +228,7 @@ mod tests {
         assert_eq!(s.memory.high_watermark, 0.4);
         assert_eq!(s.memory.high_watermark_bytes, None);
         assert_eq!(s.disk.free_limit_bytes, 50_000_000);
+        assert_eq!(s.mqtt.ws_bind, "0.0.0.0:15675");
         let s = Settings::load(
             None,
             &Overrides {

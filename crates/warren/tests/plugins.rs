@@ -31,6 +31,7 @@ async fn lapin_routes_through_plugin_exchanges() {
             amqp_bind: Some("127.0.0.1:0".into()),
             http_bind: Some("127.0.0.1:0".into()),
             mqtt_bind: Some("127.0.0.1:0".into()),
+            mqtt_ws_bind: Some("127.0.0.1:0".into()),
             data_dir: Some(temp_data_dir()),
             plugins_dir: Some(plugin_dir()),
         },

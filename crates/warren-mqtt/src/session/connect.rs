@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::message::MAX_KEY;
 use warren_core::registry::ConnectionInfo;
 use warren_core::{Broker, CoreError, RouteScratch, VHost};
 use warren_net::outbox::Outbox;
+use warren_net::transport::{Kind, Opened, Transport};
 
 use super::aliases::OutAliases;
 use super::consumer::{Inflight, MqttConsumer};
@@ -28,10 +27,10 @@ use crate::topic::{valid_topic, will_refusal, Refusal};
 use crate::Config;
 
 /// What the handshake hands to the session loop.
-pub(super) struct Accepted {
+pub(super) struct Accepted<R> {
     // Boxed: moved-from locals keep their space in the task's future.
     pub(super) conn: Box<Conn>,
-    pub(super) rd: OwnedReadHalf,
+    pub(super) rd: R,
     pub(super) buf: BytesMut,
     pub(super) keep_alive: u16,
     pub(super) will: Option<Box<Will>>,
@@ -98,21 +97,26 @@ struct Ctx<'a> {
     out: &'a Arc<Outbox>,
     peer: SocketAddr,
     local: SocketAddr,
+    kind: Kind,
 }
 
 /// Read CONNECT (within 10 s) and accept or refuse it.
-pub(super) async fn handshake(
-    stream: TcpStream,
+pub(super) async fn handshake<T: Transport>(
+    transport: T,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     cfg: &Arc<Config>,
     shared: &Arc<Shared>,
-) -> Option<Accepted> {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
-    let (mut rd, wr) = stream.into_split();
+) -> Option<Accepted<T::Reader>> {
+    let Opened {
+        mut rd,
+        wr,
+        local,
+        kind,
+    } = transport.open();
+    let local = local.unwrap_or(peer);
     // MQTT servers send no keep-alives: one shared "none" for every connection.
-    let out = Outbox::new(Box::new(wr), shared.no_heartbeat.clone(), |_| {});
+    let out = Outbox::new(wr, shared.no_heartbeat.clone(), |_| {});
     // Small to start: idle devices are the common case; it grows on demand.
     let mut buf = BytesMut::with_capacity(128);
     // The first packet must be CONNECT, within the handshake timeout.
@@ -155,6 +159,7 @@ pub(super) async fn handshake(
         out: &out,
         peer,
         local,
+        kind,
     };
     let Some(conn) = accept(&ctx, &connect).await else {
         out.close();
@@ -172,7 +177,7 @@ pub(super) async fn handshake(
 
 /// Read until one packet is complete.
 async fn read_connect(
-    rd: &mut OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     max_packet_size: usize,
 ) -> Result<Packet, ReadError> {
@@ -477,6 +482,16 @@ fn prepare_queue(
     Ok(!c.clean && existed)
 }
 
+/// The protocol as listings show it (RabbitMQ's names: "Web MQTT 3.1.1").
+fn protocol_label(kind: Kind, level: u8) -> &'static str {
+    match (kind, level == 5) {
+        (Kind::WebSocket, true) => "Web MQTT 5.0",
+        (Kind::WebSocket, false) => "Web MQTT 3.1.1",
+        (_, true) => "MQTT 5.0",
+        (_, false) => "MQTT 3.1.1",
+    }
+}
+
 /// The connection's state once CONNACK is sent.
 fn new_conn(
     ctx: &Ctx<'_>,
@@ -505,7 +520,7 @@ fn new_conn(
     let conn_id = broker.next_id();
     let registration = broker.registry.register(ConnectionInfo::new(
         conn_id,
-        if level == 5 { "MQTT 5.0" } else { "MQTT 3.1.1" },
+        protocol_label(ctx.kind, level),
         (ctx.peer, ctx.local),
         guard.user.clone(),
         guard.vhost.clone(),

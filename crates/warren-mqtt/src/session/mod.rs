@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use warren_core::alarm::Alarms;
 use warren_core::auth::Guard;
@@ -29,6 +28,7 @@ use warren_core::registry::Registration;
 use warren_core::vhost::QueueDeclare;
 use warren_core::{Broker, Queue, RouteScratch, Table, VHost, Value};
 use warren_net::outbox::Outbox;
+use warren_net::transport::Transport;
 
 use crate::takeover::Takeover;
 use crate::{will, Config};
@@ -136,9 +136,9 @@ fn session_queue_name(client_id: &str) -> String {
     format!("{SESSION_QUEUE_PREFIX}{client_id}")
 }
 
-/// Serve one MQTT connection.
-pub async fn handle(
-    stream: TcpStream,
+/// Serve one MQTT connection, over TCP or a WebSocket (or any [`Transport`]).
+pub async fn handle<T: Transport>(
+    transport: T,
     peer: SocketAddr,
     broker: Arc<Broker>,
     cfg: Arc<Config>,
@@ -150,7 +150,7 @@ pub async fn handle(
     // (this matters at 10,000s of idle devices).
     // Boxed in a statement of its own: a temporary in the awaiting
     // statement would keep its full size in this task's state.
-    let handshaking = Box::pin(connect::handshake(stream, peer, &broker, &cfg, &shared));
+    let handshaking = Box::pin(connect::handshake(transport, peer, &broker, &cfg, &shared));
     let Some(connect::Accepted {
         mut conn,
         mut rd,

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use warren_core::registry::ConnStats;
 
@@ -29,7 +28,7 @@ enum Step {
 impl Conn {
     pub(super) async fn run(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
         keep_alive: Option<Duration>,
         shutdown: &mut watch::Receiver<bool>,
@@ -112,7 +111,7 @@ impl Conn {
     /// complete packets in it; the end they bring, if any.
     async fn read_what_is_there(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
     ) -> Option<End> {
         buf.reserve(128);

@@ -42,6 +42,7 @@ impl TestBroker {
                 amqp_bind: Some("127.0.0.1:0".into()),
                 http_bind: Some("127.0.0.1:0".into()),
                 mqtt_bind: Some("127.0.0.1:0".into()),
+                mqtt_ws_bind: Some("127.0.0.1:0".into()),
                 data_dir: Some(data_dir.clone()),
                 ..Default::default()
             },

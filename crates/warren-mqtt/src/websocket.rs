@@ -1,0 +1,56 @@
+//! MQTT over WebSocket, as RabbitMQ's Web MQTT plugin serves it: the
+//! upgrade on path `/ws` with subprotocol `mqtt` (or `mqttv3.1`, echoed),
+//! then the same session as over TCP, reading binary messages as one byte
+//! stream (see `warren_net::websocket`). Both listeners share one session
+//! state, so a client id is one session whichever way it connects.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warren_core::Broker;
+use warren_net::websocket::{self, Endpoint};
+
+use crate::{session, Config};
+
+/// The only path served (RabbitMQ's `web_mqtt.ws_path` default).
+pub const PATH: &str = "/ws";
+
+/// Offered subprotocols starting with this are accepted (`mqtt` for 3.1.1
+/// and 5.0, `mqttv3.1` from older clients), as RabbitMQ does.
+pub const SUBPROTOCOL_PREFIX: &str = "mqtt";
+
+/// Names the listener in logs.
+const WHAT: &str = "MQTT WebSocket";
+
+/// Accept MQTT-over-WebSocket connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<session::Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let ep = Arc::new(Endpoint {
+        what: WHAT,
+        path: PATH,
+        protocol_prefix: SUBPROTOCOL_PREFIX,
+        // A message carries at least one packet's bytes; the codec still
+        // checks each packet against the same limit.
+        max_message: cfg.max_packet_size,
+    });
+    warren_net::listener::accept_loop(listener, WHAT, shutdown, |stream, peer, shutdown| {
+        let (broker, cfg, shared, ep) = (broker.clone(), cfg.clone(), shared.clone(), ep.clone());
+        async move {
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().ok();
+            let Some((ws, closer)) = websocket::accept(stream, peer, local, &ep).await else {
+                return;
+            };
+            drop(ep);
+            session::handle(ws, peer, broker, cfg, shared, shutdown).await;
+            closer.close().await;
+        }
+    })
+    .await;
+}
