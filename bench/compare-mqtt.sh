@@ -13,7 +13,7 @@ cargo build --release -p warren -p warren-bench
 run_warren() {
   dir=$(mktemp -d); log=$(mktemp)
   RUST_LOG=warn,warren=info WARREN_AMQP__BIND=127.0.0.1:0 WARREN_HTTP__BIND=127.0.0.1:0 \
-    WARREN_MQTT__BIND=127.0.0.1:1886 WARREN_STORE__DIR="$dir" ./target/release/warren 2>"$log" &
+    WARREN_MQTT__BIND=127.0.0.1:1886 WARREN_MQTT__WS_BIND=127.0.0.1:15686 WARREN_STORE__DIR="$dir" ./target/release/warren 2>"$log" &
   wpid=$!
   for _ in $(seq 1 100); do grep -q "MQTT listener bound" "$log" && break; sleep 0.1; done
   ./target/release/warren-bench --mqtt --addr 127.0.0.1:1886 --pid "$wpid" --label warren "$@"

@@ -9,7 +9,7 @@ bin=${1:?warren binary}; scenario=${2:?scenario}
 bench=${WARREN_BENCH:-./target/release/warren-bench}
 run() { # seconds -> "instructions messages"
   local dir; dir=$(mktemp -d)
-  WARREN_AMQP__BIND=127.0.0.1:5703 WARREN_MQTT__BIND=127.0.0.1:1903 \
+  WARREN_AMQP__BIND=127.0.0.1:5703 WARREN_MQTT__BIND=127.0.0.1:1903 WARREN_MQTT__WS_BIND=127.0.0.1:15704 \
     WARREN_HTTP__BIND=127.0.0.1:15703 WARREN_STORE__DIR="$dir/data" \
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" 2>"$dir/log" &
   local pid=$!

@@ -104,7 +104,7 @@ pub trait ChannelView: Send + Sync {
 pub struct ConnectionInfo {
     /// Broker-unique id.
     pub id: u64,
-    /// "AMQP 0-9-1", "MQTT 3.1.1" or "MQTT 5.0".
+    /// "AMQP 0-9-1", "MQTT 3.1.1", "MQTT 5.0", "Web MQTT 3.1.1" or "Web MQTT 5.0".
     pub protocol: &'static str,
     /// Client address.
     pub peer: SocketAddr,

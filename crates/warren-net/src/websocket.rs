@@ -359,3 +359,6 @@ where
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
