@@ -24,6 +24,9 @@ pub struct ConnStats {
     pub acked: AtomicU64,
     /// Publisher confirms (and MQTT PUBACK/PUBREC) sent.
     pub confirmed: AtomicU64,
+    /// When the connection last read from its socket, on its adapter's
+    /// keep-alive clock (MQTT's sweeper reads it; milliseconds).
+    pub last_read_ms: AtomicU64,
 }
 
 /// A plain copy of [`ConnStats`].
@@ -182,6 +185,11 @@ impl ConnectionInfo {
         *self.close_reason.lock() = reason.to_string();
         self.close_requested.store(true, Ordering::Release);
         self.close.notify_one();
+    }
+
+    /// A close was requested.
+    pub fn close_was_requested(&self) -> bool {
+        self.close_requested.load(Ordering::Acquire)
     }
 
     /// Resolves once a close was requested; returns the reason.

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod keepalive;
 pub mod mapping;
 pub mod reason;
 pub mod session;
@@ -89,6 +90,19 @@ pub async fn serve(
         let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
         tokio::spawn(websocket::serve(ws, broker, cfg, shared, shutdown.clone()))
     });
+    let sweeper = {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move { shared.keepalive.run(shutdown).await })
+    };
+    // At shutdown every session is asked to close (v5: DISCONNECT 0x8B);
+    // the accept loops then wait for them to finish.
+    let closer = {
+        let (shared, mut shutdown) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            shared.takeover.close_all(takeover::SHUTTING_DOWN);
+        })
+    };
     let tcp = listeners.tcp;
     warren_net::listener::accept_loop(tcp, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
@@ -104,4 +118,6 @@ pub async fn serve(
     if let Some(web) = web {
         let _ = web.await;
     }
+    let _ = closer.await;
+    let _ = sweeper.await;
 }

@@ -13,6 +13,8 @@ use warren_core::registry::ConnectionInfo;
 
 /// The close reason that marks a client-id takeover.
 pub const TAKEOVER: &str = "session taken over";
+/// The close reason of every session when the server shuts down.
+pub const SHUTTING_DOWN: &str = "server shutting down";
 /// How long a new connection waits for the one it takes over to end.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Connections of one client id a new one waits out (each may be replaced
@@ -33,6 +35,9 @@ pub struct Takeover {
     /// An entry goes once its connection ended and no timer needs it.
     sessions: Mutex<HashMap<Key, Slot>>,
     next_epoch: AtomicU64,
+    /// Set by [`close_all`](Self::close_all): a session attaching later is
+    /// asked to close at once.
+    closing: std::sync::atomic::AtomicBool,
     /// Woken whenever a connection has finished its clean-up, for
     /// [`Takeover::take_over`].
     ended: tokio::sync::Notify,
@@ -55,6 +60,11 @@ impl Takeover {
         {
             // Client-id takeover: the older connection is disconnected.
             old.request_close(TAKEOVER);
+        }
+        // Checked after the insert: a close_all either saw this session or
+        // had set the flag before it.
+        if self.closing.load(Ordering::Acquire) {
+            me.request_close(SHUTTING_DOWN);
         }
         epoch
     }
@@ -88,6 +98,21 @@ impl Takeover {
                 tracing::warn!(client_id = %key.1, "previous connection did not end in time; taking over anyway");
                 return;
             }
+        }
+    }
+
+    /// Ask every live connection to close with `reason` (server shutdown:
+    /// sessions hold no shutdown receiver of their own).
+    pub fn close_all(&self, reason: &str) {
+        self.closing.store(true, Ordering::Release);
+        let live: Vec<Arc<ConnectionInfo>> = self
+            .sessions
+            .lock()
+            .values()
+            .filter_map(|s| s.conn.clone())
+            .collect();
+        for c in live {
+            c.request_close(reason);
         }
     }
 

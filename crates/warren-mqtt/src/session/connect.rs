@@ -13,12 +13,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::message::MAX_KEY;
 use warren_core::registry::ConnectionInfo;
-use warren_core::{Broker, CoreError, RouteScratch, VHost};
+use warren_core::{Broker, CoreError, VHost};
 use warren_net::outbox::Outbox;
 use warren_net::transport::{Kind, Opened, Transport};
 
 use super::aliases::OutAliases;
-use super::consumer::{Inflight, MqttConsumer};
+use super::consumer::{Inflight, MqttConsumer, Sent};
 use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, AckKind, CodecError, Connect, Packet, Props, Will};
@@ -100,14 +100,16 @@ struct Ctx<'a> {
     kind: Kind,
 }
 
-/// Read CONNECT (within 10 s) and accept or refuse it.
+/// Read CONNECT (within 10 s) and accept or refuse it. It owns what it
+/// is given, so the session's task need not keep them (see `handle`).
 pub(super) async fn handshake<T: Transport>(
     transport: T,
     peer: SocketAddr,
-    broker: &Arc<Broker>,
-    cfg: &Arc<Config>,
-    shared: &Arc<Shared>,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
 ) -> Option<Accepted<T::Reader>> {
+    let (broker, cfg, shared) = (&broker, &cfg, &shared);
     let Opened {
         mut rd,
         wr,
@@ -543,7 +545,6 @@ fn new_conn(
         cfg: cfg.clone(),
         shared: ctx.shared.clone(),
         out: ctx.out.clone(),
-        peer: ctx.peer,
         level,
         vhost,
         client_id,
@@ -554,7 +555,7 @@ fn new_conn(
         consumer,
         consumer_tag: Arc::from("mqtt"),
         conn_id,
-        scratch: RouteScratch::default(),
+        scratch: None,
         backlogged: false,
         published: false,
         sync_rx: broker.sync_watch(),
@@ -564,6 +565,7 @@ fn new_conn(
         ack_after_sync: None,
         exchange: None,
         lease: None,
+        keepalive: None,
     }
 }
 
@@ -574,7 +576,7 @@ impl Conn {
         let level = self.level;
         let mut inf = self.consumer.inflight.lock();
         for id in ids {
-            inf.released.insert(id);
+            inf.by_id.insert(id, Sent::Released);
             self.out
                 .push(|o| codec::write_ack(o, level, AckKind::PubRel, id, ReasonCode::Success));
         }

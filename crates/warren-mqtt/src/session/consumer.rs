@@ -2,7 +2,7 @@
 //! packets, and the in-flight state of QoS 1/2 deliveries until the client
 //! acknowledges them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,18 +25,20 @@ pub(super) enum Sent {
     Queued(Arc<Queue>, Delivery),
     /// A retained message (`retained.rs`): nothing to settle.
     Retained,
+    /// A QoS 2 delivery past PUBREC, waiting for PUBCOMP (already settled).
+    Released,
 }
 
-/// QoS 1/2 deliveries the client has not finished acknowledging.
+/// QoS 1/2 deliveries the client has not finished acknowledging: one map
+/// for both steps, so an idle connection carries one empty map, not two.
 #[derive(Default)]
 pub(super) struct Inflight {
     next: u16,
-    /// QoS 1/2 deliveries waiting for PUBACK / PUBREC.
+    /// By packet id: waiting for PUBACK / PUBREC, or (QoS 2) for PUBCOMP.
     pub(super) by_id: HashMap<u16, Sent>,
-    /// QoS 2 deliveries past PUBREC, waiting for PUBCOMP.
-    pub(super) released: HashSet<u16>,
-    /// Told when slots may have freed up (retained streams wait on it).
-    pub(super) freed: Arc<Notify>,
+    /// Told when slots may have freed up; made by the first retained
+    /// stream that waits on it (few connections ever have one).
+    freed: Option<Arc<Notify>>,
 }
 
 impl Inflight {
@@ -45,10 +47,36 @@ impl Inflight {
         loop {
             self.next = self.next.wrapping_add(1).max(1);
             let n = self.next;
-            if !self.by_id.contains_key(&n) && !self.released.contains(&n) {
+            if !self.by_id.contains_key(&n) {
                 return n;
             }
         }
+    }
+
+    /// What a retained stream waits on for free slots.
+    pub(super) fn freed(&mut self) -> Arc<Notify> {
+        self.freed.get_or_insert_with(Arc::default).clone()
+    }
+
+    /// Wake a waiting retained stream, if there is one.
+    fn notify_freed(&self) {
+        if let Some(n) = &self.freed {
+            n.notify_waiters();
+        }
+    }
+
+    /// The packet ids waiting for PUBCOMP, taken out.
+    pub(super) fn take_released(&mut self) -> Vec<u16> {
+        let ids: Vec<u16> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| matches!(s, Sent::Released))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &ids {
+            self.by_id.remove(id);
+        }
+        ids
     }
 }
 
@@ -183,7 +211,7 @@ impl Consumer for MqttConsumer {
             publish_qos(&d.message).min(opts.qos)
         };
         let mut inf = self.inflight.lock();
-        if qos > 0 && inf.by_id.len() + inf.released.len() >= self.receive_max {
+        if qos > 0 && inf.by_id.len() >= self.receive_max {
             return Err(d);
         }
         let pkid = if qos > 0 { inf.next_id() } else { 0 };
@@ -222,39 +250,53 @@ impl Consumer for MqttConsumer {
 impl Conn {
     /// PUBACK or PUBREC for one of our deliveries: settle it on its queue.
     pub(super) fn settle_outbound(&self, pkid: u16, released: bool) {
-        let (taken, freed) = {
+        let taken = {
             let mut inf = self.consumer.inflight.lock();
-            let t = inf.by_id.remove(&pkid);
-            if released && t.is_some() {
-                inf.released.insert(pkid);
+            match inf.by_id.remove(&pkid) {
+                // A repeated PUBREC: the flow already moved on.
+                Some(Sent::Released) => {
+                    inf.by_id.insert(pkid, Sent::Released);
+                    return;
+                }
+                Some(t) => {
+                    if released {
+                        inf.by_id.insert(pkid, Sent::Released);
+                    } else {
+                        inf.notify_freed();
+                    }
+                    t
+                }
+                None => return,
             }
-            (t, inf.freed.clone())
         };
         match taken {
-            Some(Sent::Queued(q, d)) => {
+            Sent::Queued(q, d) => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 q.settle([&d]);
                 q.dispatch();
             }
-            Some(Sent::Retained) => {
+            Sent::Retained => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 if let Some(q) = &self.queue {
                     q.dispatch();
                 }
             }
-            None => return,
+            Sent::Released => {}
         }
-        freed.notify_waiters();
     }
 
     /// PUBCOMP: the QoS 2 flow of a delivery is done; its slot frees up.
     pub(super) fn on_pubcomp(&self, pkid: u16) {
-        let (freed, notify) = {
+        let freed = {
             let mut inf = self.consumer.inflight.lock();
-            (inf.released.remove(&pkid), inf.freed.clone())
+            let done = matches!(inf.by_id.get(&pkid), Some(Sent::Released));
+            if done {
+                inf.by_id.remove(&pkid);
+                inf.notify_freed();
+            }
+            done
         };
         if freed {
-            notify.notify_waiters();
             let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());
             for q in self.queue.iter().chain(shared) {
                 q.dispatch();
@@ -262,20 +304,24 @@ impl Conn {
         }
     }
 
-    /// Unacknowledged QoS 1/2 deliveries go back to the queue each came from.
+    /// Unacknowledged QoS 1/2 deliveries go back to the queue each came
+    /// from; QoS 2 ones past PUBREC stay, for `PendingReleases`.
     pub(super) fn requeue_inflight(&self) {
-        let inflight: Vec<(Arc<Queue>, Delivery)> = self
-            .consumer
-            .inflight
-            .lock()
-            .by_id
-            .drain()
-            .filter_map(|(_, v)| match v {
-                Sent::Queued(q, d) => Some((q, d)),
-                Sent::Retained => None,
-            })
-            .collect();
-        for (q, d) in inflight {
+        let mut back = Vec::new();
+        {
+            let mut inf = self.consumer.inflight.lock();
+            let all = std::mem::take(&mut inf.by_id);
+            for (id, sent) in all {
+                match sent {
+                    Sent::Queued(q, d) => back.push((q, d)),
+                    Sent::Retained => {}
+                    Sent::Released => {
+                        inf.by_id.insert(id, Sent::Released);
+                    }
+                }
+            }
+        }
+        for (q, d) in back {
             q.requeue([d]);
         }
     }
@@ -289,7 +335,7 @@ mod tests {
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let mut inf = Inflight::default();
         assert_eq!(inf.next_id(), 1);
-        inf.released.insert(2);
+        inf.by_id.insert(2, Sent::Released);
         assert_eq!(inf.next_id(), 3);
         inf.next = u16::MAX;
         assert_eq!(inf.next_id(), 1);

@@ -126,7 +126,7 @@ impl Conn {
     /// End the connection for `why`: v5 gets a DISCONNECT with `code`,
     /// 3.1.1 (which has none) is just closed.
     pub(super) fn disconnect(&self, code: ReasonCode, why: &str) -> End {
-        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; disconnecting");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; disconnecting");
         if self.level == 5 {
             // The reason string is left out where it would make the packet
             // larger than the client accepts (3.14.2.2.3).

@@ -30,6 +30,7 @@ use warren_core::{Broker, Queue, RouteScratch, Table, VHost, Value};
 use warren_net::outbox::Outbox;
 use warren_net::transport::Transport;
 
+use crate::keepalive::{KeepAlive, Watch};
 use crate::takeover::Takeover;
 use crate::{will, Config};
 
@@ -55,6 +56,8 @@ pub struct Shared {
     pub(crate) takeover: Takeover,
     /// PUBRELs to send again when a session resumes.
     pending: pending::PendingReleases,
+    /// Keep-alive of every connection, from one sweeper.
+    pub(crate) keepalive: KeepAlive,
     /// The outbox keep-alive setting of every MQTT connection (none).
     no_heartbeat: Arc<Mutex<Option<Duration>>>,
     /// The broker's memory and disk alarms: publishers are not read while one is on.
@@ -93,7 +96,6 @@ struct Conn {
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     out: Arc<Outbox>,
-    peer: SocketAddr,
     level: u8,
     vhost: Arc<VHost>,
     client_id: String,
@@ -108,7 +110,9 @@ struct Conn {
     consumer: Arc<MqttConsumer>,
     consumer_tag: Arc<str>,
     conn_id: u64,
-    scratch: RouteScratch,
+    /// Routing scratch space, made at the first PUBLISH (subscribers that
+    /// never publish do without its 104 bytes).
+    scratch: Option<Box<RouteScratch>>,
     /// A publish reached a queue whose consumers are far behind: pause
     /// reading briefly (the same flow control as AMQP publishers get).
     backlogged: bool,
@@ -126,6 +130,8 @@ struct Conn {
     lease: Option<ConnectionLease>,
     /// Set by the first PUBLISH: alarms block only publishers.
     published: bool,
+    /// The connection's place in the keep-alive sweeper, if it has one.
+    keepalive: Option<Watch>,
 }
 
 /// What a session queue's name starts with; the client id follows.
@@ -137,75 +143,100 @@ fn session_queue_name(client_id: &str) -> String {
 }
 
 /// Serve one MQTT connection, over TCP or a WebSocket (or any [`Transport`]).
-pub async fn handle<T: Transport>(
+///
+/// Not an `async fn`: its arguments would stay in the task's state for the
+/// connection's life. They go into the boxed handshake, freed once it is
+/// done, and the task keeps only what the session loop needs (this matters
+/// at 10,000s of idle devices). Server shutdown reaches the session as a
+/// close request (see `Takeover::close_all`), so `shutdown` is not kept.
+pub fn handle<T: Transport>(
     transport: T,
     peer: SocketAddr,
     broker: Arc<Broker>,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    // The handshake runs in its own boxed future, freed once it is done:
-    // an idle connection's task then holds only the session loop's state
-    // (this matters at 10,000s of idle devices).
-    // Boxed in a statement of its own: a temporary in the awaiting
-    // statement would keep its full size in this task's state.
-    let handshaking = Box::pin(connect::handshake(transport, peer, &broker, &cfg, &shared));
-    let Some(connect::Accepted {
-        mut conn,
-        mut rd,
-        mut buf,
-        keep_alive,
-        will,
-    }) = handshaking.await
-    else {
-        return;
-    };
-    let out = conn.out.clone();
-    let me = conn.registration.info.clone();
-    let epoch = shared
-        .takeover
-        .attach((conn.vhost.name.to_string(), conn.client_id.clone()), &me);
-    drop(me);
-    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let end = conn.run(&mut rd, &mut buf, keep_alive, &mut shutdown).await;
-    // Built again rather than kept: an idle connection holds less.
-    let key = (conn.vhost.name.to_string(), conn.client_id.clone());
-    // The session is left as it should be found before anyone is told.
-    conn.cleanup();
-    if conn.persistent && conn.expiry != Some(Duration::ZERO) {
-        let released = conn.consumer.inflight.lock().released.drain().collect();
-        shared.pending.keep(key.clone(), released);
-    }
-    shared.takeover.detach(&key, epoch);
-    let mut timers = false;
-    if let End::Abnormal(why) = &end {
-        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
-        if let Some(w) = will {
-            let owner = will::Owner {
-                vhost: conn.vhost.clone(),
-                client_id: conn.client_id.clone(),
-                expiry: conn.expiry,
-                key: key.clone(),
-                epoch,
-            };
-            timers = will::on_abnormal_end(w, owner, &cfg, &shared);
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
+    drop(shutdown);
+    let handshaking = Box::pin(connect::handshake(
+        transport,
+        peer,
+        broker,
+        cfg.clone(),
+        shared.clone(),
+    ));
+    // The session after CONNACK: the loop, then the clean-up and the
+    // will. Written inline (not an async fn taking `Accepted`), since an
+    // async fn keeps a moved-from copy of its arguments in its state.
+    async move {
+        let Some(connect::Accepted {
+            mut conn,
+            mut rd,
+            mut buf,
+            keep_alive,
+            will,
+        }) = handshaking.await
+        else {
+            return;
+        };
+        let epoch = shared.takeover.attach(
+            (conn.vhost.name.to_string(), conn.client_id.clone()),
+            &conn.registration.info,
+        );
+        if keep_alive > 0 {
+            let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+            conn.keepalive = Some(shared.keepalive.watch(&conn.registration.info, limit));
         }
-    } else {
-        tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
+        let end = conn.run(&mut rd, &mut buf).await;
+        if let Some(w) = conn.keepalive.take() {
+            shared.keepalive.unwatch(w);
+        }
+        // Built again rather than kept: an idle connection holds less.
+        let key = (conn.vhost.name.to_string(), conn.client_id.clone());
+        // The session is left as it should be found before anyone is told.
+        conn.cleanup();
+        if conn.persistent && conn.expiry != Some(Duration::ZERO) {
+            let released = conn.consumer.inflight.lock().take_released();
+            shared.pending.keep(key.clone(), released);
+        }
+        shared.takeover.detach(&key, epoch);
+        let mut timers = false;
+        let peer = conn.peer();
+        if let End::Abnormal(why) = &end {
+            tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
+            if let Some(w) = will {
+                let owner = will::Owner {
+                    vhost: conn.vhost.clone(),
+                    client_id: conn.client_id.clone(),
+                    expiry: conn.expiry,
+                    key: key.clone(),
+                    epoch,
+                };
+                timers = will::on_abnormal_end(w, owner, &cfg, &shared);
+            }
+        } else {
+            tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
+        }
+        if !timers {
+            shared.takeover.forget(&key, epoch);
+        }
+        let out = conn.out.clone();
+        drop(conn);
+        out.close();
+        // Boxed so its timer is not part of every idle connection's task.
+        let flushing = Box::pin(tokio::time::timeout(Duration::from_secs(5), async move {
+            out.flushed().await
+        }));
+        let _ = flushing.await;
     }
-    if !timers {
-        shared.takeover.forget(&key, epoch);
-    }
-    out.close();
-    // Boxed so its timer is not part of every idle connection's task.
-    let flushing = Box::pin(tokio::time::timeout(Duration::from_secs(5), async move {
-        out.flushed().await
-    }));
-    let _ = flushing.await;
 }
 
 impl Conn {
+    /// The client's address (kept once, in the registry entry).
+    fn peer(&self) -> SocketAddr {
+        self.registration.info.peer
+    }
+
     fn ext(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
     }

@@ -135,7 +135,7 @@ impl Conn {
         if p.qos == 0 {
             return Some(Some(self.disconnect(ReasonCode::PayloadFormatInvalid, why)));
         }
-        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
         let (level, kind) = (self.level, AckKind::for_qos(p.qos));
         self.out
             .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::PayloadFormatInvalid));
@@ -170,7 +170,7 @@ impl Conn {
         let why = format!("topic of {} bytes is longer than 255", p.topic.len());
         match r {
             Refusal::Ack(kind, code) => {
-                tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+                tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
                 let level = self.level;
                 self.out
                     .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
@@ -224,7 +224,8 @@ impl Conn {
         // A clone is two reference counts; taken only for RETAIN=1.
         let retained = p.retain.then(|| msg.clone());
         let x = self.exchange.as_ref().expect("looked up above");
-        let routed = self.vhost.publish(x, msg, &mut self.scratch)?;
+        let scratch = self.scratch.get_or_insert_with(Box::default);
+        let routed = self.vhost.publish(x, msg, scratch)?;
         self.backlogged |= routed.backlogged;
         // The retained copy is stored too (every QoS, as mosquitto and
         // RabbitMQ do); the acknowledgement waits for the later record.

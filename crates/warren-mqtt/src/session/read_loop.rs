@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
 use warren_core::registry::ConnStats;
 
 use super::{Conn, End};
 use crate::codec::{self, CodecError};
+use crate::keepalive::KEEP_ALIVE_TIMEOUT;
 use crate::reason::ReasonCode;
-use crate::takeover::TAKEOVER;
+use crate::takeover::{SHUTTING_DOWN, TAKEOVER};
 
 /// What the session loop does after handling buffered packets.
 enum Step {
@@ -26,12 +26,13 @@ enum Step {
 }
 
 impl Conn {
+    /// The session loop. Keep-alive, takeover, operator closes and server
+    /// shutdown all arrive as close requests, so an idle connection waits
+    /// on two futures only: its read and its close request.
     pub(super) async fn run(
         &mut self,
         rd: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
-        keep_alive: Option<Duration>,
-        shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         // Small while idle; doubles while a busy client keeps filling it.
         let mut read_hint = 128usize;
@@ -47,14 +48,15 @@ impl Conn {
             }
             if self.blocked() {
                 // Not read while an alarm is on (nor is keep-alive counted).
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+                tracing::info!(peer = %self.peer(), client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
                 let mut alarms = self.shared.alarms.subscribe();
+                self.shared.keepalive.pause(&info);
                 tokio::select! {
                     _ = alarms.wait_for(|a| !a.any()) => {}
-                    _ = info.close_requested() => return End::Clean,
-                    _ = shutdown.changed() => return End::Clean,
+                    reason = info.close_requested() => return self.close_requested(&reason),
                 }
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, "unblocking MQTT publisher");
+                self.shared.keepalive.touch(&info);
+                tracing::info!(peer = %self.peer(), client_id = %self.client_id, "unblocking MQTT publisher");
                 continue;
             }
             warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
@@ -64,25 +66,14 @@ impl Conn {
                 buf.reserve(read_hint);
             }
             let spare = buf.capacity() - buf.len();
-            let read = async {
-                match keep_alive {
-                    Some(t) => tokio::time::timeout(t, rd.read_buf(buf))
-                        .await
-                        .map_err(|_| ()),
-                    None => Ok(rd.read_buf(buf).await),
-                }
-            };
             tokio::select! {
-                r = read => match r {
-                    Err(()) => {
-                        if self.level == 5 {
-                            self.out.push(|o| codec::write_disconnect(o, ReasonCode::KeepAliveTimeout, "keep alive timeout"));
+                r = rd.read_buf(buf) => match r {
+                    Ok(0) => return End::Abnormal("socket closed without DISCONNECT".into()),
+                    Err(e) => return End::Abnormal(e.to_string()),
+                    Ok(n) => {
+                        if self.keepalive.is_some() {
+                            self.shared.keepalive.touch(&info);
                         }
-                        return End::Abnormal("keep-alive timeout".into());
-                    }
-                    Ok(Ok(0)) => return End::Abnormal("socket closed without DISCONNECT".into()),
-                    Ok(Err(e)) => return End::Abnormal(e.to_string()),
-                    Ok(Ok(n)) => {
                         if n >= spare {
                             read_hint = (read_hint * 2).min(256 * 1024);
                         }
@@ -96,12 +87,6 @@ impl Conn {
                         return end;
                     }
                     return self.close_requested(&reason);
-                }
-                _ = shutdown.changed() => {
-                    if self.level == 5 {
-                        self.out.push(|o| codec::write_disconnect(o, ReasonCode::ServerShuttingDown, "server shutting down"));
-                    }
-                    return End::Clean;
                 }
             }
         }
@@ -138,8 +123,30 @@ impl Conn {
         }
     }
 
-    /// The connection was asked to close: by a takeover, or by an operator.
+    /// The connection was asked to close: by a takeover, the keep-alive
+    /// sweeper, server shutdown, or an operator.
     fn close_requested(&self, reason: &str) -> End {
+        if reason == KEEP_ALIVE_TIMEOUT {
+            tracing::info!(peer = %self.peer(), client_id = %self.client_id, "MQTT keep-alive timeout");
+            if self.level == 5 {
+                self.out.push(|o| {
+                    codec::write_disconnect(o, ReasonCode::KeepAliveTimeout, "keep alive timeout")
+                });
+            }
+            return End::Abnormal("keep-alive timeout".into());
+        }
+        if reason == SHUTTING_DOWN {
+            if self.level == 5 {
+                self.out.push(|o| {
+                    codec::write_disconnect(
+                        o,
+                        ReasonCode::ServerShuttingDown,
+                        "server shutting down",
+                    )
+                });
+            }
+            return End::Clean;
+        }
         if reason == TAKEOVER {
             if self.level == 5 {
                 self.out.push(|o| {
@@ -148,7 +155,7 @@ impl Conn {
             }
             return End::Abnormal("session taken over by a new connection".into());
         }
-        tracing::info!(peer = %self.peer, client_id = %self.client_id, "closing MQTT connection: {reason}");
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "closing MQTT connection: {reason}");
         if self.level == 5 {
             self.out
                 .push(|o| codec::write_disconnect(o, ReasonCode::AdministrativeAction, reason));
@@ -185,7 +192,7 @@ impl Conn {
     }
 
     fn protocol_error(&self, e: &CodecError) -> End {
-        tracing::warn!(peer = %self.peer, client_id = %self.client_id, "MQTT protocol error: {e}");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT protocol error: {e}");
         if self.level == 5 {
             let code = match e {
                 CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,

@@ -80,7 +80,7 @@ impl Conn {
 impl Stream {
     /// The rest of a long match, until done or the connection goes.
     async fn run(mut self) {
-        let freed = self.consumer.inflight.lock().freed.clone();
+        let freed = self.consumer.inflight.lock().freed();
         loop {
             // Registered before looking, so a slot freed meanwhile wakes us.
             let mut slot = std::pin::pin!(freed.notified());
@@ -142,7 +142,7 @@ impl Stream {
         });
         let mut inf = c.inflight.lock();
         let pkid = if qos > 0 {
-            if inf.by_id.len() + inf.released.len() >= c.receive_max {
+            if inf.by_id.len() >= c.receive_max {
                 return Err(Step::Slot);
             }
             let id = inf.next_id();

@@ -210,7 +210,7 @@ impl Conn {
     /// SUBACK code for a subscription whose queue could not be made: 0x97
     /// quota exceeded (5.0) when the vhost's `max-queues` refused it.
     fn queue_refused(&self, e: &CoreError) -> ReasonCode {
-        tracing::warn!(peer = %self.peer, user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id, "MQTT subscribe failed: {e}");
+        tracing::warn!(peer = %self.peer(), user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id, "MQTT subscribe failed: {e}");
         match e {
             CoreError::LimitReached(_) if self.level == 5 => ReasonCode::QuotaExceeded,
             _ => ReasonCode::V4_SUBACK_FAILURE,
