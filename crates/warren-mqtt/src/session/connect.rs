@@ -21,7 +21,7 @@ use super::aliases::OutAliases;
 use super::consumer::{Inflight, MqttConsumer, Sent};
 use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
-use crate::codec::{self, AckKind, CodecError, Connect, Packet, Props, Will};
+use crate::codec::{self, AckKind, CodecError, Connect, Packet, Props};
 use crate::reason::{ConnackCode, ConnectReturn, ReasonCode};
 use crate::topic::{valid_topic, will_refusal, Refusal};
 use crate::Config;
@@ -33,7 +33,6 @@ pub(super) struct Accepted<R> {
     pub(super) rd: R,
     pub(super) buf: BytesMut,
     pub(super) keep_alive: u16,
-    pub(super) will: Option<Box<Will>>,
 }
 
 /// Why no CONNECT could be read.
@@ -120,7 +119,7 @@ pub(super) async fn handshake<T: Transport>(
     // MQTT servers send no keep-alives: one shared "none" for every connection.
     let out = Outbox::new(wr, shared.no_heartbeat.clone(), |_| {});
     // Small to start: idle devices are the common case; it grows on demand.
-    let mut buf = BytesMut::with_capacity(128);
+    let mut buf = BytesMut::with_capacity(64);
     // The first packet must be CONNECT, within the handshake timeout.
     let first = tokio::time::timeout(
         Duration::from_secs(10),
@@ -168,12 +167,14 @@ pub(super) async fn handshake<T: Transport>(
         let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
         return None;
     };
+    let keep_alive = effective_keep_alive(cfg, &connect);
+    let mut conn = Box::new(conn);
+    conn.will = connect.will.map(Box::new);
     Some(Accepted {
-        conn: Box::new(conn),
+        conn,
         rd,
         buf,
-        keep_alive: effective_keep_alive(cfg, &connect),
-        will: connect.will.map(Box::new),
+        keep_alive,
     })
 }
 
@@ -566,6 +567,8 @@ fn new_conn(
         exchange: None,
         lease: None,
         keepalive: None,
+        will: None,
+        epoch: 0,
     }
 }
 
@@ -609,7 +612,7 @@ mod tests {
             clean,
             keep_alive: 0,
             client_id: "c".into(),
-            will: will_topic.map(|t| Will {
+            will: will_topic.map(|t| crate::codec::Will {
                 topic: t.into(),
                 payload: bytes::Bytes::new(),
                 qos: 0,

@@ -132,6 +132,10 @@ struct Conn {
     published: bool,
     /// The connection's place in the keep-alive sweeper, if it has one.
     keepalive: Option<Watch>,
+    /// The will from CONNECT (kept here, not in the task's state).
+    will: Option<Box<crate::codec::Will>>,
+    /// This connection's takeover epoch.
+    epoch: u64,
 }
 
 /// What a session queue's name starts with; the client id follows.
@@ -174,12 +178,11 @@ pub fn handle<T: Transport>(
             mut rd,
             mut buf,
             keep_alive,
-            will,
         }) = handshaking.await
         else {
             return;
         };
-        let epoch = shared.takeover.attach(
+        conn.epoch = shared.takeover.attach(
             (conn.vhost.name.to_string(), conn.client_id.clone()),
             &conn.registration.info,
         );
@@ -199,12 +202,13 @@ pub fn handle<T: Transport>(
             let released = conn.consumer.inflight.lock().take_released();
             shared.pending.keep(key.clone(), released);
         }
+        let epoch = conn.epoch;
         shared.takeover.detach(&key, epoch);
         let mut timers = false;
         let peer = conn.peer();
         if let End::Abnormal(why) = &end {
             tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
-            if let Some(w) = will {
+            if let Some(w) = conn.will.take() {
                 let owner = will::Owner {
                     vhost: conn.vhost.clone(),
                     client_id: conn.client_id.clone(),

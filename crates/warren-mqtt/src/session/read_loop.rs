@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use warren_core::registry::ConnStats;
+use warren_core::registry::{ConnStats, ConnectionInfo};
 
 use super::{Conn, End};
 use crate::codec::{self, CodecError};
@@ -35,7 +35,7 @@ impl Conn {
         buf: &mut BytesMut,
     ) -> End {
         // Small while idle; doubles while a busy client keeps filling it.
-        let mut read_hint = 128usize;
+        let mut read_hint = 64usize;
         let info = self.registration.info.clone();
         loop {
             match self.drain(buf) {
@@ -47,16 +47,11 @@ impl Conn {
                 Step::Read => {}
             }
             if self.blocked() {
-                // Not read while an alarm is on (nor is keep-alive counted).
-                tracing::info!(peer = %self.peer(), client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
-                let mut alarms = self.shared.alarms.subscribe();
-                self.shared.keepalive.pause(&info);
-                tokio::select! {
-                    _ = alarms.wait_for(|a| !a.any()) => {}
-                    reason = info.close_requested() => return self.close_requested(&reason),
+                // Boxed, as the other rare waits: the task of every idle
+                // connection would otherwise reserve room for it.
+                if let Some(end) = Box::pin(self.wait_unblocked(&info)).await {
+                    return end;
                 }
-                self.shared.keepalive.touch(&info);
-                tracing::info!(peer = %self.peer(), client_id = %self.client_id, "unblocking MQTT publisher");
                 continue;
             }
             warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
@@ -83,13 +78,28 @@ impl Conn {
                     // What the client sent before it was asked to go still
                     // counts: a DISCONNECT there (say, with session expiry
                     // 0) must not lose to the takeover it raced with.
-                    if let Some(end) = self.read_what_is_there(rd, buf).await {
+                    if let Some(end) = Box::pin(self.read_what_is_there(rd, buf)).await {
                         return end;
                     }
                     return self.close_requested(&reason);
                 }
             }
         }
+    }
+
+    /// An alarm is on and this connection publishes: it is not read (nor
+    /// is its keep-alive counted) until the alarm clears or it is closed.
+    async fn wait_unblocked(&mut self, info: &ConnectionInfo) -> Option<End> {
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+        let mut alarms = self.shared.alarms.subscribe();
+        self.shared.keepalive.pause(info);
+        tokio::select! {
+            _ = alarms.wait_for(|a| !a.any()) => {}
+            reason = info.close_requested() => return Some(self.close_requested(&reason)),
+        }
+        self.shared.keepalive.touch(info);
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "unblocking MQTT publisher");
+        None
     }
 
     /// Read what the socket already holds, without waiting, and handle the
@@ -114,7 +124,13 @@ impl Conn {
     async fn ack_when_synced(&mut self) {
         if let Some((seq, kind, pkid, code)) = self.ack_after_sync.take() {
             if let Some(rx) = self.sync_rx.as_mut() {
-                let _ = rx.wait_for(|s| s.synced >= seq).await;
+                // A plain `changed` loop: `wait_for`'s future is larger, and
+                // this one is part of every connection's task.
+                while rx.borrow_and_update().synced < seq {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
             }
             let level = self.level;
             self.out
