@@ -39,7 +39,7 @@ pub fn on_abnormal_end(
 ) -> bool {
     // v5 will delay, bounded by the session's expiry; a reconnect of the
     // same client id within the delay cancels the will.
-    let mut delay = Duration::from_secs(u64::from(w.props.will_delay.unwrap_or(0)));
+    let mut delay = Duration::from_secs(u64::from(w.props.session().will_delay.unwrap_or(0)));
     if let Some(e) = owner.expiry {
         delay = delay.min(e);
     }

@@ -16,7 +16,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use props::Props;
+pub use props::{Props, SessionProps};
 pub use read::read;
 pub use write::{
     write_ack, write_connack, write_delivery, write_disconnect, write_pingresp, write_publish,

@@ -6,25 +6,46 @@ use super::read::Rd;
 use super::write::{put_str, put_varint};
 use super::CodecError;
 
-/// MQTT 5 properties Warren reads or writes; others are skipped.
+/// MQTT 5 properties Warren reads or writes; others are skipped. Those a
+/// PUBLISH can carry are inline; the connection-level ones (CONNECT,
+/// CONNACK, DISCONNECT) are boxed in [`SessionProps`], so a publish, which
+/// is moved from the codec to the session by value, stays small.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Props {
     /// 0x01
     pub payload_format: Option<u8>,
     /// 0x02, seconds
     pub message_expiry: Option<u32>,
+    /// 0x23
+    pub topic_alias: Option<u16>,
     /// 0x03
     pub content_type: Option<String>,
     /// 0x08
     pub response_topic: Option<String>,
     /// 0x09
     pub correlation_data: Option<Bytes>,
+    /// 0x26
+    pub user: Vec<(String, String)>,
+    /// 0x0B: one in a SUBSCRIBE; in a PUBLISH to a client, one per
+    /// matching subscription that has one.
+    pub subscription_ids: Vec<u32>,
+    /// The connection-level properties, when any was given.
+    pub session: Option<Box<SessionProps>>,
+}
+
+/// The properties of CONNECT, CONNACK, DISCONNECT and wills.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionProps {
     /// 0x11, seconds
     pub session_expiry: Option<u32>,
     /// 0x12
     pub assigned_client_id: Option<String>,
     /// 0x13
     pub server_keep_alive: Option<u16>,
+    /// 0x15: set when the client asks for enhanced authentication.
+    pub authentication_method: Option<String>,
+    /// 0x17
+    pub request_problem_information: Option<u8>,
     /// 0x18, seconds
     pub will_delay: Option<u32>,
     /// 0x1F
@@ -33,14 +54,10 @@ pub struct Props {
     pub receive_maximum: Option<u16>,
     /// 0x22
     pub topic_alias_maximum: Option<u16>,
-    /// 0x23
-    pub topic_alias: Option<u16>,
     /// 0x24
     pub maximum_qos: Option<u8>,
     /// 0x25
     pub retain_available: Option<u8>,
-    /// 0x26
-    pub user: Vec<(String, String)>,
     /// 0x27
     pub maximum_packet_size: Option<u32>,
     /// 0x28
@@ -49,13 +66,37 @@ pub struct Props {
     pub subscription_ids_available: Option<u8>,
     /// 0x2A
     pub shared_available: Option<u8>,
-    /// 0x0B: one in a SUBSCRIBE; in a PUBLISH to a client, one per
-    /// matching subscription that has one.
-    pub subscription_ids: Vec<u32>,
-    /// 0x15: set when the client asks for enhanced authentication.
-    pub authentication_method: Option<String>,
-    /// 0x17
-    pub request_problem_information: Option<u8>,
+}
+
+/// What [`Props::session`] reads when none were given.
+static NO_SESSION_PROPS: SessionProps = SessionProps {
+    session_expiry: None,
+    assigned_client_id: None,
+    server_keep_alive: None,
+    authentication_method: None,
+    request_problem_information: None,
+    will_delay: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    maximum_qos: None,
+    retain_available: None,
+    maximum_packet_size: None,
+    wildcard_available: None,
+    subscription_ids_available: None,
+    shared_available: None,
+};
+
+impl Props {
+    /// The connection-level properties (all absent if none were given).
+    pub fn session(&self) -> &SessionProps {
+        self.session.as_deref().unwrap_or(&NO_SESSION_PROPS)
+    }
+
+    /// The connection-level properties, made on first use.
+    pub fn session_mut(&mut self) -> &mut SessionProps {
+        self.session.get_or_insert_with(Box::default)
+    }
 }
 
 /// The longest string or binary data an MQTT length prefix (two bytes)
@@ -125,10 +166,12 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
                 }
                 p.subscription_ids.push(v);
             }
-            id::SESSION_EXPIRY_INTERVAL => p.session_expiry = Some(r.u32()?),
-            id::ASSIGNED_CLIENT_IDENTIFIER => p.assigned_client_id = Some(r.string()?),
-            id::SERVER_KEEP_ALIVE => p.server_keep_alive = Some(r.u16()?),
-            id::AUTHENTICATION_METHOD => p.authentication_method = Some(r.string()?),
+            id::SESSION_EXPIRY_INTERVAL => p.session_mut().session_expiry = Some(r.u32()?),
+            id::ASSIGNED_CLIENT_IDENTIFIER => {
+                p.session_mut().assigned_client_id = Some(r.string()?)
+            }
+            id::SERVER_KEEP_ALIVE => p.session_mut().server_keep_alive = Some(r.u16()?),
+            id::AUTHENTICATION_METHOD => p.session_mut().authentication_method = Some(r.string()?),
             id::RESPONSE_INFORMATION | id::SERVER_REFERENCE => {
                 r.string()?;
             }
@@ -136,7 +179,7 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
                 r.bin()?;
             }
             id::REQUEST_PROBLEM_INFORMATION => {
-                p.request_problem_information = Some(zero_or_one(r.u8()?)?)
+                p.session_mut().request_problem_information = Some(zero_or_one(r.u8()?)?)
             }
             id::PAYLOAD_FORMAT_INDICATOR => p.payload_format = Some(zero_or_one(r.u8()?)?),
             id::REQUEST_RESPONSE_INFORMATION
@@ -147,13 +190,13 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
             | id::SHARED_SUBSCRIPTION_AVAILABLE => {
                 r.u8()?;
             }
-            id::WILL_DELAY_INTERVAL => p.will_delay = Some(r.u32()?),
-            id::REASON_STRING => p.reason_string = Some(r.string()?),
+            id::WILL_DELAY_INTERVAL => p.session_mut().will_delay = Some(r.u32()?),
+            id::REASON_STRING => p.session_mut().reason_string = Some(r.string()?),
             id::RECEIVE_MAXIMUM => match r.u16()? {
                 0 => return Err(CodecError::Protocol("receive maximum 0")),
-                v => p.receive_maximum = Some(v),
+                v => p.session_mut().receive_maximum = Some(v),
             },
-            id::TOPIC_ALIAS_MAXIMUM => p.topic_alias_maximum = Some(r.u16()?),
+            id::TOPIC_ALIAS_MAXIMUM => p.session_mut().topic_alias_maximum = Some(r.u16()?),
             id::TOPIC_ALIAS => p.topic_alias = Some(r.u16()?),
             id::USER_PROPERTY => {
                 let k = r.string()?;
@@ -162,7 +205,7 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
             }
             id::MAXIMUM_PACKET_SIZE => match r.u32()? {
                 0 => return Err(CodecError::Protocol("maximum packet size 0")),
-                v => p.maximum_packet_size = Some(v),
+                v => p.session_mut().maximum_packet_size = Some(v),
             },
             _ => return Err(CodecError::Malformed("unknown property")),
         }
@@ -198,6 +241,7 @@ fn put_str_prop(b: &mut BytesMut, id: u8, v: &[u8]) {
 /// Write `p` as a property list (length, then the properties).
 pub(super) fn encode(p: &Props, out: &mut BytesMut) {
     let mut b = BytesMut::new();
+    let q = p.session();
     if let Some(v) = p.payload_format {
         b.put_u8(id::PAYLOAD_FORMAT_INDICATOR);
         b.put_u8(v);
@@ -219,25 +263,25 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
         b.put_u8(id::SUBSCRIPTION_IDENTIFIER);
         put_varint(&mut b, v as usize);
     }
-    if let Some(v) = p.session_expiry {
+    if let Some(v) = q.session_expiry {
         b.put_u8(id::SESSION_EXPIRY_INTERVAL);
         b.put_u32(v);
     }
-    if let Some(v) = &p.assigned_client_id {
+    if let Some(v) = &q.assigned_client_id {
         put_str_prop(&mut b, id::ASSIGNED_CLIENT_IDENTIFIER, v.as_bytes());
     }
-    if let Some(v) = p.server_keep_alive {
+    if let Some(v) = q.server_keep_alive {
         b.put_u8(id::SERVER_KEEP_ALIVE);
         b.put_u16(v);
     }
-    if let Some(v) = &p.reason_string {
+    if let Some(v) = &q.reason_string {
         put_str_prop(&mut b, id::REASON_STRING, v.as_bytes());
     }
-    if let Some(v) = p.receive_maximum {
+    if let Some(v) = q.receive_maximum {
         b.put_u8(id::RECEIVE_MAXIMUM);
         b.put_u16(v);
     }
-    if let Some(v) = p.topic_alias_maximum {
+    if let Some(v) = q.topic_alias_maximum {
         b.put_u8(id::TOPIC_ALIAS_MAXIMUM);
         b.put_u16(v);
     }
@@ -245,11 +289,11 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
         b.put_u8(id::TOPIC_ALIAS);
         b.put_u16(v);
     }
-    if let Some(v) = p.maximum_qos {
+    if let Some(v) = q.maximum_qos {
         b.put_u8(id::MAXIMUM_QOS);
         b.put_u8(v);
     }
-    if let Some(v) = p.retain_available {
+    if let Some(v) = q.retain_available {
         b.put_u8(id::RETAIN_AVAILABLE);
         b.put_u8(v);
     }
@@ -268,19 +312,19 @@ pub(super) fn encode(p: &Props, out: &mut BytesMut) {
         put_str(&mut b, k.as_bytes());
         put_str(&mut b, v.as_bytes());
     }
-    if let Some(v) = p.maximum_packet_size {
+    if let Some(v) = q.maximum_packet_size {
         b.put_u8(id::MAXIMUM_PACKET_SIZE);
         b.put_u32(v);
     }
-    if let Some(v) = p.wildcard_available {
+    if let Some(v) = q.wildcard_available {
         b.put_u8(id::WILDCARD_SUBSCRIPTION_AVAILABLE);
         b.put_u8(v);
     }
-    if let Some(v) = p.subscription_ids_available {
+    if let Some(v) = q.subscription_ids_available {
         b.put_u8(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE);
         b.put_u8(v);
     }
-    if let Some(v) = p.shared_available {
+    if let Some(v) = q.shared_available {
         b.put_u8(id::SHARED_SUBSCRIPTION_AVAILABLE);
         b.put_u8(v);
     }

@@ -117,6 +117,9 @@ pub fn read(buf: &mut BytesMut, level: u8, max_size: usize) -> Result<Packet, Co
 /// Packets at least this large keep their payload in the read buffer.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
+// Inlined into `read` so the packet is built in place rather than copied
+// out through each call (a PUBLISH with its properties is large).
+#[inline(always)]
 fn parse(first: u8, body: Bytes, level: u8) -> Result<Packet, CodecError> {
     let kind = first >> 4;
     let flags = first & 0x0f;
@@ -169,6 +172,7 @@ fn reason_and_props(r: &mut Rd<'_>, v5: bool) -> Result<u8, CodecError> {
     }
 }
 
+#[inline(always)]
 fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish, CodecError> {
     let qos = (flags >> 1) & 3;
     if qos == 3 {

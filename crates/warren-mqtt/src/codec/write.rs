@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{kind, props, AckKind, Props, Publish};
+use super::{kind, props, AckKind, Props, Publish, SessionProps};
 use crate::reason::{ConnackCode, ReasonCode};
 use crate::topic::swap_byte;
 
@@ -191,7 +191,12 @@ pub fn write_disconnect(out: &mut BytesMut, code: ReasonCode, reason: &str) {
     b.put_u8(code.code());
     props::encode(
         &Props {
-            reason_string: (!reason.is_empty()).then(|| reason.to_string()),
+            session: (!reason.is_empty()).then(|| {
+                Box::new(SessionProps {
+                    reason_string: Some(reason.to_string()),
+                    ..Default::default()
+                })
+            }),
             ..Default::default()
         },
         &mut b,

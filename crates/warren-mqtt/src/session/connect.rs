@@ -252,14 +252,14 @@ fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<Str
         ));
     }
     let id = vhost.generate_name("warren-");
-    props.assigned_client_id = Some(id.clone());
+    props.session_mut().assigned_client_id = Some(id.clone());
     Ok(id)
 }
 
 /// The steps of CONNECT in order; the first that fails refuses it.
 async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let level = c.level;
-    if let Some(method) = &c.props.authentication_method {
+    if let Some(method) = &c.props.session().authentication_method {
         // Enhanced authentication (AUTH exchanges) is not offered.
         return Err(Refused::connack(
             ConnectReturn::NotAuthorized,
@@ -338,6 +338,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
 /// Maximum QoS is left out: QoS 2 is supported, and the property may only
 /// say 0 or 1 (3.2.2.3.4).
 fn capabilities(cfg: &Config, c: &Connect, props: &mut Props) {
+    let props = props.session_mut();
     props.receive_maximum = Some(cfg.receive_maximum);
     props.retain_available = Some(1);
     props.wildcard_available = Some(1);
@@ -437,7 +438,7 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
 /// 0xFFFFFFFF = never).
 fn session_expiry(c: &Connect) -> Option<Duration> {
     if c.level == 5 {
-        match c.props.session_expiry.unwrap_or(0) {
+        match c.props.session().session_expiry.unwrap_or(0) {
             u32::MAX => None,
             s => Some(Duration::from_secs(u64::from(s))),
         }
@@ -508,14 +509,17 @@ fn new_conn(
     // (MQTT-3.3.4-9); the configured one caps it, to bound memory.
     let receive_max = c
         .props
+        .session()
         .receive_maximum
         .map_or(cfg.receive_maximum, |r| r.min(cfg.receive_maximum)) as usize;
     let max_packet = c
         .props
+        .session()
         .maximum_packet_size
         .map_or(usize::MAX, |m| m as usize);
     let aliases = c
         .props
+        .session()
         .topic_alias_maximum
         .map(|m| m.min(cfg.topic_alias_maximum))
         .filter(|&m| m > 0)
@@ -622,7 +626,10 @@ mod tests {
             username: None,
             password: None,
             props: Props {
-                session_expiry: expiry,
+                session: Some(Box::new(crate::codec::SessionProps {
+                    session_expiry: expiry,
+                    ..Default::default()
+                })),
                 ..Default::default()
             },
         }

@@ -46,7 +46,9 @@ impl Conn {
                 self.out.push(codec::write_pingresp);
                 None
             }
-            Packet::Disconnect(code, props) => Some(self.on_disconnect(code, props.session_expiry)),
+            Packet::Disconnect(code, props) => {
+                Some(self.on_disconnect(code, props.session().session_expiry))
+            }
             // No CONNECT is accepted with an authentication method, so an
             // AUTH is always out of place (MQTT-4.12.0-1).
             Packet::Auth(_) => Some(self.disconnect(
