@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_core::Broker;
+use warren_net::tls::{TlsAcceptor, TlsError};
 
 pub use settings::{Overrides, Settings};
 
@@ -33,6 +34,9 @@ pub enum StartError {
     /// The data directory cannot be opened (in use, unreadable).
     #[error("cannot open the data directory: {0}")]
     Store(#[from] warren_store::StoreError),
+    /// A TLS certificate, key or CA file is missing or unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started broker.
@@ -47,14 +51,45 @@ pub struct Running {
     pub mqtt_ws_addr: Option<SocketAddr>,
     /// Where the management HTTP listener bound.
     pub http_addr: SocketAddr,
+    /// Where the TLS listeners bound (None: no certificate, or disabled).
+    pub tls_addrs: TlsAddrs,
     /// Exchange-type plugins that loaded.
     pub plugins: Vec<plugins::LoadedPlugin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<warren_store::Store>,
+    /// Every TLS listener's acceptor, reloaded together.
+    acceptors: Vec<Arc<TlsAcceptor>>,
+}
+
+/// Where the TLS listeners bound.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsAddrs {
+    /// AMQPS.
+    pub amqp: Option<SocketAddr>,
+    /// MQTT over TLS.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS.
+    pub mqtt_wss: Option<SocketAddr>,
+    /// HTTPS management.
+    pub http: Option<SocketAddr>,
 }
 
 impl Running {
+    /// Read the TLS files again (SIGHUP): new connections get the new
+    /// certificate, open ones stay up. On error every listener keeps the
+    /// certificate it had.
+    pub fn reload_tls(&self) -> Result<usize, TlsError> {
+        // Check every one first, so that a broken file changes nothing.
+        for a in &self.acceptors {
+            a.check()?;
+        }
+        for a in &self.acceptors {
+            a.reload()?;
+        }
+        Ok(self.acceptors.len())
+    }
+
     /// Close client connections (320) and stop the listeners.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -81,6 +116,8 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         settings.store.dir.clone(),
     );
     let (tx, rx) = watch::channel(false);
+    // A bad certificate stops start-up before any listener binds.
+    let mut tls = TlsListeners::new(settings)?;
     let (amqp_listener, amqp_addr) = bind("AMQP", &settings.amqp.bind).await?;
     let amqp = tokio::spawn(warren_amqp::serve(
         amqp_listener,
@@ -88,6 +125,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         amqp_config(settings),
         rx.clone(),
     ));
+    let mut tasks = vec![amqp];
+    if let Some((l, acceptor)) = tls.bind(TlsPort::Amqp, &settings.amqp.tls_bind).await? {
+        let cfg = amqp_config(settings);
+        let serve = warren_amqp::serve_tls(l, acceptor, broker.clone(), cfg, rx.clone());
+        tasks.push(tokio::spawn(serve));
+    }
     let (http_listener, http_addr) = bind("HTTP", &settings.http.bind).await?;
     let (mqtt_listener, mqtt_addr) = bind("MQTT", &settings.mqtt.bind).await?;
     let (mqtt_ws, mqtt_ws_addr) = match settings.mqtt.ws_bind.as_str() {
@@ -97,6 +140,9 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             (Some(l), Some(a))
         }
     };
+    let mqtt_tls = tls.bind(TlsPort::Mqtt, &settings.mqtt.tls_bind).await?;
+    let mqtt_wss = tls.bind(TlsPort::MqttWss, &settings.mqtt.wss_bind).await?;
+    let https = tls.bind(TlsPort::Http, &settings.http.tls_bind).await?;
     let mut listeners = vec![
         ("amqp", amqp_addr),
         ("mqtt", mqtt_addr),
@@ -104,11 +150,14 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     ];
     // RabbitMQ's name for the Web MQTT listener.
     listeners.extend(mqtt_ws_addr.map(|a| ("http/web-mqtt", a)));
+    listeners.extend(tls.named());
     let mgmt_state = mgmt_state(&broker, &plugins, listeners);
-    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
+    let http = tokio::spawn(warren_mgmt::serve(http_listener, https, mgmt_state, rx.clone()));
     let mqtt_listeners = warren_mqtt::Listeners {
         tcp: mqtt_listener,
         ws: mqtt_ws,
+        tls: mqtt_tls,
+        wss: mqtt_wss,
     };
     let mqtt = tokio::spawn(warren_mqtt::serve(
         mqtt_listeners,
@@ -124,9 +173,110 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         http_addr,
         mqtt_addr,
         mqtt_ws_addr,
-        tasks: vec![amqp, http, mqtt],
+        tls_addrs: tls.addrs,
+        tasks: {
+            tasks.extend([http, mqtt]);
+            tasks
+        },
         store,
+        acceptors: tls.acceptors,
     })
+}
+
+/// One of the TLS listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsPort {
+    Amqp,
+    Mqtt,
+    MqttWss,
+    Http,
+}
+
+impl TlsPort {
+    /// Names it in the "bound on" log line.
+    fn what(self) -> &'static str {
+        match self {
+            TlsPort::Amqp => "AMQP TLS",
+            TlsPort::Mqtt => "MQTT TLS",
+            TlsPort::MqttWss => "MQTT WebSocket TLS",
+            TlsPort::Http => "HTTP TLS",
+        }
+    }
+
+    /// Names it in handshake logs.
+    fn proto(self) -> &'static str {
+        match self {
+            TlsPort::Amqp => "AMQPS",
+            TlsPort::Mqtt => "MQTT TLS",
+            TlsPort::MqttWss => "MQTT WebSocket TLS",
+            TlsPort::Http => "HTTPS",
+        }
+    }
+}
+
+/// The TLS listeners being bound: the certificate files (None: no TLS),
+/// the acceptors made so far and where they bound.
+struct TlsListeners {
+    files: Option<warren_net::tls::TlsFiles>,
+    acceptors: Vec<Arc<TlsAcceptor>>,
+    addrs: TlsAddrs,
+}
+
+impl TlsListeners {
+    /// Check the files once up front (both kinds of configuration).
+    fn new(settings: &Settings) -> Result<TlsListeners, StartError> {
+        let files = settings.tls.files();
+        if let Some(f) = &files {
+            f.server_config(true)?;
+            tracing::info!("TLS certificate {}", f.cert_file.display());
+        }
+        Ok(TlsListeners {
+            files,
+            acceptors: Vec::new(),
+            addrs: TlsAddrs::default(),
+        })
+    }
+
+    /// Bind one TLS listener unless TLS is off or `addr` is empty.
+    async fn bind(
+        &mut self,
+        port: TlsPort,
+        addr: &str,
+    ) -> Result<Option<(TcpListener, Arc<TlsAcceptor>)>, StartError> {
+        let Some(files) = &self.files else {
+            return Ok(None);
+        };
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        // The management API asks for no client certificate.
+        let client_auth = port != TlsPort::Http;
+        let acceptor = TlsAcceptor::new(files.clone(), client_auth, port.proto())?;
+        let (l, local) = bind(port.what(), addr).await?;
+        let a = &mut self.addrs;
+        *match port {
+            TlsPort::Amqp => &mut a.amqp,
+            TlsPort::Mqtt => &mut a.mqtt,
+            TlsPort::MqttWss => &mut a.mqtt_wss,
+            TlsPort::Http => &mut a.http,
+        } = Some(local);
+        self.acceptors.push(acceptor.clone());
+        Ok(Some((l, acceptor)))
+    }
+
+    /// The listeners under RabbitMQ's names, for /api/overview.
+    fn named(&self) -> Vec<(&'static str, SocketAddr)> {
+        let a = &self.addrs;
+        [
+            ("amqp/ssl", a.amqp),
+            ("mqtt/ssl", a.mqtt),
+            ("https/web-mqtt", a.mqtt_wss),
+            ("https", a.http),
+        ]
+        .into_iter()
+        .filter_map(|(n, a)| a.map(|a| (n, a)))
+        .collect()
+    }
 }
 
 /// The broker over the opened store: plugins loaded, definitions
@@ -204,6 +354,7 @@ fn mqtt_config(settings: &Settings) -> warren_mqtt::Config {
         anonymous_user: settings.default_user.name.clone(),
         loopback_users: loopback_users(&settings.default_user),
         max_keep_alive: settings.mqtt.max_keep_alive,
+        ssl_cert_login: settings.mqtt.ssl_cert_login,
         ..Default::default()
     }
 }
