@@ -108,7 +108,14 @@ pub async fn serve(
     }
     if let Some((tls, acceptor)) = listeners.tls {
         let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
-        others.push(tokio::spawn(serve_tls(tls, acceptor, broker, cfg, shared, shutdown.clone())));
+        others.push(tokio::spawn(serve_tls(
+            tls,
+            acceptor,
+            broker,
+            cfg,
+            shared,
+            shutdown.clone(),
+        )));
     }
     let tcp = listeners.tcp;
     warren_net::listener::accept_loop(tcp, "MQTT", shutdown, |stream, peer, shutdown| {
@@ -137,8 +144,12 @@ async fn serve_tls(
     shutdown: watch::Receiver<bool>,
 ) {
     warren_net::listener::accept_loop(listener, "MQTT TLS", shutdown, |stream, peer, shutdown| {
-        let (broker, cfg, shared, acceptor) =
-            (broker.clone(), cfg.clone(), shared.clone(), acceptor.clone());
+        let (broker, cfg, shared, acceptor) = (
+            broker.clone(),
+            cfg.clone(),
+            shared.clone(),
+            acceptor.clone(),
+        );
         async move {
             let Some(t) = acceptor.accept(stream, peer).await else {
                 return;

@@ -211,7 +211,11 @@ impl TlsAcceptor {
 
     /// The TLS handshake (within [`HANDSHAKE_TIMEOUT`]); a failure (an
     /// unknown CA, an old protocol version) is logged and the socket closed.
-    pub async fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
+    pub async fn handshake(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<TlsStream<TcpStream>> {
         let _ = stream.set_nodelay(true);
         let acceptor = self.current.read().clone();
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -228,7 +232,11 @@ impl TlsAcceptor {
     }
 
     /// Handshake and wrap as a session's transport.
-    pub async fn accept(&self, stream: TcpStream, peer: SocketAddr) -> Option<TlsTransport<TcpStream>> {
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<TlsTransport<TcpStream>> {
         let local = stream.local_addr().ok();
         let stream = self.handshake(stream, peer).await?;
         Some(TlsTransport::new(stream, local))

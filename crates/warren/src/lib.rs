@@ -152,7 +152,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     listeners.extend(mqtt_ws_addr.map(|a| ("http/web-mqtt", a)));
     listeners.extend(tls.named());
     let mgmt_state = mgmt_state(&broker, &plugins, listeners);
-    let http = tokio::spawn(warren_mgmt::serve(http_listener, https, mgmt_state, rx.clone()));
+    let http = tokio::spawn(warren_mgmt::serve(
+        http_listener,
+        https,
+        mgmt_state,
+        rx.clone(),
+    ));
     let mqtt_listeners = warren_mqtt::Listeners {
         tcp: mqtt_listener,
         ws: mqtt_ws,

@@ -179,9 +179,7 @@ impl Conn {
             .on(ids::CONNECTION_START_OK)
         };
         if self.broker.users.get(&user).is_none() {
-            return Err(refused(&format!(
-                "certificate user '{user}' is not a user"
-            )));
+            return Err(refused(&format!("certificate user '{user}' is not a user")));
         }
         if self.cfg.loopback_users.iter().any(|u| u == &user) && !self.peer.ip().is_loopback() {
             return Err(refused(&format!(

@@ -78,7 +78,9 @@ fn client(ca: &Ca, identity: Option<(String, String)>) -> tokio_rustls::TlsConne
 }
 
 /// Serve one connection: report the client's CN and echo one byte.
-async fn serve_once(acceptor: Arc<TlsAcceptor>) -> (SocketAddr, tokio::task::JoinHandle<Option<Option<String>>>) {
+async fn serve_once(
+    acceptor: Arc<TlsAcceptor>,
+) -> (SocketAddr, tokio::task::JoinHandle<Option<Option<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -98,7 +100,9 @@ async fn serve_once(acceptor: Arc<TlsAcceptor>) -> (SocketAddr, tokio::task::Joi
 /// Connect, send a byte, read it back; the server's leaf CN.
 async fn round_trip(addr: SocketAddr, c: &tokio_rustls::TlsConnector) -> io::Result<String> {
     let tcp = TcpStream::connect(addr).await?;
-    let mut s = c.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+    let mut s = c
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
     s.write_all(b"x").await?;
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await?;
@@ -116,20 +120,29 @@ fn bad_files_name_the_file_and_the_problem() {
         ..good.clone()
     };
     let e = missing.server_config(true).unwrap_err().to_string();
-    assert!(e.contains("nope.pem") && e.starts_with("cannot read"), "{e}");
+    assert!(
+        e.contains("nope.pem") && e.starts_with("cannot read"),
+        "{e}"
+    );
     std::fs::write(d.join("garbage.pem"), "hello").unwrap();
     let garbage = TlsFiles {
         cert_file: d.join("garbage.pem"),
         ..good.clone()
     };
     let e = garbage.server_config(true).unwrap_err().to_string();
-    assert!(e.contains("garbage.pem") && e.contains("no certificate"), "{e}");
+    assert!(
+        e.contains("garbage.pem") && e.contains("no certificate"),
+        "{e}"
+    );
     let nokey = TlsFiles {
         key_file: d.join("server.pem"),
         ..good.clone()
     };
     let e = nokey.server_config(true).unwrap_err().to_string();
-    assert!(e.contains("server.pem") && e.contains("no private key"), "{e}");
+    assert!(
+        e.contains("server.pem") && e.contains("no private key"),
+        "{e}"
+    );
     // A key that is not the certificate's.
     let (_, other_key) = ca.leaf("other");
     std::fs::write(d.join("other.key"), other_key).unwrap();
@@ -163,7 +176,11 @@ async fn verified_client_cert_gives_its_cn_and_unsigned_is_refused() {
     let (addr, task) = serve_once(acceptor.clone()).await;
     let c = client(&ca, Some(rogue.leaf("mallory")));
     assert!(round_trip(addr, &c).await.is_err());
-    assert_eq!(task.await.unwrap(), None, "the server refused the handshake");
+    assert_eq!(
+        task.await.unwrap(),
+        None,
+        "the server refused the handshake"
+    );
     // No certificate at all, with fail_if_no_peer_cert: refused too.
     let (addr, task) = serve_once(acceptor).await;
     assert!(round_trip(addr, &client(&ca, None)).await.is_err());
@@ -179,7 +196,11 @@ async fn reload_serves_the_new_certificate_to_new_connections() {
     let c = client(&ca, None);
     let (addr, task) = serve_once(acceptor.clone()).await;
     assert_eq!(round_trip(addr, &c).await.unwrap(), "first");
-    assert_eq!(task.await.unwrap(), Some(None), "no client certificate asked");
+    assert_eq!(
+        task.await.unwrap(),
+        Some(None),
+        "no client certificate asked"
+    );
     files(&d, &ca, "second", false);
     acceptor.reload().unwrap();
     let (addr, task) = serve_once(acceptor.clone()).await;
