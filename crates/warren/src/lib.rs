@@ -6,6 +6,7 @@
 pub mod plugins;
 pub mod resources;
 pub mod settings;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_core::Broker;
 use warren_net::tls::{TlsAcceptor, TlsError};
+
+pub use tls::TlsAddrs;
+use tls::{TlsListeners, TlsPort};
 
 pub use settings::{Overrides, Settings};
 
@@ -60,19 +64,6 @@ pub struct Running {
     store: Arc<warren_store::Store>,
     /// Every TLS listener's acceptor, reloaded together.
     acceptors: Vec<Arc<TlsAcceptor>>,
-}
-
-/// Where the TLS listeners bound.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TlsAddrs {
-    /// AMQPS.
-    pub amqp: Option<SocketAddr>,
-    /// MQTT over TLS.
-    pub mqtt: Option<SocketAddr>,
-    /// MQTT over WebSocket over TLS.
-    pub mqtt_wss: Option<SocketAddr>,
-    /// HTTPS management.
-    pub http: Option<SocketAddr>,
 }
 
 impl Running {
@@ -132,16 +123,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         tasks.push(tokio::spawn(serve));
     }
     let (http_listener, http_addr) = bind("HTTP", &settings.http.bind).await?;
-    let (mqtt_listener, mqtt_addr) = bind("MQTT", &settings.mqtt.bind).await?;
-    let (mqtt_ws, mqtt_ws_addr) = match settings.mqtt.ws_bind.as_str() {
-        "" => (None, None),
-        addr => {
-            let (l, a) = bind("MQTT WebSocket", addr).await?;
-            (Some(l), Some(a))
-        }
-    };
-    let mqtt_tls = tls.bind(TlsPort::Mqtt, &settings.mqtt.tls_bind).await?;
-    let mqtt_wss = tls.bind(TlsPort::MqttWss, &settings.mqtt.wss_bind).await?;
+    let (mqtt_listeners, mqtt_addr, mqtt_ws_addr) = bind_mqtt(settings, &mut tls).await?;
     let https = tls.bind(TlsPort::Http, &settings.http.tls_bind).await?;
     let mut listeners = vec![
         ("amqp", amqp_addr),
@@ -158,12 +140,6 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         mgmt_state,
         rx.clone(),
     ));
-    let mqtt_listeners = warren_mqtt::Listeners {
-        tcp: mqtt_listener,
-        ws: mqtt_ws,
-        tls: mqtt_tls,
-        wss: mqtt_wss,
-    };
     let mqtt = tokio::spawn(warren_mqtt::serve(
         mqtt_listeners,
         broker.clone(),
@@ -188,100 +164,27 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     })
 }
 
-/// One of the TLS listeners.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TlsPort {
-    Amqp,
-    Mqtt,
-    MqttWss,
-    Http,
-}
-
-impl TlsPort {
-    /// Names it in the "bound on" log line.
-    fn what(self) -> &'static str {
-        match self {
-            TlsPort::Amqp => "AMQP TLS",
-            TlsPort::Mqtt => "MQTT TLS",
-            TlsPort::MqttWss => "MQTT WebSocket TLS",
-            TlsPort::Http => "HTTP TLS",
+/// The MQTT listeners (TCP, WebSocket, TLS, wss) and the plain ones'
+/// addresses.
+async fn bind_mqtt(
+    settings: &Settings,
+    tls: &mut TlsListeners,
+) -> Result<(warren_mqtt::Listeners, SocketAddr, Option<SocketAddr>), StartError> {
+    let (tcp, addr) = bind("MQTT", &settings.mqtt.bind).await?;
+    let (ws, ws_addr) = match settings.mqtt.ws_bind.as_str() {
+        "" => (None, None),
+        addr => {
+            let (l, a) = bind("MQTT WebSocket", addr).await?;
+            (Some(l), Some(a))
         }
-    }
-
-    /// Names it in handshake logs.
-    fn proto(self) -> &'static str {
-        match self {
-            TlsPort::Amqp => "AMQPS",
-            TlsPort::Mqtt => "MQTT TLS",
-            TlsPort::MqttWss => "MQTT WebSocket TLS",
-            TlsPort::Http => "HTTPS",
-        }
-    }
-}
-
-/// The TLS listeners being bound: the certificate files (None: no TLS),
-/// the acceptors made so far and where they bound.
-struct TlsListeners {
-    files: Option<warren_net::tls::TlsFiles>,
-    acceptors: Vec<Arc<TlsAcceptor>>,
-    addrs: TlsAddrs,
-}
-
-impl TlsListeners {
-    /// Check the files once up front (both kinds of configuration).
-    fn new(settings: &Settings) -> Result<TlsListeners, StartError> {
-        let files = settings.tls.files();
-        if let Some(f) = &files {
-            f.server_config(true)?;
-            tracing::info!("TLS certificate {}", f.cert_file.display());
-        }
-        Ok(TlsListeners {
-            files,
-            acceptors: Vec::new(),
-            addrs: TlsAddrs::default(),
-        })
-    }
-
-    /// Bind one TLS listener unless TLS is off or `addr` is empty.
-    async fn bind(
-        &mut self,
-        port: TlsPort,
-        addr: &str,
-    ) -> Result<Option<(TcpListener, Arc<TlsAcceptor>)>, StartError> {
-        let Some(files) = &self.files else {
-            return Ok(None);
-        };
-        if addr.is_empty() {
-            return Ok(None);
-        }
-        // The management API asks for no client certificate.
-        let client_auth = port != TlsPort::Http;
-        let acceptor = TlsAcceptor::new(files.clone(), client_auth, port.proto())?;
-        let (l, local) = bind(port.what(), addr).await?;
-        let a = &mut self.addrs;
-        *match port {
-            TlsPort::Amqp => &mut a.amqp,
-            TlsPort::Mqtt => &mut a.mqtt,
-            TlsPort::MqttWss => &mut a.mqtt_wss,
-            TlsPort::Http => &mut a.http,
-        } = Some(local);
-        self.acceptors.push(acceptor.clone());
-        Ok(Some((l, acceptor)))
-    }
-
-    /// The listeners under RabbitMQ's names, for /api/overview.
-    fn named(&self) -> Vec<(&'static str, SocketAddr)> {
-        let a = &self.addrs;
-        [
-            ("amqp/ssl", a.amqp),
-            ("mqtt/ssl", a.mqtt),
-            ("https/web-mqtt", a.mqtt_wss),
-            ("https", a.http),
-        ]
-        .into_iter()
-        .filter_map(|(n, a)| a.map(|a| (n, a)))
-        .collect()
-    }
+    };
+    let listeners = warren_mqtt::Listeners {
+        tcp,
+        ws,
+        tls: tls.bind(TlsPort::Mqtt, &settings.mqtt.tls_bind).await?,
+        wss: tls.bind(TlsPort::MqttWss, &settings.mqtt.wss_bind).await?,
+    };
+    Ok((listeners, addr, ws_addr))
 }
 
 /// The broker over the opened store: plugins loaded, definitions
@@ -322,7 +225,10 @@ fn create_default_user(broker: &Broker, u: &settings::DefaultUser) {
 }
 
 /// Bind one listener; `what` names it in the log and in the error.
-async fn bind(what: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+pub(crate) async fn bind(
+    what: &'static str,
+    addr: &str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
     let error = |source| StartError::Bind {
         what,
         addr: addr.to_string(),
