@@ -6,6 +6,7 @@ private key is checked in."""
 import datetime
 import ipaddress
 import queue
+import shutil
 import signal
 import socket
 import ssl
@@ -272,6 +273,7 @@ def s_client(port, *args):
     )
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 def test_openssl_s_client_tls11_refused_tls13_accepted(tls, pki):
     # SECLEVEL=0 lets this client offer TLS 1.1: the refusal is the server's.
     old = s_client(tls.amqps_port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
