@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("WARREN_BIN", str(ROOT / "target" / "debug" / "warren"))
 CTL = os.environ.get("WARRENCTL_BIN", str(ROOT / "target" / "debug" / "warrenctl"))
 
+# The TLS listeners' "bound on" lines, by the attribute that takes the port.
+# They start only when WARREN_TLS__CERT_FILE is set (see test_tls.py).
+TLS_PORTS = {
+    "amqps_port": r"AMQP TLS listener bound on [\d.]+:(\d+)",
+    "mqtts_port": r"MQTT TLS listener bound on [\d.]+:(\d+)",
+    "wss_port": r"MQTT WebSocket TLS listener bound on [\d.]+:(\d+)",
+    "https_port": r"HTTP TLS listener bound on [\d.]+:(\d+)",
+}
+
 
 class Broker:
     def __init__(self, tmp_path, extra_env=None):
@@ -31,6 +40,11 @@ class Broker:
                 # A free port, not Web MQTT's 15675: brokers run side by side.
                 "WARREN_MQTT__WS_BIND": "127.0.0.1:0",
                 "WARREN_HTTP__BIND": "127.0.0.1:0",
+                # TLS listeners (only with a certificate): free ports too.
+                "WARREN_AMQP__TLS_BIND": "127.0.0.1:0",
+                "WARREN_MQTT__TLS_BIND": "127.0.0.1:0",
+                "WARREN_MQTT__WSS_BIND": "127.0.0.1:0",
+                "WARREN_HTTP__TLS_BIND": "127.0.0.1:0",
                 "WARREN_STORE__DIR": str(tmp_path / "data"),
                 "RUST_LOG": env.get("RUST_LOG", "info"),
             }
@@ -45,6 +59,9 @@ class Broker:
         self.mqtt_port = None
         self.ws_port = None
         self.ws_enabled = env["WARREN_MQTT__WS_BIND"] != ""
+        self.tls_enabled = env.get("WARREN_TLS__CERT_FILE", "") != ""
+        for attr in TLS_PORTS:
+            setattr(self, attr, None)
         bound = threading.Event()
 
         def pump():
@@ -59,6 +76,10 @@ class Broker:
                 m = re.search(r"HTTP listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.http_port = int(m.group(1))
+                for attr, pattern in TLS_PORTS.items():
+                    m = re.search(pattern, line)
+                    if m:
+                        setattr(self, attr, int(m.group(1)))
                 m = re.search(r"AMQP listener bound on [\d.]+:(\d+)", line)
                 if m:
                     self.amqp_port = int(m.group(1))
@@ -130,7 +151,8 @@ class Broker:
         deadline = time.time() + 10
         def missing():
             ws = self.ws_enabled and self.ws_port is None
-            return self.http_port is None or self.mqtt_port is None or ws
+            tls = self.tls_enabled and any(getattr(self, a) is None for a in TLS_PORTS)
+            return self.http_port is None or self.mqtt_port is None or ws or tls
         while missing() and time.time() < deadline:
             time.sleep(0.01)
         return not missing()

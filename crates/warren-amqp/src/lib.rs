@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warren_core::Broker;
+use warren_net::tls::TlsAcceptor;
 
 /// Listener settings negotiated with or enforced on clients.
 #[derive(Clone, Debug)]
@@ -63,6 +64,29 @@ pub async fn serve(
     let cfg = Arc::new(cfg);
     warren_net::listener::accept_loop(listener, "AMQP", shutdown, |stream, peer, shutdown| {
         connection::handle(stream, peer, broker.clone(), cfg.clone(), shutdown)
+    })
+    .await;
+}
+
+/// Accept AMQPS connections (the TLS handshake, then the same connection as
+/// over TCP) until `shutdown` turns true.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: Arc<TlsAcceptor>,
+    broker: Arc<Broker>,
+    cfg: Config,
+    shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    warren_net::listener::accept_loop(listener, "AMQPS", shutdown, |stream, peer, shutdown| {
+        let (broker, cfg, acceptor) = (broker.clone(), cfg.clone(), acceptor.clone());
+        async move {
+            let Some(t) = acceptor.accept(stream, peer).await else {
+                return;
+            };
+            drop(acceptor);
+            connection::handle(t, peer, broker, cfg, shutdown).await;
+        }
     })
     .await;
 }

@@ -11,9 +11,10 @@ use amq_protocol::types::{FieldTable, LongString};
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use warren_amqp::codec;
+
+use crate::mqtt_transport::{Reader, Writer};
 
 /// Frame max we ask for.
 pub const FRAME_MAX: usize = 131_072;
@@ -37,10 +38,10 @@ const CONNECTION_CLOSE: MethodId = (10, 50);
 
 /// An open connection with channel 1 ready.
 pub struct Client {
-    /// Read side.
-    pub rd: OwnedReadHalf,
+    /// Read side (TCP or TLS).
+    pub rd: Reader,
     /// Write side.
-    pub wr: OwnedWriteHalf,
+    pub wr: Writer,
     /// Unparsed input.
     pub buf: BytesMut,
 }
@@ -62,7 +63,7 @@ impl Client {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
-        let (rd, wr) = s.into_split();
+        let (rd, wr) = crate::tls::split(s).await?;
         let mut c = Client {
             rd,
             wr,

@@ -9,11 +9,11 @@ use anyhow::Result;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::amqp::{self, Client, Event};
 use crate::args::Args;
 use crate::common::{percentile, read_until_done, wait_for_room};
+use crate::mqtt_transport::{Reader, Writer};
 use crate::proc_stats::{self, Sample};
 use crate::scenarios::{binding_key, publish_key, Spec};
 
@@ -158,7 +158,7 @@ async fn run_publisher(
 /// Publish in batches as the window, confirms and rate allow, until the
 /// deadline; returns how many were sent.
 async fn publish_until(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     spec: &Spec,
     queue_names: &[String],
     shared: &Shared,
@@ -210,7 +210,7 @@ async fn publish_until(
 
 /// The publisher's read side: count basic.ack confirms until `done`.
 async fn count_confirms(
-    mut rd: OwnedReadHalf,
+    mut rd: Reader,
     mut buf: BytesMut,
     confirmed_local: Arc<AtomicU64>,
     shared: Arc<Shared>,

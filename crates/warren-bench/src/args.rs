@@ -43,6 +43,10 @@ pub struct Args {
     /// right after the same scenario over TCP.
     #[arg(long)]
     pub ws_addr: Option<String>,
+    /// Connect over TLS (AMQPS; MQTT over TLS with --mqtt), trusting the
+    /// CA certificates of this PEM file; the server name is `localhost`.
+    #[arg(long)]
+    pub tls_ca: Option<String>,
     /// Instead of scenarios: leave this many persistent 16-byte messages in
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]

@@ -13,6 +13,7 @@ mod proc_stats;
 mod report;
 mod retained;
 mod scenarios;
+mod tls;
 
 use anyhow::Result;
 use clap::Parser;
@@ -51,6 +52,14 @@ async fn run_amqp(args: &Args) -> Result<()> {
     }
     if wanted.has("idle-connections") {
         report::amqp_idle(args, amqp_load::run_idle(args).await?);
+    }
+    // Only when named, and only over TLS: new TLS connections per second.
+    if tls::on() && wanted.0.contains(&"tls-handshake") {
+        let rate = tls::handshake_rate(&args.addr, args.seconds, 4).await?;
+        println!(
+            "{:<10} tls-handshake: {rate:.0} new TLS connections/s (4 loops)",
+            args.label
+        );
     }
     Ok(())
 }
@@ -104,6 +113,9 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(ca) = &args.tls_ca {
+        tls::enable(ca)?;
+    }
     rt.block_on(async {
         if let Some(n) = args.fill {
             fill::run_fill(&args, n).await

@@ -43,8 +43,8 @@ impl Target {
             .with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
         if !self.ws {
-            let (rd, wr) = s.into_split();
-            return Ok((Box::new(rd), Box::new(wr)));
+            // Over TLS with --tls-ca.
+            return crate::tls::split(s).await;
         }
         let mut req = format!("ws://{addr}/ws").into_client_request()?;
         req.headers_mut()

@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod definitions;
 mod error;
+mod https;
 mod json;
 mod limits;
 mod listing;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warren_core::Broker;
+use warren_net::tls::TlsAcceptor;
 
 pub(crate) use error::ApiError;
 pub use json::{json_to_table, table_json, value_json};
@@ -80,19 +82,47 @@ impl MgmtState {
     }
 }
 
-/// Serve until `shutdown` turns true; message rates are sampled meanwhile.
-pub async fn serve(listener: TcpListener, state: MgmtState, mut shutdown: watch::Receiver<bool>) {
+/// Serve on `listener` (and over TLS on `tls`, when configured) until
+/// `shutdown` turns true; message rates are sampled meanwhile.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<(TcpListener, Arc<TlsAcceptor>)>,
+    state: MgmtState,
+    shutdown: watch::Receiver<bool>,
+) {
     let sampler = tokio::spawn(rates::run(state.clone(), shutdown.clone()));
     let app = router(state);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
+    let https = tls.map(|(l, acceptor)| {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let (incoming, accept) = match https::incoming(l, acceptor, shutdown.clone()) {
+                Ok(x) => x,
+                Err(e) => return tracing::error!("HTTPS listener failed: {e}"),
+            };
+            let r = axum::serve(incoming, app)
+                .with_graceful_shutdown(stopped(shutdown))
+                .await;
+            if let Err(e) = r {
+                tracing::error!("HTTPS management listener failed: {e}");
+            }
+            let _ = accept.await;
         })
+    });
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(shutdown))
         .await;
     if let Err(e) = r {
         tracing::error!("management listener failed: {e}");
     }
+    if let Some(https) = https {
+        let _ = https.await;
+    }
     sampler.abort();
+}
+
+/// Resolves once `shutdown` changes (turns true).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.changed().await;
 }
 
 /// The listener's local address, for the start-up log.

@@ -9,7 +9,8 @@
 //! and `will` for wills. Retained messages live in the vhost's retained
 //! store (`warren_core::retained`), durable and indexed by topic.
 //! `websocket` is the Web MQTT listener: the same sessions over WebSocket
-//! (path `/ws`, subprotocol `mqtt`).
+//! (path `/ws`, subprotocol `mqtt`). Over TLS (8883, and WebSocket over
+//! TLS) the sessions are the same, over `warren_net::tls`.
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warren_core::Broker;
+use warren_net::tls::TlsAcceptor;
 
 /// Listener settings.
 #[derive(Clone, Debug)]
@@ -51,6 +53,9 @@ pub struct Config {
     /// Longest keep alive (seconds) a v5 client may ask for; a longer one,
     /// or none, is answered with this as Server Keep Alive. 0: no limit.
     pub max_keep_alive: u16,
+    /// A client that sends no user name and password over TLS logs in as
+    /// its certificate's CN (RabbitMQ's `mqtt.ssl_cert_login`).
+    pub ssl_cert_login: bool,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             receive_maximum: 100,
             topic_alias_maximum: 64,
             max_keep_alive: 0,
+            ssl_cert_login: false,
         }
     }
 }
@@ -75,6 +81,10 @@ pub struct Listeners {
     pub tcp: TcpListener,
     /// MQTT over WebSocket (RabbitMQ's Web MQTT), when enabled.
     pub ws: Option<TcpListener>,
+    /// MQTT over TLS (8883), when a certificate is configured.
+    pub tls: Option<(TcpListener, Arc<TlsAcceptor>)>,
+    /// MQTT over WebSocket over TLS (15676), likewise.
+    pub wss: Option<(TcpListener, Arc<TlsAcceptor>)>,
 }
 
 /// Accept MQTT connections until `shutdown` turns true.
@@ -86,10 +96,28 @@ pub async fn serve(
 ) {
     let cfg = Arc::new(cfg);
     let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
-    let web = listeners.ws.map(|ws| {
+    let mut others = Vec::new();
+    if let Some(ws) = listeners.ws {
         let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
-        tokio::spawn(websocket::serve(ws, broker, cfg, shared, shutdown.clone()))
-    });
+        let web = websocket::serve(ws, None, broker, cfg, shared, shutdown.clone());
+        others.push(tokio::spawn(web));
+    }
+    if let Some((wss, acceptor)) = listeners.wss {
+        let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
+        let web = websocket::serve(wss, Some(acceptor), broker, cfg, shared, shutdown.clone());
+        others.push(tokio::spawn(web));
+    }
+    if let Some((tls, acceptor)) = listeners.tls {
+        let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());
+        others.push(tokio::spawn(serve_tls(
+            tls,
+            acceptor,
+            broker,
+            cfg,
+            shared,
+            shutdown.clone(),
+        )));
+    }
     let sweeper = {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move { shared.keepalive.run(shutdown).await })
@@ -115,9 +143,36 @@ pub async fn serve(
         )
     })
     .await;
-    if let Some(web) = web {
-        let _ = web.await;
+    for t in others {
+        let _ = t.await;
     }
     let _ = closer.await;
     let _ = sweeper.await;
+}
+
+/// MQTT over TLS: the handshake, then the same session as over TCP.
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: Arc<TlsAcceptor>,
+    broker: Arc<Broker>,
+    cfg: Arc<Config>,
+    shared: Arc<session::Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    warren_net::listener::accept_loop(listener, "MQTT TLS", shutdown, |stream, peer, shutdown| {
+        let (broker, cfg, shared, acceptor) = (
+            broker.clone(),
+            cfg.clone(),
+            shared.clone(),
+            acceptor.clone(),
+        );
+        async move {
+            let Some(t) = acceptor.accept(stream, peer).await else {
+                return;
+            };
+            drop(acceptor);
+            session::handle(t, peer, broker, cfg, shared, shutdown).await;
+        }
+    })
+    .await;
 }

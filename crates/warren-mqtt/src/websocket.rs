@@ -2,13 +2,15 @@
 //! upgrade on path `/ws` with subprotocol `mqtt` (or `mqttv3.1`, echoed),
 //! then the same session as over TCP, reading binary messages as one byte
 //! stream (see `warren_net::websocket`). Both listeners share one session
-//! state, so a client id is one session whichever way it connects.
+//! state, so a client id is one session whichever way it connects. With a
+//! TLS acceptor the same listener serves WebSocket over TLS (`wss`).
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warren_core::Broker;
+use warren_net::tls::{self, TlsAcceptor};
 use warren_net::websocket::{self, Endpoint};
 
 use crate::{session, Config};
@@ -22,32 +24,53 @@ pub const SUBPROTOCOL_PREFIX: &str = "mqtt";
 
 /// Names the listener in logs.
 const WHAT: &str = "MQTT WebSocket";
+/// Names the TLS listener in logs.
+const WHAT_TLS: &str = "MQTT WebSocket TLS";
 
-/// Accept MQTT-over-WebSocket connections until `shutdown` turns true.
+/// Accept MQTT-over-WebSocket connections (over TLS with `tls`) until
+/// `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
     broker: Arc<Broker>,
     cfg: Arc<Config>,
     shared: Arc<session::Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let what = if tls.is_some() { WHAT_TLS } else { WHAT };
     let ep = Arc::new(Endpoint {
-        what: WHAT,
+        what,
         path: PATH,
         protocol_prefix: SUBPROTOCOL_PREFIX,
         // A message carries at least one packet's bytes; the codec still
         // checks each packet against the same limit.
         max_message: cfg.max_packet_size,
     });
-    warren_net::listener::accept_loop(listener, WHAT, shutdown, |stream, peer, shutdown| {
+    warren_net::listener::accept_loop(listener, what, shutdown, |stream, peer, shutdown| {
         let (broker, cfg, shared, ep) = (broker.clone(), cfg.clone(), shared.clone(), ep.clone());
+        let tls = tls.clone();
         async move {
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().ok();
+            let Some(tls) = tls else {
+                let Some((ws, closer)) = websocket::accept(stream, peer, local, &ep).await else {
+                    return;
+                };
+                drop(ep);
+                session::handle(ws, peer, broker, cfg, shared, shutdown).await;
+                closer.close().await;
+                return;
+            };
+            let Some(stream) = tls.handshake(stream, peer).await else {
+                return;
+            };
+            drop(tls);
+            let cert_name = tls::peer_cert_name(&stream);
             let Some((ws, closer)) = websocket::accept(stream, peer, local, &ep).await else {
                 return;
             };
             drop(ep);
+            let ws = ws.with_cert_name(cert_name);
             session::handle(ws, peer, broker, cfg, shared, shutdown).await;
             closer.close().await;
         }

@@ -1,6 +1,6 @@
 //! What a protocol session reads from and writes to, whatever carries the
-//! bytes: a plain TCP socket, a WebSocket ([`crate::websocket`]), and later
-//! TLS. A session is generic over [`Transport`], so the plain TCP path keeps
+//! bytes: a plain TCP socket, a WebSocket ([`crate::websocket`]), TLS
+//! ([`crate::tls`]) or a WebSocket over TLS. A session is generic over [`Transport`], so the plain TCP path keeps
 //! its concrete read half (no box, no extra task state); only the write side
 //! is boxed, as the [`Outbox`](crate::Outbox) always was.
 
@@ -32,6 +32,9 @@ pub struct Opened<R> {
     pub local: Option<SocketAddr>,
     /// What carries the bytes.
     pub kind: Kind,
+    /// Over TLS with a client certificate the CA verified: its subject CN
+    /// (certificate login: AMQP EXTERNAL, MQTT `ssl_cert_login`).
+    pub cert_name: Option<String>,
 }
 
 /// An accepted connection a session can serve.
@@ -55,6 +58,7 @@ impl Transport for TcpStream {
             wr: Box::new(wr),
             local,
             kind: Kind::Tcp,
+            cert_name: None,
         }
     }
 }

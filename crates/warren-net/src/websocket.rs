@@ -81,6 +81,7 @@ type Lock<S> = Arc<Mutex<Shared<S>>>;
 pub struct WsTransport<S> {
     shared: Lock<S>,
     local: Option<SocketAddr>,
+    cert_name: Option<String>,
 }
 
 /// The read half: binary messages as a byte stream.
@@ -151,7 +152,18 @@ impl<S> WsTransport<S> {
         let closer = WsCloser {
             shared: shared.clone(),
         };
-        (WsTransport { shared, local }, closer)
+        let ws = WsTransport {
+            shared,
+            local,
+            cert_name: None,
+        };
+        (ws, closer)
+    }
+
+    /// Over TLS: the verified client certificate's subject CN.
+    pub fn with_cert_name(mut self, cert_name: Option<String>) -> Self {
+        self.cert_name = cert_name;
+        self
     }
 }
 
@@ -223,6 +235,7 @@ where
             wr: Box::new(wr),
             local: self.local,
             kind: Kind::WebSocket,
+            cert_name: self.cert_name,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod plugins;
 pub mod resources;
 pub mod settings;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_core::Broker;
+use warren_net::tls::{TlsAcceptor, TlsError};
+
+pub use tls::TlsAddrs;
+use tls::{TlsListeners, TlsPort};
 
 pub use settings::{Overrides, Settings};
 
@@ -33,6 +38,9 @@ pub enum StartError {
     /// The data directory cannot be opened (in use, unreadable).
     #[error("cannot open the data directory: {0}")]
     Store(#[from] warren_store::StoreError),
+    /// A TLS certificate, key or CA file is missing or unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started broker.
@@ -47,14 +55,32 @@ pub struct Running {
     pub mqtt_ws_addr: Option<SocketAddr>,
     /// Where the management HTTP listener bound.
     pub http_addr: SocketAddr,
+    /// Where the TLS listeners bound (None: no certificate, or disabled).
+    pub tls_addrs: TlsAddrs,
     /// Exchange-type plugins that loaded.
     pub plugins: Vec<plugins::LoadedPlugin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<warren_store::Store>,
+    /// Every TLS listener's acceptor, reloaded together.
+    acceptors: Vec<Arc<TlsAcceptor>>,
 }
 
 impl Running {
+    /// Read the TLS files again (SIGHUP): new connections get the new
+    /// certificate, open ones stay up. On error every listener keeps the
+    /// certificate it had.
+    pub fn reload_tls(&self) -> Result<usize, TlsError> {
+        // Check every one first, so that a broken file changes nothing.
+        for a in &self.acceptors {
+            a.check()?;
+        }
+        for a in &self.acceptors {
+            a.reload()?;
+        }
+        Ok(self.acceptors.len())
+    }
+
     /// Close client connections (320) and stop the listeners.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -81,6 +107,8 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         settings.store.dir.clone(),
     );
     let (tx, rx) = watch::channel(false);
+    // A bad certificate stops start-up before any listener binds.
+    let mut tls = TlsListeners::new(settings)?;
     let (amqp_listener, amqp_addr) = bind("AMQP", &settings.amqp.bind).await?;
     let amqp = tokio::spawn(warren_amqp::serve(
         amqp_listener,
@@ -88,15 +116,15 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         amqp_config(settings),
         rx.clone(),
     ));
+    let mut tasks = vec![amqp];
+    if let Some((l, acceptor)) = tls.bind(TlsPort::Amqp, &settings.amqp.tls_bind).await? {
+        let cfg = amqp_config(settings);
+        let serve = warren_amqp::serve_tls(l, acceptor, broker.clone(), cfg, rx.clone());
+        tasks.push(tokio::spawn(serve));
+    }
     let (http_listener, http_addr) = bind("HTTP", &settings.http.bind).await?;
-    let (mqtt_listener, mqtt_addr) = bind("MQTT", &settings.mqtt.bind).await?;
-    let (mqtt_ws, mqtt_ws_addr) = match settings.mqtt.ws_bind.as_str() {
-        "" => (None, None),
-        addr => {
-            let (l, a) = bind("MQTT WebSocket", addr).await?;
-            (Some(l), Some(a))
-        }
-    };
+    let (mqtt_listeners, mqtt_addr, mqtt_ws_addr) = bind_mqtt(settings, &mut tls).await?;
+    let https = tls.bind(TlsPort::Http, &settings.http.tls_bind).await?;
     let mut listeners = vec![
         ("amqp", amqp_addr),
         ("mqtt", mqtt_addr),
@@ -104,12 +132,14 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     ];
     // RabbitMQ's name for the Web MQTT listener.
     listeners.extend(mqtt_ws_addr.map(|a| ("http/web-mqtt", a)));
+    listeners.extend(tls.named());
     let mgmt_state = mgmt_state(&broker, &plugins, listeners);
-    let http = tokio::spawn(warren_mgmt::serve(http_listener, mgmt_state, rx.clone()));
-    let mqtt_listeners = warren_mqtt::Listeners {
-        tcp: mqtt_listener,
-        ws: mqtt_ws,
-    };
+    let http = tokio::spawn(warren_mgmt::serve(
+        http_listener,
+        https,
+        mgmt_state,
+        rx.clone(),
+    ));
     let mqtt = tokio::spawn(warren_mqtt::serve(
         mqtt_listeners,
         broker.clone(),
@@ -124,9 +154,37 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         http_addr,
         mqtt_addr,
         mqtt_ws_addr,
-        tasks: vec![amqp, http, mqtt],
+        tls_addrs: tls.addrs,
+        tasks: {
+            tasks.extend([http, mqtt]);
+            tasks
+        },
         store,
+        acceptors: tls.acceptors,
     })
+}
+
+/// The MQTT listeners (TCP, WebSocket, TLS, wss) and the plain ones'
+/// addresses.
+async fn bind_mqtt(
+    settings: &Settings,
+    tls: &mut TlsListeners,
+) -> Result<(warren_mqtt::Listeners, SocketAddr, Option<SocketAddr>), StartError> {
+    let (tcp, addr) = bind("MQTT", &settings.mqtt.bind).await?;
+    let (ws, ws_addr) = match settings.mqtt.ws_bind.as_str() {
+        "" => (None, None),
+        addr => {
+            let (l, a) = bind("MQTT WebSocket", addr).await?;
+            (Some(l), Some(a))
+        }
+    };
+    let listeners = warren_mqtt::Listeners {
+        tcp,
+        ws,
+        tls: tls.bind(TlsPort::Mqtt, &settings.mqtt.tls_bind).await?,
+        wss: tls.bind(TlsPort::MqttWss, &settings.mqtt.wss_bind).await?,
+    };
+    Ok((listeners, addr, ws_addr))
 }
 
 /// The broker over the opened store: plugins loaded, definitions
@@ -167,7 +225,10 @@ fn create_default_user(broker: &Broker, u: &settings::DefaultUser) {
 }
 
 /// Bind one listener; `what` names it in the log and in the error.
-async fn bind(what: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
+pub(crate) async fn bind(
+    what: &'static str,
+    addr: &str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
     let error = |source| StartError::Bind {
         what,
         addr: addr.to_string(),
@@ -204,6 +265,7 @@ fn mqtt_config(settings: &Settings) -> warren_mqtt::Config {
         anonymous_user: settings.default_user.name.clone(),
         loopback_users: loopback_users(&settings.default_user),
         max_keep_alive: settings.mqtt.max_keep_alive,
+        ssl_cert_login: settings.mqtt.ssl_cert_login,
         ..Default::default()
     }
 }

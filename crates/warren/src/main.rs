@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let running = warren::start(&settings).await?;
         tracing::info!("Warren {} started", env!("CARGO_PKG_VERSION"));
-        wait_for_signal().await;
+        wait_for_signal(&running).await;
         tracing::info!("shutting down");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -68,11 +68,20 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// Until SIGINT or SIGTERM; SIGHUP reloads the TLS certificates.
+async fn wait_for_signal(running: &warren::Running) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match running.reload_tls() {
+                Ok(0) => tracing::info!("SIGHUP: no TLS listener to reload"),
+                Ok(n) => tracing::info!("SIGHUP: TLS certificates reloaded ({n} listeners); new connections use them"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificates not reloaded, the old ones stay: {e}"),
+            },
+        }
     }
 }

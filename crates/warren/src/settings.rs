@@ -25,7 +25,9 @@ pub struct Settings {
     /// MQTT listeners (TCP and WebSocket).
     pub mqtt: Mqtt,
     /// Management HTTP listener.
-    pub http: Listener,
+    pub http: Http,
+    /// Certificates for the TLS listeners.
+    pub tls: Tls,
     /// Storage.
     pub store: Store,
     /// The memory alarm.
@@ -53,6 +55,8 @@ pub struct Amqp {
     pub channel_max: u16,
     /// Largest message body (bytes).
     pub max_message_size: usize,
+    /// address:port of AMQPS; served only when `tls.cert_file` is set.
+    pub tls_bind: String,
 }
 
 /// MQTT listener settings.
@@ -66,13 +70,55 @@ pub struct Mqtt {
     /// Longest keep alive (seconds) an MQTT 5 client may use; longer or
     /// none is answered with this as Server Keep Alive. 0: no limit.
     pub max_keep_alive: u16,
+    /// address:port of MQTT over TLS; served only when `tls.cert_file` is set.
+    pub tls_bind: String,
+    /// address:port of MQTT over WebSocket over TLS (wss); likewise.
+    pub wss_bind: String,
+    /// A TLS client sending no user name and password logs in as its
+    /// verified certificate's CN (RabbitMQ's `mqtt.ssl_cert_login`).
+    pub ssl_cert_login: bool,
 }
 
-/// A plain listener.
+/// The management listener.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Listener {
+pub struct Http {
     /// address:port.
     pub bind: String,
+    /// address:port of HTTPS; served only when `tls.cert_file` is set.
+    pub tls_bind: String,
+}
+
+/// TLS certificates (RabbitMQ's `ssl_options`); reloaded on SIGHUP.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Tls {
+    /// Server certificate chain (PEM); empty: no TLS listener starts.
+    pub cert_file: String,
+    /// Server private key (PEM).
+    pub key_file: String,
+    /// CA certificates (PEM) client certificates are verified against.
+    pub ca_file: String,
+    /// Ask clients for a certificate and verify it (RabbitMQ's verify_peer).
+    pub verify_peer: bool,
+    /// With verify_peer: refuse clients that present no certificate.
+    pub fail_if_no_peer_cert: bool,
+}
+
+impl Tls {
+    /// The files, when a certificate is configured.
+    pub fn files(&self) -> Option<warren_net::tls::TlsFiles> {
+        if self.cert_file.is_empty() {
+            return None;
+        }
+        let path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        Some(warren_net::tls::TlsFiles {
+            cert_file: PathBuf::from(&self.cert_file),
+            // An empty key file is reported by name when it is read.
+            key_file: PathBuf::from(&self.key_file),
+            ca_file: path(&self.ca_file),
+            verify_peer: self.verify_peer,
+            fail_if_no_peer_cert: self.fail_if_no_peer_cert,
+        })
+    }
 }
 
 /// Storage settings.
@@ -229,6 +275,12 @@ mod tests {
         assert_eq!(s.memory.high_watermark_bytes, None);
         assert_eq!(s.disk.free_limit_bytes, 50_000_000);
         assert_eq!(s.mqtt.ws_bind, "0.0.0.0:15675");
+        assert_eq!(s.amqp.tls_bind, "0.0.0.0:5671");
+        assert_eq!(s.mqtt.tls_bind, "0.0.0.0:8883");
+        assert_eq!(s.mqtt.wss_bind, "0.0.0.0:15676");
+        assert_eq!(s.http.tls_bind, "0.0.0.0:15671");
+        assert!(s.tls.files().is_none(), "no TLS listener by default");
+        assert!(!s.tls.verify_peer && !s.mqtt.ssl_cert_login);
         let s = Settings::load(
             None,
             &Overrides {

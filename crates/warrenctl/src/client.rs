@@ -1,9 +1,12 @@
 //! A small blocking client for the management API.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Why a call failed; each maps to an exit code as rabbitmqctl's do.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,26 @@ pub fn seg(s: &str) -> String {
     out
 }
 
+/// TLS that trusts the CA certificates of a PEM file (and no others).
+fn ca_config(path: &Path) -> Result<TlsConfig, CtlError> {
+    let usage = |why: String| CtlError::Usage(format!("--cacert {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| usage(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(usage("no PEM certificate in the file".into()));
+    }
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(certs)))
+        .build())
+}
+
 /// The management API at one URL, with one login.
 pub struct Client {
     base: String,
@@ -67,14 +90,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client; nothing is sent until the first call.
-    pub fn new(url: &str, user: &str, password: &str) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    /// A client; nothing is sent until the first call. For an `https://`
+    /// URL the server's certificate is verified against `cacert` (a PEM
+    /// file) when given, the public web roots otherwise.
+    pub fn new(
+        url: &str,
+        user: &str,
+        password: &str,
+        cacert: Option<&Path>,
+    ) -> Result<Client, CtlError> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Client {
+            .timeout_global(Some(Duration::from_secs(60)));
+        if let Some(path) = cacert {
+            config = config.tls_config(ca_config(path)?);
+        }
+        let agent: ureq::Agent = config.build().into();
+        Ok(Client {
             base: url.trim_end_matches('/').to_string(),
             user: user.into(),
             auth: format!(
@@ -82,7 +114,7 @@ impl Client {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             ),
             agent,
-        }
+        })
     }
 
     /// Send one request; JSON in, JSON (or null for 204) out.

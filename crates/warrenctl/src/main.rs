@@ -15,8 +15,8 @@ use commands::{definitions, lists, permissions, queues, retained, status, users,
 
 fn main() {
     let cli = Cli::parse();
-    let client = Client::new(&cli.url, &cli.user, &cli.password);
-    match run(&cli, &client) {
+    let client = Client::new(&cli.url, &cli.user, &cli.password, cli.cacert.as_deref());
+    match client.and_then(|client| run(&cli, &client)) {
         Ok(()) => {}
         Err(e) => {
             eprintln!("Error: {e}");

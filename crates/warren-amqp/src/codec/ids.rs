@@ -79,6 +79,8 @@ pub const CONNECTION_OPEN: MethodId = MethodId::new(CONNECTION, 40);
 pub const CONNECTION_CLOSE: MethodId = MethodId::new(CONNECTION, 50);
 /// connection.close-ok
 pub const CONNECTION_CLOSE_OK: MethodId = MethodId::new(CONNECTION, 51);
+/// connection.update-secret (RabbitMQ's extension).
+pub const CONNECTION_UPDATE_SECRET: MethodId = MethodId::new(CONNECTION, 70);
 /// channel.open
 pub const CHANNEL_OPEN: MethodId = MethodId::new(CHANNEL, 10);
 /// channel.flow

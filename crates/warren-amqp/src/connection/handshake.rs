@@ -1,5 +1,6 @@
 //! The connection handshake: connection.start with our capabilities,
-//! start-ok with the client's properties and login (PLAIN or AMQPLAIN),
+//! start-ok with the client's properties and login (PLAIN or AMQPLAIN, and
+//! EXTERNAL over TLS with a verified client certificate),
 //! tune/tune-ok negotiation, and connection.open into a vhost within the
 //! connection limits. Also the other connection-class methods.
 
@@ -29,6 +30,7 @@ impl Conn {
             (Phase::StartOk, connection::AMQPMethod::StartOk(s)) => self.on_start_ok(s),
             (Phase::TuneOk, connection::AMQPMethod::TuneOk(t)) => self.on_tune_ok(t),
             (Phase::Open, connection::AMQPMethod::Open(o)) => self.on_open(o.virtual_host.as_str()),
+            (Phase::Running, connection::AMQPMethod::UpdateSecret(u)) => self.on_update_secret(u),
             (_, connection::AMQPMethod::Close(c)) => {
                 tracing::debug!(peer = %self.peer, code = c.reply_code, "client closed connection: {}", c.reply_text);
                 self.cleanup();
@@ -133,6 +135,9 @@ impl Conn {
     /// connection.start-ok: the client's name and capabilities, then login.
     fn on_start_ok(&mut self, s: connection::StartOk) -> AmqpResult {
         self.read_client_properties(&s.client_properties);
+        if s.mechanism.as_str() == EXTERNAL && self.cert_name.is_some() {
+            return self.on_external();
+        }
         let Some((user, pass)) = credentials(s.mechanism.as_str(), s.response.as_bytes()) else {
             return Err(AmqpError::connection(
                 AMQPSoftError::ACCESSREFUSED,
@@ -156,6 +161,37 @@ impl Conn {
                 "user '{user}' can only connect via localhost"
             )));
         }
+        self.logged_in(user);
+        Ok(())
+    }
+
+    /// EXTERNAL (rabbitmq_auth_mechanism_ssl): the user is the verified
+    /// client certificate's CN; the response is ignored. The user must
+    /// exist; no password is checked (the CA vouched for the client).
+    fn on_external(&mut self) -> AmqpResult {
+        let user = self.cert_name.clone().unwrap_or_default();
+        let refused = |why: &str| {
+            tracing::warn!(peer = %self.peer, user = %user, "authentication failed: {why}");
+            AmqpError::connection(
+                AMQPSoftError::ACCESSREFUSED,
+                format!("Login was refused using authentication mechanism {EXTERNAL}. For details see the broker logfile."),
+            )
+            .on(ids::CONNECTION_START_OK)
+        };
+        if self.broker.users.get(&user).is_none() {
+            return Err(refused(&format!("certificate user '{user}' is not a user")));
+        }
+        if self.cfg.loopback_users.iter().any(|u| u == &user) && !self.peer.ip().is_loopback() {
+            return Err(refused(&format!(
+                "user '{user}' can only connect via localhost"
+            )));
+        }
+        self.logged_in(user);
+        Ok(())
+    }
+
+    /// Login done: propose the connection's limits.
+    fn logged_in(&mut self, user: String) {
         self.user = user;
         self.phase = Phase::TuneOk;
         self.send0(AMQPClass::Connection(connection::AMQPMethod::Tune(
@@ -165,7 +201,6 @@ impl Conn {
                 heartbeat: self.cfg.heartbeat,
             },
         )));
-        Ok(())
     }
 
     /// The client's name for listings and the notifications it understands.
@@ -215,12 +250,27 @@ impl Conn {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: props,
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                mechanisms: self.mechanisms().into(),
                 locales: "en_US".into(),
             },
         )));
     }
 }
+
+impl Conn {
+    /// The SASL mechanisms offered: EXTERNAL only when a verified client
+    /// certificate names the user.
+    fn mechanisms(&self) -> &'static str {
+        if self.cert_name.is_some() {
+            "PLAIN AMQPLAIN EXTERNAL"
+        } else {
+            "PLAIN AMQPLAIN"
+        }
+    }
+}
+
+/// The certificate login mechanism (RabbitMQ's rabbitmq_auth_mechanism_ssl).
+const EXTERNAL: &str = "EXTERNAL";
 
 /// User and password from a start-ok response; `None` for a mechanism we
 /// do not offer.

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use super::{Conn, End, Phase};
@@ -41,7 +40,7 @@ impl Conn {
 
 /// Read into `buf`, giving up after `timeout`.
 pub(super) async fn read_with_timeout(
-    rd: &mut OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     timeout: Option<Duration>,
 ) -> Result<usize, End> {

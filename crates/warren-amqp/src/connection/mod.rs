@@ -2,6 +2,7 @@
 //! writer task drains the [`Outbox`].
 //!
 //! - `handshake`: protocol header, connection.start to open, login, limits
+//! - `secret`: connection.update-secret (credential rotation)
 //! - `read`: the read loop, frames in slices, dispatch by frame type
 //! - `heartbeat`: heartbeat negotiation and the read timeouts it implies
 //! - `flow`: alarm blocking, publisher pacing, confirms flushed per slice
@@ -14,6 +15,7 @@ mod handshake;
 mod heartbeat;
 mod lifecycle;
 mod read;
+mod secret;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use std::time::Duration;
 
 use amq_protocol::protocol::AMQPClass;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use warren_core::alarm::Alarms;
 use warren_core::auth::Guard;
@@ -34,6 +35,7 @@ use crate::channels::Channels;
 use crate::codec::{self, FrameError};
 use crate::Config;
 use warren_net::outbox::Outbox;
+use warren_net::transport::{Opened, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -97,21 +99,29 @@ struct Conn {
     blocked_notify: bool,
     /// connection.blocked was sent and unblocked not yet.
     blocked_sent: bool,
+    /// Over TLS with a verified client certificate: its subject CN, the
+    /// user of the EXTERNAL mechanism (offered only then).
+    cert_name: Option<String>,
 }
 
-/// Serve one accepted socket until it closes.
-pub async fn handle(
-    stream: TcpStream,
+/// Serve one accepted connection (TCP, or TLS) until it closes.
+pub async fn handle<T: Transport>(
+    transport: T,
     peer: SocketAddr,
     broker: Arc<Broker>,
     cfg: Arc<Config>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
-    let (mut rd, wr) = stream.into_split();
+    let Opened {
+        mut rd,
+        wr,
+        local,
+        cert_name,
+        ..
+    } = transport.open();
+    let local = local.unwrap_or(peer);
     let heartbeat = Arc::new(Mutex::new(None));
-    let out = Outbox::new(Box::new(wr), heartbeat.clone(), codec::write_heartbeat);
+    let out = Outbox::new(wr, heartbeat.clone(), codec::write_heartbeat);
     let mut conn = Conn {
         id: broker.next_id(),
         alarms: broker.alarms.clone(),
@@ -135,6 +145,7 @@ pub async fn handle(
         channels: Channels::default(),
         lease: None,
         cancel_notify: false,
+        cert_name,
     };
     tracing::debug!(peer = %peer, "accepting AMQP connection");
     if let Err(e) = conn.run(&mut rd, shutdown).await {

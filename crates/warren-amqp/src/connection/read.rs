@@ -4,8 +4,7 @@
 
 use amq_protocol::protocol::{connection, AMQPClass, AMQPHardError};
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use warren_core::SyncState;
@@ -48,7 +47,7 @@ impl Conn {
     /// Serve the connection until it ends.
     pub(super) async fn run(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut (impl AsyncRead + Unpin),
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), End> {
         self.read_protocol_header(rd).await?;
@@ -96,7 +95,7 @@ impl Conn {
     /// Wait for bytes or for something watched (handled here).
     async fn wait(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut (impl AsyncRead + Unpin),
         buf: &mut BytesMut,
         w: &mut Watches,
         blocked: bool,
@@ -133,7 +132,7 @@ impl Conn {
 
     /// The 8-byte protocol header, within the handshake timeout; a wrong
     /// one is answered with ours, as the spec asks, before closing.
-    async fn read_protocol_header(&mut self, rd: &mut OwnedReadHalf) -> Result<(), End> {
+    async fn read_protocol_header(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<(), End> {
         let mut header = [0u8; 8];
         match tokio::time::timeout(self.cfg.handshake_timeout, rd.read_exact(&mut header)).await {
             Err(_) => return Err(End::Timeout),

@@ -97,6 +97,8 @@ struct Ctx<'a> {
     peer: SocketAddr,
     local: SocketAddr,
     kind: Kind,
+    /// The verified client certificate's CN (TLS), for `ssl_cert_login`.
+    cert_name: Option<String>,
 }
 
 /// Read CONNECT (within 10 s) and accept or refuse it. It owns what it
@@ -114,6 +116,7 @@ pub(super) async fn handshake<T: Transport>(
         wr,
         local,
         kind,
+        cert_name,
     } = transport.open();
     let local = local.unwrap_or(peer);
     // MQTT servers send no keep-alives: one shared "none" for every connection.
@@ -161,6 +164,7 @@ pub(super) async fn handshake<T: Transport>(
         peer,
         local,
         kind,
+        cert_name,
     };
     let Some(conn) = accept(&ctx, &connect).await else {
         out.close();
@@ -390,8 +394,17 @@ fn check_will(c: &Connect) -> Result<(), Refused> {
 }
 
 /// Check the credentials (username may carry the vhost as `vhost:user`, as
-/// in RabbitMQ); the vhost and the user, None for anonymous.
+/// in RabbitMQ); the vhost and the user, None for anonymous. As RabbitMQ:
+/// a user name and password win; without either, `ssl_cert_login` takes
+/// the user from the verified client certificate's CN.
 fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String>), Refused> {
+    let cert_user = match (&c.username, &c.password, &ctx.cert_name) {
+        (None, None, Some(cn)) if ctx.cfg.ssl_cert_login => Some(cn),
+        _ => None,
+    };
+    if let Some(u) = cert_user {
+        return cert_login(ctx, u);
+    }
     let (vhost_name, user) = match &c.username {
         Some(u) => match u.split_once(':') {
             Some((v, u)) => (v.to_string(), Some(u.to_string())),
@@ -430,6 +443,20 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
             na5,
             format!("vhost '{vhost_name}' not found"),
         )),
+    }
+}
+
+/// `ssl_cert_login`: the certificate's CN must name a user (no password;
+/// the CA vouched for it), who gets vhost `/`.
+fn cert_login(ctx: &Ctx<'_>, user: &str) -> Result<(Arc<VHost>, Option<String>), Refused> {
+    let (na4, na5) = NOT_AUTHORIZED;
+    if ctx.broker.users.get(user).is_none() {
+        let why = format!("certificate user '{user}' is not a user");
+        return Err(Refused::connack(na4, na5, why));
+    }
+    match ctx.broker.vhost("/") {
+        Some(v) => Ok((v, Some(user.to_string()))),
+        None => Err(Refused::connack(na4, na5, "vhost '/' not found")),
     }
 }
 

@@ -19,6 +19,10 @@ pub(crate) struct Cli {
         default_value = "http://127.0.0.1:15672"
     )]
     pub(crate) url: String,
+    /// CA certificate (PEM) that an https:// URL's certificate is verified
+    /// against (default: the public web roots).
+    #[arg(long, global = true, env = "WARRENCTL_CACERT")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
     /// User for the management API.
     #[arg(long, global = true, env = "WARRENCTL_USER", default_value = "guest")]
     pub(crate) user: String,
