@@ -11,6 +11,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from conftest import drain
+from mqtt_raw import packet as mqtt_packet
+from mqtt_raw import string as mqtt_str
 
 
 class Client:
@@ -442,22 +444,6 @@ def test_mqtt5_will_delay_and_cancel_on_reconnect(broker):
     watcher.none(3)
     c2.disconnect(); c2.loop_stop()
     watcher.close()
-
-
-def mqtt_packet(first, body):
-    n = len(body)
-    enc = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        enc.append(b | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes([first]) + bytes(enc) + body
-
-
-def mqtt_str(s):
-    return struct.pack(">H", len(s)) + s
 
 
 def raw_connect(broker, client_id, level=4, clean=True, props=b""):

@@ -67,35 +67,34 @@ pub fn valid_filter(f: &str) -> bool {
 
 /// MQTT matching of a topic against a filter (for retained messages).
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    match_levels(filter, topic, '/', |f, t| f == t)
 }
 
 /// [`matches`] against a topic given as its AMQP routing key (`/` and `.`
 /// swapped), comparing byte by byte so a delivery allocates nothing.
 pub fn matches_key(filter: &str, key: &str) -> bool {
-    if key.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+    match_levels(filter, key, '.', same_level)
+}
+
+/// The one matcher: `topic`'s levels are split at `separator` and compared
+/// with `same`; `+` takes one level, `#` the rest, and a `$` topic is not
+/// matched by a leading wildcard (MQTT-4.7.2-1).
+fn match_levels(
+    filter: &str,
+    topic: &str,
+    separator: char,
+    same: impl Fn(&str, &str) -> bool,
+) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }
     let mut f = filter.split('/');
-    let mut k = key.split('.');
+    let mut t = topic.split(separator);
     loop {
-        match (f.next(), k.next()) {
+        match (f.next(), t.next()) {
             (Some("#"), _) => return true,
             (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if same_level(a, b) => {}
+            (Some(a), Some(b)) if same(a, b) => {}
             (None, None) => return true,
             _ => return false,
         }
