@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test clients (pika, paho-mqtt, prometheus-client, mosquitto-clients, chromium, MQTT.js)"
+echo "== installing test clients (pika, paho-mqtt, prometheus-client, mosquitto-clients, chromium, openssl, MQTT.js)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 missing=()
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 # Headless Chromium renders the management web page in test_operator.py.
 command -v chromium >/dev/null || missing+=(chromium)
+# The TLS tests check protocol versions with openssl s_client.
+command -v openssl >/dev/null || missing+=(openssl)
 # npm installs MQTT.js, which the browser test loads in Chromium.
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
