@@ -42,6 +42,7 @@ mod pending;
 mod publish;
 mod read_loop;
 mod retained;
+mod setup;
 mod subscribe;
 mod subscriptions;
 
