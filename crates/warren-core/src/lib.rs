@@ -125,7 +125,8 @@ impl Broker {
             }) as vhost::DefinitionsHook
         });
         let log = self.store.as_ref().map(|s| s.log.clone());
-        let v = VHost::new_shared(name, self.types.clone(), log, hook);
+        let pages = self.store.as_ref().map(|s| s.pages.clone());
+        let v = VHost::new_shared(name, self.types.clone(), log, pages, hook);
         vhosts.insert(name.to_string(), v.clone());
         (v, true)
     }

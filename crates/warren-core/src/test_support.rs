@@ -18,7 +18,13 @@ use crate::vhost::{QueueDeclare, VHost};
 
 /// A vhost with the built-in exchange types, no store and no hook.
 pub(crate) fn vhost() -> Arc<VHost> {
-    VHost::new_shared("/", Arc::new(TypeRegistry::with_builtins()), None, None)
+    VHost::new_shared(
+        "/",
+        Arc::new(TypeRegistry::with_builtins()),
+        None,
+        None,
+        None,
+    )
 }
 
 /// A field table from pairs.

@@ -23,11 +23,21 @@ const PROTOCOLS: [&str; 3] = ["AMQP 0-9-1", "MQTT 3.1.1", "MQTT 5.0"];
 
 /// The per-queue families: name, type and help, in the order of
 /// [`queue_row`]'s values.
-const QUEUE_FAMILIES: [(&str, &str, &str); 9] = [
+const QUEUE_FAMILIES: [(&str, &str, &str); 11] = [
     (
         "warren_queue_messages_ready",
         "gauge",
         "Messages ready for delivery.",
+    ),
+    (
+        "warren_queue_messages_paged_out",
+        "gauge",
+        "Ready messages paged out to disk (not in memory).",
+    ),
+    (
+        "warren_queue_message_bytes_paged_out",
+        "gauge",
+        "Body bytes of ready messages paged out to disk.",
     ),
     (
         "warren_queue_messages_unacked",
@@ -151,7 +161,7 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
 }
 
 /// Labels and values of one queue, in the order of [`QUEUE_FAMILIES`].
-type QueueRow = (String, [f64; 9]);
+type QueueRow = (String, [f64; 11]);
 
 fn queue_row(s: &MgmtState, v: &warren_core::VHost, q: &warren_core::Queue) -> QueueRow {
     let st = q.stats();
@@ -160,6 +170,8 @@ fn queue_row(s: &MgmtState, v: &warren_core::VHost, q: &warren_core::Queue) -> Q
         format!("vhost=\"{}\",queue=\"{}\"", label(&v.name), label(&q.name)),
         [
             st.ready as f64,
+            (st.ready - st.ready_ram) as f64,
+            st.paged_bytes as f64,
             st.unacked as f64,
             st.consumers as f64,
             st.published as f64,
@@ -260,6 +272,12 @@ fn store_metrics(o: &mut Out, b: &Broker) {
         "Bytes of message log segments on disk.",
     );
     o.sample("warren_store_bytes", "", store.log.disk_bytes());
+    o.family(
+        "warren_store_page_bytes",
+        "gauge",
+        "Bytes of queue page files on disk (ready messages paged out of memory).",
+    );
+    o.sample("warren_store_page_bytes", "", store.pages.disk_bytes());
     let (buckets, count, sum) = store.log.fsync.snapshot();
     o.family(
         "warren_store_fsync_seconds",

@@ -7,6 +7,8 @@
 //! - `definitions.json`: the durable topology, replaced atomically
 //!   (write temp, fsync, rename, fsync directory) on every change.
 //! - `messages/NNNNNNNNNN.seg`: the message log (see [`log`]).
+//! - `pages/`: queue tails paged out of memory (see [`pages`]); a cache,
+//!   cleared at start-up.
 //!
 //! This crate knows nothing of the routing core; it stores names, ids and
 //! bytes. See docs/architecture.md for why this design was chosen.
@@ -14,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod log;
+pub mod pages;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +28,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use log::{Log, QueueKey, Recovered, Recovery, SyncState};
+pub use pages::{PageOptions, Pages};
 
 /// Storage failures, naming the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,8 @@ pub struct Store {
     _lock: File,
     /// The message log.
     pub log: Arc<Log>,
+    /// Where queues page out the tail beyond their in-memory window.
+    pub pages: Arc<Pages>,
     defs_write: Mutex<()>,
 }
 
@@ -186,6 +192,11 @@ pub struct Opened {
 impl Store {
     /// Lock `dir`, read definitions and recover the message log.
     pub fn open(dir: &Path) -> Result<Opened, StoreError> {
+        Self::open_with(dir, PageOptions::default())
+    }
+
+    /// [`Store::open`] with the queues' paging window.
+    pub fn open_with(dir: &Path, paging: PageOptions) -> Result<Opened, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -213,11 +224,13 @@ impl Store {
             Err(e) => return Err(StoreError::io(&defs_path, e)),
         };
         let (log, recovery) = Log::open(&dir.join("messages"))?;
+        let pages = Pages::open(&dir.join("pages"), paging)?;
         Ok(Opened {
             store: Arc::new(Store {
                 dir: dir.to_path_buf(),
                 _lock: lock,
                 log,
+                pages,
                 defs_write: Mutex::new(()),
             }),
             definitions,

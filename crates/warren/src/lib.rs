@@ -96,7 +96,7 @@ impl Running {
 
 /// Bind the listeners and start serving.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
-    let opened = warren_store::Store::open(&settings.store.dir)?;
+    let opened = warren_store::Store::open_with(&settings.store.dir, settings.store.paging())?;
     let store = opened.store.clone();
     tracing::info!("data directory {}", settings.store.dir.display());
     let (broker, plugins) = build_broker(settings, opened);

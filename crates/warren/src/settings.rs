@@ -126,6 +126,21 @@ impl Tls {
 pub struct Store {
     /// Data directory.
     pub dir: PathBuf,
+    /// Ready messages a queue keeps in memory; the rest are paged to disk.
+    pub page_window_messages: usize,
+    /// Ready body bytes a queue keeps in memory; the rest are paged to disk.
+    pub page_window_bytes: usize,
+}
+
+impl Store {
+    /// The queues' paging window.
+    pub fn paging(&self) -> warren_store::PageOptions {
+        warren_store::PageOptions {
+            window_messages: self.page_window_messages.max(1),
+            window_bytes: self.page_window_bytes.max(1),
+            ..warren_store::PageOptions::default()
+        }
+    }
 }
 
 /// Memory alarm settings (RabbitMQ's vm_memory_high_watermark).

@@ -8,16 +8,20 @@
 
 //!
 //! The concerns of a queue live beside this file: `args` (the `x-`
-//! arguments), `ready` (the priority store), `dispatch` (consumers),
+//! arguments), `ready` (the priority store, paging its tail to disk beyond
+//! a window), `paged` (the page record), `dispatch` (consumers),
 //! `ttl` (message expiry and its sweeper) and `expires` (the queue's own
 //! `x-expires` lease); dead-lettering is [`crate::dead_letter`].
 
 mod args;
 mod dispatch;
 mod expires;
+mod paged;
 mod ready;
 mod ttl;
 
+#[cfg(test)]
+mod paged_tests;
 #[cfg(test)]
 mod tests;
 
@@ -27,7 +31,7 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use warren_store::{Log, QueueKey};
+use warren_store::{Log, Pages, QueueKey};
 
 pub use self::args::{Limits, Overflow};
 use self::ready::Ready;
@@ -100,6 +104,10 @@ pub struct QueueStats {
     pub consumers: usize,
     /// Bytes of ready bodies.
     pub ready_bytes: usize,
+    /// Ready messages held in memory (the rest are paged out to disk).
+    pub ready_ram: usize,
+    /// Body bytes of ready messages paged out to disk.
+    pub paged_bytes: usize,
     /// Messages ever enqueued.
     pub published: u64,
     /// Messages ever handed to consumers or basic.get.
@@ -230,6 +238,13 @@ impl Queue {
                 (l, key)
             });
         }
+        self
+    }
+
+    /// Page the ready tail beyond the window out to disk (any queue of a
+    /// broker with a store).
+    pub fn with_pages(self, pages: Option<Arc<Pages>>) -> Self {
+        self.inner.lock().ready.set_pages(pages);
         self
     }
 
@@ -452,9 +467,7 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut inner = self.lock();
         let n = inner.ready.len();
-        for d in inner.ready.drain() {
-            self.forget(&d.message);
-        }
+        inner.ready.drain(|d| self.forget(&d.message));
         inner.ready_bytes = 0;
         n as u32
     }
@@ -472,6 +485,8 @@ impl Queue {
         QueueStats {
             ready: inner.ready.len(),
             ready_bytes: inner.ready_bytes,
+            ready_ram: inner.ready.in_ram(),
+            paged_bytes: inner.ready.paged_bytes(),
             consumers: inner.consumers.len(),
             unacked: self.unacked.load(Ordering::Relaxed),
             acked: self.acked.load(Ordering::Relaxed),
@@ -485,9 +500,7 @@ impl Queue {
             let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
-            for d in inner.ready.drain() {
-                self.forget(&d.message);
-            }
+            inner.ready.drain(|d| self.forget(&d.message));
             inner.ready_bytes = 0;
             (n, std::mem::take(&mut inner.consumers))
         };

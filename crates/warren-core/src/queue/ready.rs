@@ -1,23 +1,82 @@
 //! A queue's ready messages: one FIFO, or one per priority level for a
-//! queue with `x-max-priority`.
+//! queue with `x-max-priority`, each an in-memory head with, once the
+//! queue's window is full, a tail paged out to disk.
+//!
+//! Paging keeps order: once a level has anything paged, new messages go to
+//! the end of its page files, and the head is refilled from them (oldest
+//! first) when it runs dry. Everything consumers, TTL, max-length and
+//! requeue touch is in the head, so those rules work unchanged on a paged
+//! queue: a requeued message was delivered from the head, so its position
+//! is always before anything paged.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use warren_store::pages::{Pages, Spill};
+
+use super::paged::{self, Decoder, MAX_PAGED_BODY};
 use super::Delivery;
+
+/// Bytes read back from page files at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// One priority level: the head in memory, the tail (if any) on disk.
+struct Level {
+    ram: VecDeque<Delivery>,
+    paged: Option<Spill>,
+    /// Paged messages that are also in the message log.
+    paged_stored: usize,
+}
+
+impl Level {
+    fn new() -> Level {
+        Level {
+            ram: VecDeque::new(),
+            paged: None,
+            paged_stored: 0,
+        }
+    }
+
+    fn paged_len(&self) -> usize {
+        self.paged.as_ref().map_or(0, |s| s.len() as usize)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ram.is_empty() && self.paged_len() == 0
+    }
+}
 
 /// Ready messages: one FIFO, or one per priority level for a queue with
 /// `x-max-priority` (highest level first, FIFO within a level).
 pub(super) struct Ready {
-    levels: Vec<VecDeque<Delivery>>,
+    levels: Vec<Level>,
     len: usize,
+    /// Messages and body bytes in memory, over all levels.
+    ram: usize,
+    ram_bytes: usize,
+    /// Body bytes paged out.
+    paged_bytes: usize,
+    pages: Option<Arc<Pages>>,
+    decoder: Decoder,
 }
 
 impl Ready {
     pub(super) fn new(max_priority: u8) -> Ready {
+        paged::init_clock();
         Ready {
-            levels: (0..=max_priority).map(|_| VecDeque::new()).collect(),
+            levels: (0..=max_priority).map(|_| Level::new()).collect(),
             len: 0,
+            ram: 0,
+            ram_bytes: 0,
+            paged_bytes: 0,
+            pages: None,
+            decoder: Decoder::default(),
         }
+    }
+
+    /// Page the tail beyond the window out to `pages`.
+    pub(super) fn set_pages(&mut self, pages: Option<Arc<Pages>>) {
+        self.pages = pages;
     }
 
     /// The level of a message: its priority, capped at the queue's maximum.
@@ -36,56 +95,222 @@ impl Ready {
         self.len == 0
     }
 
+    /// Messages in memory (the rest are paged out).
+    pub(super) fn in_ram(&self) -> usize {
+        self.ram
+    }
+
+    /// Body bytes paged out.
+    pub(super) fn paged_bytes(&self) -> usize {
+        self.paged_bytes
+    }
+
     pub(super) fn reserve(&mut self, n: usize) {
+        let cap = self
+            .pages
+            .as_ref()
+            .map_or(n, |p| n.min(p.options().window_messages));
         if let [only] = &mut self.levels[..] {
-            only.reserve(n);
+            only.ram.reserve(cap);
         }
     }
 
     #[inline]
     pub(super) fn push_back(&mut self, d: Delivery) {
         let l = self.level(&d);
-        self.levels[l].push_back(d);
         self.len += 1;
+        if self.must_page(l, &d) {
+            if let Err(d) = self.page_out(l, d) {
+                self.keep(l, d, false);
+            }
+            return;
+        }
+        self.keep(l, d, false);
+    }
+
+    /// Hold `d` in memory, at the back or front of its level.
+    #[inline]
+    fn keep(&mut self, l: usize, d: Delivery, front: bool) {
+        self.ram += 1;
+        self.ram_bytes += d.message.body_len();
+        if front {
+            self.levels[l].ram.push_front(d);
+        } else {
+            self.levels[l].ram.push_back(d);
+        }
+    }
+
+    /// A new message goes to disk when its level already pages (order) or
+    /// the window is full.
+    #[inline]
+    fn must_page(&self, l: usize, d: &Delivery) -> bool {
+        let Some(p) = &self.pages else {
+            return false;
+        };
+        let o = p.options();
+        (self.levels[l].paged_len() > 0
+            || self.ram >= o.window_messages
+            || self.ram_bytes >= o.window_bytes)
+            && d.message.body_len() < MAX_PAGED_BODY
+    }
+
+    /// Append `d` to its level's page files; hands it back if it cannot be.
+    #[allow(clippy::result_large_err)]
+    fn page_out(&mut self, l: usize, d: Delivery) -> Result<(), Delivery> {
+        let Some(pages) = &self.pages else {
+            return Err(d);
+        };
+        let level = &mut self.levels[l];
+        level.paged_stored += usize::from(d.message.store_id != 0);
+        let spill = level.paged.get_or_insert_with(|| pages.spill());
+        let (meta, _) = d.message.meta();
+        let parts: [&[u8]; 4] = [
+            &paged::header(&d),
+            d.message.exchange.as_bytes(),
+            meta,
+            &d.message.body,
+        ];
+        if let Err(e) = spill.push(&parts) {
+            // The record is kept in the spill's buffer; only the write
+            // failed (disk full), and is retried later.
+            tracing::warn!("cannot write a queue's page file (kept in memory): {e}");
+        }
+        self.paged_bytes += d.message.body_len();
+        Ok(())
     }
 
     /// Put back what was just popped.
     #[inline]
     pub(super) fn push_front(&mut self, d: Delivery) {
         let l = self.level(&d);
-        self.levels[l].push_front(d);
         self.len += 1;
+        self.keep(l, d, true);
     }
 
-    /// A requeued delivery goes back to its original position in its level.
+    /// A requeued delivery goes back to its original position in its level
+    /// (in memory: it came from the head, before anything paged).
     pub(super) fn insert_by_seq(&mut self, d: Delivery) {
         let l = self.level(&d);
-        let level = &mut self.levels[l];
+        self.len += 1;
+        self.ram += 1;
+        self.ram_bytes += d.message.body_len();
+        let level = &mut self.levels[l].ram;
         let pos = level.partition_point(|x| x.seq < d.seq);
         level.insert(pos, d);
-        self.len += 1;
+    }
+
+    /// The highest level holding a message, with its head in memory.
+    #[inline]
+    fn head_level(&mut self) -> Option<usize> {
+        let l = self.levels.iter().rposition(|l| !l.is_empty())?;
+        if self.levels[l].ram.is_empty() {
+            self.refill(l);
+            if self.levels[l].ram.is_empty() {
+                // The page files failed; what they held was dropped.
+                return self.head_level();
+            }
+        }
+        Some(l)
     }
 
     #[inline]
-    pub(super) fn front(&self) -> Option<&Delivery> {
-        self.levels.iter().rev().find_map(|l| l.front())
+    pub(super) fn front(&mut self) -> Option<&Delivery> {
+        let l = self.head_level()?;
+        self.levels[l].ram.front()
     }
 
     #[inline]
     pub(super) fn pop_front(&mut self) -> Option<Delivery> {
-        let level = self.levels.iter_mut().rev().find(|l| !l.is_empty())?;
+        let l = self.head_level()?;
+        let level = &mut self.levels[l].ram;
         let d = level.pop_front()?;
         shrink(level);
         self.len -= 1;
+        self.ram -= 1;
+        self.ram_bytes -= d.message.body_len();
         Some(d)
     }
 
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = Delivery> + '_ {
+    /// Read the next chunk of level `l`'s page files into its head. A read
+    /// or decode failure drops the rest of that level's paged messages
+    /// (logged; persistent ones are still in the message log).
+    fn refill(&mut self, l: usize) {
+        let Some(spill) = self.levels[l].paged.as_mut() else {
+            return;
+        };
+        let failed = match spill.pop_chunk(READ_CHUNK) {
+            Ok(None) => None,
+            Ok(Some(chunk)) => {
+                let mut err = None;
+                for rec in chunk.records() {
+                    match self.decoder.decode(rec) {
+                        Ok(d) => {
+                            self.paged_bytes -= d.message.body_len();
+                            self.levels[l].paged_stored -= usize::from(d.message.store_id != 0);
+                            self.ram += 1;
+                            self.ram_bytes += d.message.body_len();
+                            self.levels[l].ram.push_back(d);
+                        }
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            self.len -= 1;
+                        }
+                    }
+                }
+                err
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            self.lose_paged(l, &e);
+        }
+    }
+
+    /// Give up on level `l`'s page files.
+    fn lose_paged(&mut self, l: usize, why: &str) {
+        let level = &mut self.levels[l];
+        level.paged_stored = 0;
+        let Some(spill) = level.paged.take() else {
+            return;
+        };
+        tracing::error!(
+            "a queue's page file failed ({why}): {} paged messages dropped from memory",
+            spill.len()
+        );
+        self.len -= spill.len() as usize;
+        self.paged_bytes = self.paged_bytes.saturating_sub(spill.bytes() as usize);
+    }
+
+    /// Empty the store, handing `visit` every message in memory and every
+    /// paged one that is in the message log (`store_id != 0`): the only
+    /// ones whose removal anyone needs to hear of. Page files are deleted.
+    pub(super) fn drain(&mut self, mut visit: impl FnMut(Delivery)) {
+        for l in (0..self.levels.len()).rev() {
+            let level = &mut self.levels[l];
+            for d in std::mem::take(&mut level.ram) {
+                visit(d);
+            }
+            let stored = std::mem::take(&mut level.paged_stored);
+            let Some(mut spill) = level.paged.take() else {
+                continue;
+            };
+            if stored == 0 {
+                continue;
+            }
+            while let Ok(Some(chunk)) = spill.pop_chunk(READ_CHUNK) {
+                for rec in chunk.records() {
+                    if paged::stored(&rec) {
+                        if let Ok(d) = self.decoder.decode(rec) {
+                            visit(d);
+                        }
+                    }
+                }
+            }
+        }
         self.len = 0;
-        self.levels.iter_mut().rev().flat_map(|l| {
-            let all = std::mem::take(l);
-            all.into_iter()
-        })
+        self.ram = 0;
+        self.ram_bytes = 0;
+        self.paged_bytes = 0;
     }
 }
 

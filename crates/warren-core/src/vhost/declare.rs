@@ -230,7 +230,8 @@ impl VHost {
                 d.auto_delete,
                 d.args.clone(),
             )?
-            .with_store(self.log.clone()),
+            .with_store(self.log.clone())
+            .with_pages(self.pages.clone()),
         );
         self.insert_queue(&mut topo, q.clone())?;
         drop(topo);

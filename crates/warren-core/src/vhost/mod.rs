@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
-use warren_store::Log;
+use warren_store::{Log, Pages};
 
 pub use self::bindings::BindingInfo;
 pub use self::declare::{ExchangeDeclare, QueueDeclare};
@@ -51,6 +51,8 @@ pub struct VHost {
     pub name: Arc<str>,
     types: Arc<TypeRegistry>,
     log: Option<Arc<Log>>,
+    /// Where queues page out the tail beyond their in-memory window.
+    pages: Option<Arc<Pages>>,
     on_change: Option<DefinitionsHook>,
     topology: RwLock<Topology>,
     name_counter: AtomicU64,
@@ -79,6 +81,7 @@ impl VHost {
         name: &str,
         types: Arc<TypeRegistry>,
         log: Option<Arc<Log>>,
+        pages: Option<Arc<Pages>>,
         on_change: Option<DefinitionsHook>,
     ) -> VHost {
         let v = VHost {
@@ -86,6 +89,7 @@ impl VHost {
             types,
             retained: Retained::new(name, log.clone()),
             log,
+            pages,
             on_change,
             topology: RwLock::new(Topology::default()),
             name_counter: AtomicU64::new(0),
@@ -116,10 +120,11 @@ impl VHost {
         name: &str,
         types: Arc<TypeRegistry>,
         log: Option<Arc<Log>>,
+        pages: Option<Arc<Pages>>,
         on_change: Option<DefinitionsHook>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
-            let mut v = VHost::new(name, types, log, on_change);
+            let mut v = VHost::new(name, types, log, pages, on_change);
             v.me = me.clone();
             v
         })
