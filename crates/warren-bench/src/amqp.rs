@@ -158,23 +158,9 @@ impl Client {
         }
     }
 
-    /// Declare a queue (non-durable unless asked), optionally purging it.
+    /// Declare a queue (non-durable unless asked) and purge it.
     pub async fn queue(&mut self, name: &str, durable: bool) -> Result<()> {
-        self.send(
-            1,
-            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-                queue: name.into(),
-                passive: false,
-                durable,
-                exclusive: false,
-                auto_delete: false,
-                nowait: false,
-                arguments: FieldTable::default(),
-            })),
-        )
-        .await?;
-        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))))
-            .await?;
+        self.declare(name, durable, FieldTable::default()).await?;
         self.send(
             1,
             AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
@@ -184,6 +170,26 @@ impl Client {
         )
         .await?;
         self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(_))))
+            .await?;
+        Ok(())
+    }
+
+    /// Declare a queue with arguments, keeping what it holds.
+    pub async fn declare(&mut self, name: &str, durable: bool, arguments: FieldTable) -> Result<()> {
+        self.send(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: name.into(),
+                passive: false,
+                durable,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments,
+            })),
+        )
+        .await?;
+        self.expect(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))))
             .await?;
         Ok(())
     }

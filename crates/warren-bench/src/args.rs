@@ -51,4 +51,28 @@ pub struct Args {
     /// the durable queue `bench.fill` (for recovery measurements).
     #[arg(long)]
     pub fill: Option<u64>,
+    /// Instead of scenarios: fill the queue `bench.deep` with this many
+    /// messages (no consumer), then drain it, reporting msg/s, broker RSS
+    /// (needs --pid) and the data directory's size (with --data-dir).
+    #[arg(long)]
+    pub deep: Option<u64>,
+    /// Body size of the --deep messages.
+    #[arg(long, default_value_t = 16)]
+    pub body_size: usize,
+    /// --deep: persistent messages in a durable queue.
+    #[arg(long)]
+    pub persistent: bool,
+    /// --deep: stop after the fill (leave the backlog, e.g. for a restart).
+    #[arg(long)]
+    pub no_drain: bool,
+    /// --deep: declare arguments of the queue, `k=v,k=v` (e.g.
+    /// `x-queue-mode=lazy` or `x-queue-version=2` on RabbitMQ).
+    #[arg(long, default_value = "")]
+    pub queue_args: String,
+    /// --deep: only drain N messages already in the queue (after a restart).
+    #[arg(long)]
+    pub drain_only: bool,
+    /// --deep: the broker's data directory, whose size is reported.
+    #[arg(long)]
+    pub data_dir: Option<String>,
 }

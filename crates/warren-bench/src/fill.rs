@@ -45,7 +45,7 @@ pub async fn run_fill(args: &Args, n: u64) -> Result<()> {
 }
 
 /// Consume the whole frames in `buf`; the confirmed count after them.
-fn take_confirms(buf: &mut BytesMut, mut acked: u64) -> Result<u64> {
+pub(crate) fn take_confirms(buf: &mut BytesMut, mut acked: u64) -> Result<u64> {
     use warren_amqp::codec;
     loop {
         let Some(f) =

@@ -6,6 +6,7 @@ mod amqp;
 mod amqp_load;
 mod args;
 mod common;
+mod deep;
 mod fill;
 mod mqtt;
 mod mqtt_transport;
@@ -119,6 +120,8 @@ fn main() -> Result<()> {
     rt.block_on(async {
         if let Some(n) = args.fill {
             fill::run_fill(&args, n).await
+        } else if let Some(n) = args.deep {
+            deep::run_deep(&args, n).await
         } else if args.mqtt {
             run_mqtt(&args).await
         } else {

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Backlog benchmark (issue 14): fill one queue with N messages of SIZE bytes
+# and no consumer, idle, drain; prints msg/s, the broker's peak RSS per
+# phase and the data directory's size. With "persistent", the queue is
+# durable and the messages persistent, and the broker is restarted (clean
+# stop, then kill -9) with the backlog in place to show RSS after recovery.
+# Usage: bench/deep-queue.sh BIN N SIZE [persistent]   (BIN: a warren binary;
+# warren-bench from target/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$1 n=$2 size=$3 mode=${4:-transient}
+bench=./target/release/warren-bench
+dir=$(mktemp -d /tmp/warren-deep.XXXXXX)
+log=$(mktemp)
+port=5690
+start() {
+  : >"$log"
+  RUST_LOG=info WARREN_AMQP__BIND=127.0.0.1:$port WARREN_MQTT__BIND=127.0.0.1:0 \
+    WARREN_MQTT__WS_BIND= WARREN_HTTP__BIND=127.0.0.1:0 WARREN_STORE__DIR="$dir" "$bin" 2>"$log" &
+  wpid=$!
+  for _ in $(seq 1 1200); do grep -q "AMQP listener bound" "$log" && return; sleep 0.1; done
+  echo "warren did not start"; cat "$log"; exit 1
+}
+rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$wpid/status; }
+trap 'kill $wpid 2>/dev/null || true; rm -rf "$dir" "$log"' EXIT
+start
+args=(--addr 127.0.0.1:$port --pid "$wpid" --deep "$n" --body-size "$size" --data-dir "$dir" --label "$(basename "$bin")")
+if [ "$mode" = persistent ]; then
+  $bench "${args[@]}" --persistent --no-drain
+  for how in TERM KILL; do
+    t0=$(date +%s.%N)
+    kill -$how $wpid; wait $wpid || true
+    start
+    t1=$(date +%s.%N)
+    echo "after SIG$how and restart: accepting connections after $(echo "$t1 - $t0" | bc) s; RSS $(rss); $(grep -o 'recovered.*' "$log" | head -1)"
+  done
+  $bench "${args[@]}" --persistent --drain-only
+fi
+[ "$mode" = persistent ] || $bench "${args[@]}"
