@@ -105,6 +105,7 @@ pub(super) fn new_conn(
         ack_after_sync: None,
         exchange: None,
         lease: None,
+        expiry_timer: None,
         keepalive: None,
         will: None,
         epoch: 0,
