@@ -99,14 +99,17 @@ impl Conn {
         }
         .map_err(|e| AmqpError::from(e).on(ids::CONNECTION_OPEN))?;
         self.lease = Some(lease);
-        let registration = self.broker.registry.register(ConnectionInfo::new(
-            self.id,
-            "AMQP 0-9-1",
-            (self.peer, self.local),
-            guard.user.clone(),
-            guard.vhost.clone(),
-            std::mem::take(&mut self.client),
-        ));
+        let registration = self.broker.registry.register(
+            ConnectionInfo::new(
+                self.id,
+                "AMQP 0-9-1",
+                (self.peer, self.local),
+                guard.user.clone(),
+                guard.vhost.clone(),
+                std::mem::take(&mut self.client),
+            )
+            .over_tls(self.tls),
+        );
         self.expiry = self
             .token
             .as_ref()

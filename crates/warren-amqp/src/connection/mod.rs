@@ -109,6 +109,8 @@ struct Conn {
     token: Option<TokenGrant>,
     /// Closes the connection when the token expires (from connection.open).
     expiry: Option<ExpiryTimer>,
+    /// Over TLS (listed as `ssl`).
+    tls: bool,
 }
 
 /// Serve one accepted connection (TCP, or TLS) until it closes.
@@ -124,6 +126,7 @@ pub async fn handle<T: Transport>(
         wr,
         local,
         cert_name,
+        tls,
         ..
     } = transport.open();
     let local = local.unwrap_or(peer);
@@ -155,6 +158,7 @@ pub async fn handle<T: Transport>(
         cert_name,
         token: None,
         expiry: None,
+        tls,
     };
     tracing::debug!(peer = %peer, "accepting AMQP connection");
     if let Err(e) = conn.run(&mut rd, shutdown).await {

@@ -264,9 +264,9 @@ impl TokenVerifier {
             scope_list(v, &mut all);
         }
         if let Some(keys) = &self.settings.additional_scopes_key {
+            let id = &self.settings.resource_server_id;
             for path in keys.split_whitespace() {
-                let id = &self.settings.resource_server_id;
-                extra_scopes(&Value::Object(claims.clone()), path, id, &mut all);
+                extra_scopes_in(claims, path, id, &mut all);
             }
         }
         let mut kept: Vec<String> = all
@@ -318,22 +318,25 @@ fn scope_list(v: &Value, out: &mut Vec<String>) {
 /// scopes, and an object contributes its `resource_server_id` entry with
 /// the prefix added.
 fn extra_scopes(v: &Value, path: &str, id: &str, out: &mut Vec<String>) {
-    let (key, rest) = match path.split_once('.') {
-        Some((k, r)) => (k, Some(r)),
-        None => (path, None),
-    };
     match v {
-        Value::Object(m) => {
-            let Some(next) = m.get(key) else { return };
-            match rest {
-                Some(rest) => extra_scopes(next, rest, id, out),
-                None => leaf_scopes(next, id, out),
-            }
-        }
+        Value::Object(m) => extra_scopes_in(m, path, id, out),
         Value::Array(items) => items
             .iter()
             .for_each(|item| extra_scopes(item, path, id, out)),
         _ => {}
+    }
+}
+
+/// [`extra_scopes`] from an object.
+fn extra_scopes_in(m: &Map<String, Value>, path: &str, id: &str, out: &mut Vec<String>) {
+    let (key, rest) = match path.split_once('.') {
+        Some((k, r)) => (k, Some(r)),
+        None => (path, None),
+    };
+    let Some(next) = m.get(key) else { return };
+    match rest {
+        Some(rest) => extra_scopes(next, rest, id, out),
+        None => leaf_scopes(next, id, out),
     }
 }
 

@@ -96,6 +96,8 @@ pub(super) struct Ctx<'a> {
     pub(super) kind: Kind,
     /// The verified client certificate's CN (TLS), for `ssl_cert_login`.
     pub(super) cert_name: Option<String>,
+    /// Over TLS (listed as `ssl`).
+    pub(super) tls: bool,
 }
 
 /// Read CONNECT (within 10 s) and accept or refuse it. It owns what it
@@ -114,6 +116,7 @@ pub(super) async fn handshake<T: Transport>(
         local,
         kind,
         cert_name,
+        tls,
     } = transport.open();
     let local = local.unwrap_or(peer);
     // MQTT servers send no keep-alives: one shared "none" for every connection.
@@ -162,6 +165,7 @@ pub(super) async fn handshake<T: Transport>(
         local,
         kind,
         cert_name,
+        tls,
     };
     let Some(conn) = accept(&ctx, &connect).await else {
         out.close();
