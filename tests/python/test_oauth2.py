@@ -305,7 +305,7 @@ def test_paho_mqtt_login_with_token_and_refusal(b, keys):
 
 
 def test_mqtt5_connection_is_disconnected_when_its_token_expires(b, keys):
-    m = Paho(b, "tok-expiring", keys.token(MQTT_SCOPES, exp_in=3, sub="short"), v5=True)
+    m = Paho(b, "tok-expiring", keys.token(MQTT_SCOPES, exp_in=4, sub="short"), v5=True)
     try:
         assert m.rc() == 0
         rc = m.disconnects.get(timeout=20)
@@ -327,7 +327,7 @@ def wait_closed(c, timeout):
 
 
 def test_amqp_connection_is_closed_320_when_its_token_expires(b, keys):
-    c = login(b, keys.token(full(), exp_in=3, sub="short-amqp"))
+    c = login(b, keys.token(full(), exp_in=4, sub="short-amqp"))
     ch = c.channel()
     ch.queue_declare("tq-exp")
     e = wait_closed(c, 20)
@@ -337,18 +337,18 @@ def test_amqp_connection_is_closed_320_when_its_token_expires(b, keys):
 
 
 def test_update_secret_with_a_fresh_token_keeps_the_connection(b, keys):
-    first = keys.token(full(), exp_in=3, sub="rotating")
+    expires = time.time() + 5  # the first token's exp is at most this
+    first = keys.token(full(), exp_in=5, sub="rotating")
     c = login(b, first)
     ch = c.channel()
     ch.queue_declare("tq-rot")
-    expires = time.time() + 3
     # The fresh token also grants a queue the first did not.
     fresh = keys.token(full() + ["rabbitmq.configure:tokens/extra-*"], exp_in=300, sub="rotating")
     c.update_secret(fresh, "refresh")
     assert b.wait_log("user 'rotating' updated secret, reason: refresh")
     ch.queue_declare("extra-1")
     # Past the first token's expiry the connection is still served.
-    assert wait_closed(c, expires + 3 - time.time()) is None
+    assert wait_closed(c, expires + 2 - time.time()) is None
     ch.basic_publish("", "tq-rot", b"still here")
     _, _, body = ch.basic_get("tq-rot", auto_ack=True)
     assert body == b"still here"
