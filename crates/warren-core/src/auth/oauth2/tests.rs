@@ -96,6 +96,15 @@ fn refusals_say_why() {
         v.verify(&sign(&sk, Some("k1"), &no_aud)),
         Err(TokenError::MissingClaim("aud".into()))
     );
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_eq!(
+        v.verify(&sign(&sk, Some("k1"), &no_exp)),
+        Err(TokenError::MissingClaim("exp".into()))
+    );
+    let mut fractional = good.clone();
+    fractional["exp"] = json!(now_secs() as f64 + 60.5);
+    assert!(v.verify(&sign(&sk, Some("k1"), &fractional)).is_ok());
     let mut early = good.clone();
     early["nbf"] = json!(now_secs() + 30);
     assert_eq!(
