@@ -353,6 +353,11 @@ def test_update_secret_with_a_fresh_token_keeps_the_connection(b, keys):
     _, _, body = ch.basic_get("tq-rot", auto_ack=True)
     assert body == b"still here"
     # A token for another user is refused (RabbitMQ: no username change).
+    c2 = login(b, keys.token(full(), sub="mover"))
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        c2.update_secret(keys.token(full("elsewhere", "*"), sub="mover"), "other vhost")
+    assert e.value.reply_code == 530
+    assert "access to vhost 'tokens' refused for user 'mover'" in e.value.reply_text
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
         c.update_secret(keys.token(full(), sub="somebody-else"), "swap")
     assert e.value.reply_code == 530

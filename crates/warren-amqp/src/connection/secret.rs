@@ -3,7 +3,9 @@
 //! permissions in the vhost are looked up again, and update-secret-ok
 //! answers. After a token login the secret is a new token for the same
 //! user: its scopes replace the connection's rights and its `exp` the
-//! expiry timer. A refused secret closes the connection as RabbitMQ does:
+//! expiry timer; a token naming no scope for the connection's vhost closes
+//! it with 530 "access to vhost refused", as RabbitMQ re-checks vhost access.
+//! A refused secret closes the connection as RabbitMQ does:
 //! 530 NOT_ALLOWED "New secret was refused by one of the backends".
 
 use amq_protocol::protocol::{connection, AMQPClass, AMQPHardError};
@@ -31,6 +33,15 @@ impl Conn {
                 .refresh_token(current, &secret)
                 .map_err(|e| refused(&e.to_string()))?;
             if let Some(session) = &self.session {
+                // RabbitMQ re-checks vhost access with the new token.
+                let vhost = &session.vhost.name;
+                if !grant.scopes.vhost_access(vhost) {
+                    let text =
+                        format!("access to vhost '{vhost}' refused for user '{}'", self.user);
+                    tracing::error!(peer = %self.peer, user = %self.user, "secret update: {text}");
+                    return Err(AmqpError::connection(AMQPHardError::NOTALLOWED, text)
+                        .on(ids::CONNECTION_UPDATE_SECRET));
+                }
                 session.guard.regrant(&grant);
             }
             if let Some(r) = &self.registration {

@@ -165,8 +165,8 @@ impl Conn {
             return End::Clean;
         }
         if reason == CREDENTIAL_EXPIRED {
-            // Connected longer than the token allows (MQTT 5.0 table 2-6:
-            // 0xA0 Maximum connect time); 3.1.1 is just closed.
+            // Connected longer than the token allows: 0xA0 Maximum connect
+            // time, as RabbitMQ's rabbit_mqtt_reader; 3.1.1 is just closed.
             if self.level == 5 {
                 self.out.push(|o| {
                     codec::write_disconnect(o, ReasonCode::MaximumConnectTime, CREDENTIAL_EXPIRED)
