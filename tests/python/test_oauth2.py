@@ -397,3 +397,18 @@ def test_unusable_key_files_stop_start_up(tmp_path):
         r = subprocess.run([BIN], env=env, capture_output=True, text=True, timeout=30)
         assert r.returncode != 0
         assert "auth_oauth2 configuration" in r.stderr and expect in r.stderr, r.stderr
+
+
+def test_scope_variables_vhost_and_claims(b, keys):
+    # RabbitMQ's {vhost} and {claim} variables in scopes.
+    token = keys.token(["rabbitmq.configure:{vhost}/own-{client_id}", "rabbitmq.read:{vhost}/own-*"],
+                       sub="var-user", client_id="c42")
+    c = login(b, token)
+    try:
+        ch = c.channel()
+        ch.queue_declare("own-c42")
+        assert ch.basic_get("own-c42", auto_ack=True)[0] is None  # read granted: empty queue
+        refused(403, lambda: ch.queue_declare("own-c43"))
+    finally:
+        if c.is_open:
+            c.close()

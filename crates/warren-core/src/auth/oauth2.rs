@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::scope::Scopes;
+use super::scope::{expand, Scopes};
 
 /// RabbitMQ refuses tokens with more scopes than this.
 const MAX_SCOPES: usize = 2048;
@@ -216,7 +216,12 @@ impl TokenVerifier {
         if expires_at <= now_secs() {
             return Err(TokenError::Expired);
         }
-        let scopes = self.scopes(&claims)?;
+        let claim = |name: &str| claims.get(name).and_then(Value::as_str);
+        let scopes: Vec<String> = self
+            .scopes(&claims)?
+            .iter()
+            .map(|s| expand(s, claim))
+            .collect();
         Ok(TokenGrant {
             user: self.user_name(&claims),
             scopes: Scopes::parse(scopes.iter().map(String::as_str)),

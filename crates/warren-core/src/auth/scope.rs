@@ -5,7 +5,9 @@
 //! (`*` any run of characters, the rest percent-decoded, so `%2F` is the
 //! vhost `/`). A third segment (a topic routing-key pattern) is accepted and,
 //! as for RabbitMQ's resource checks, does not narrow the grant. `tag:NAME`
-//! gives the user tag NAME. Anything else is ignored.
+//! gives the user tag NAME. Anything else is ignored. As RabbitMQ,
+//! `{vhost}` in a scope stands for the vhost being checked and `{CLAIM}`
+//! for the token's string claim CLAIM (the name itself when there is none).
 
 use crate::auth::{Access, Permission};
 
@@ -22,11 +24,14 @@ struct Grant {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes {
     grants: Vec<Grant>,
+    /// Permission scopes naming `{vhost}`: parsed per vhost checked.
+    templates: Vec<String>,
     tags: Vec<String>,
 }
 
 impl Scopes {
-    /// Read scopes that have lost their resource-server prefix already.
+    /// Read scopes that have lost their resource-server prefix already
+    /// (and had their claim variables expanded, see [`expand`]).
     pub fn parse<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Scopes {
         let mut out = Scopes::default();
         for s in scopes {
@@ -34,11 +39,25 @@ impl Scopes {
                 if !tag.is_empty() && !out.tags.iter().any(|t| t == tag) {
                     out.tags.push(tag.to_string());
                 }
+            } else if s.contains(VHOST_VAR) {
+                out.templates.push(s.to_string());
             } else if let Some(g) = grant(s) {
                 out.grants.push(g);
             }
         }
         out
+    }
+
+    /// The grants that apply when `vhost` is checked: the fixed ones and
+    /// the `{vhost}` ones with it filled in.
+    fn grants_for(&self, vhost: &str) -> Vec<Grant> {
+        let mut all = self.grants.clone();
+        all.extend(
+            self.templates
+                .iter()
+                .filter_map(|t| grant(&t.replace(VHOST_VAR, vhost))),
+        );
+        all
     }
 
     /// The user tags (`administrator`, `management`, ...).
@@ -49,15 +68,17 @@ impl Scopes {
     /// May the token enter `vhost` at all? (Any grant whose vhost pattern
     /// matches, as RabbitMQ's `vhost_access`.)
     pub fn vhost_access(&self, vhost: &str) -> bool {
-        self.grants.iter().any(|g| matches(&g.vhost, vhost))
+        self.grants_for(vhost)
+            .iter()
+            .any(|g| matches(&g.vhost, vhost))
     }
 
     /// The three expressions the grants make in `vhost`: each right is an
     /// anchored alternation of its name patterns (empty: nothing).
     pub fn permission(&self, vhost: &str) -> Permission {
+        let grants = self.grants_for(vhost);
         let expr = |access: Access| {
-            let alts: Vec<String> = self
-                .grants
+            let alts: Vec<String> = grants
                 .iter()
                 .filter(|g| g.access == access && matches(&g.vhost, vhost))
                 .map(|g| to_regex(&g.name))
@@ -76,6 +97,31 @@ impl Scopes {
         // Every piece is escaped, so the expressions always compile.
         Permission::new(&c, &w, &r).unwrap_or_else(|_| Permission::none())
     }
+}
+
+/// The variable a scope may use for the vhost being checked.
+const VHOST_VAR: &str = "{vhost}";
+
+/// Expand `{CLAIM}` variables of a scope with `claim(CLAIM)` (RabbitMQ's
+/// `parse_scope`): a claim that is not a string leaves its name; `{vhost}`
+/// is kept for the check; a `{` without `}` ends the scope there.
+pub fn expand<'a>(scope: &str, claim: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(scope.len());
+    let mut rest = scope;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            return out;
+        };
+        let name = &rest[open + 1..open + close];
+        match name {
+            "vhost" => out.push_str(VHOST_VAR),
+            _ => out.push_str(claim(name).unwrap_or(name)),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `read:V/N`, `write:V/N[/K]`, `configure:V/N` as a grant.
@@ -209,5 +255,21 @@ mod tests {
         let s = Scopes::parse(["read:*/a.b"]);
         assert!(!s.permission("v").allows(Access::Read, "axb"));
         assert!(!Scopes::parse(["tag:management"]).vhost_access("/"));
+    }
+
+    #[test]
+    fn variables_expand_as_rabbitmq() {
+        let claim = |n: &str| (n == "client_id").then_some("app-7");
+        assert_eq!(
+            expand("read:{vhost}/q-{client_id}-{missing}", claim),
+            "read:{vhost}/q-app-7-missing"
+        );
+        assert_eq!(expand("read:*/q-{broken", claim), "read:*/q-");
+        let s = Scopes::parse(["read:{vhost}/q-app-7", "configure:fixed/*"]);
+        assert!(s.vhost_access("any-vhost"));
+        let p = s.permission("team");
+        assert!(p.allows(Access::Read, "q-app-7"));
+        assert!(!p.allows(Access::Configure, "x"));
+        assert!(s.permission("fixed").allows(Access::Configure, "x"));
     }
 }
