@@ -148,8 +148,14 @@ def connection_users(b):
 def test_pika_amqps_plain_login_and_plain_port_beside(tls, pki):
     with amqps(tls, pki) as c:
         round_trip(c, "tls-plain")
-    with tls.connect() as c:  # the plain listener keeps working
-        round_trip(c, "tcp-plain")
+        # The plain listener keeps working beside it.
+        with tls.connect(client_properties={"connection_name": "plain-beside"}) as p:
+            round_trip(p, "tcp-plain")
+            # Listings say which is which, as RabbitMQ's `ssl`.
+            ssl_by_name = {x["client_properties"]["connection_name"]: x["ssl"]
+                           for x in connection_users(tls)}
+            assert ssl_by_name.pop("plain-beside") is False
+            assert True in ssl_by_name.values(), ssl_by_name
 
 
 def test_pika_external_login_takes_the_certificate_cn(tls, pki):

@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
 
+pub mod login;
+pub mod oauth2;
+pub mod scope;
+
 /// A broker user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -134,6 +138,11 @@ impl Permission {
         Permission::new(".*", ".*", ".*").expect("valid")
     }
 
+    /// No rights at all (a token with no scope for some right).
+    pub fn none() -> Permission {
+        Permission::new("", "", "").expect("valid")
+    }
+
     /// Does this permission allow `access` to the resource called `name`?
     pub fn allows(&self, access: Access, name: &str) -> bool {
         self.compiled[access as usize]
@@ -176,6 +185,8 @@ pub struct Guard {
     /// The vhost.
     pub vhost: Arc<str>,
     slot: Arc<PermSlot>,
+    /// The slot is this connection's own, filled from a token's scopes.
+    token: bool,
 }
 
 impl Guard {
@@ -358,6 +369,7 @@ impl Users {
                 user: user.into(),
                 vhost: vhost.into(),
                 slot,
+                token: false,
             }),
             _ => {
                 tracing::warn!(user, vhost, "access to vhost refused: no permissions");

@@ -52,6 +52,9 @@ pub struct Broker {
     pub limits: Arc<limits::Limits>,
     /// Memory and disk alarms; adapters block publishers while one is on.
     pub alarms: Arc<alarm::Alarms>,
+    /// Token login, when `auth_oauth2` is configured (set once at start-up;
+    /// unset, a login costs one atomic load more).
+    oauth2: std::sync::OnceLock<auth::login::OAuth2Backend>,
     next_id: AtomicU64,
     store: Option<Arc<Store>>,
     me: Weak<Broker>,
@@ -89,6 +92,7 @@ impl Broker {
             registry: Arc::default(),
             limits: Arc::default(),
             alarms: Arc::default(),
+            oauth2: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             store,
             me: me.clone(),

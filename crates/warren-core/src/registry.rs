@@ -123,6 +123,8 @@ pub struct ConnectionInfo {
     pub connected_at: u64,
     /// Traffic counters.
     pub stats: Arc<ConnStats>,
+    /// Over TLS (RabbitMQ's `ssl` in connection listings).
+    pub tls: bool,
     channels: Mutex<BTreeMap<u16, Arc<dyn ChannelView>>>,
     close_requested: AtomicBool,
     close: Notify,
@@ -151,11 +153,18 @@ impl ConnectionInfo {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             stats: Arc::default(),
+            tls: false,
             channels: Mutex::new(BTreeMap::new()),
             close_requested: AtomicBool::new(false),
             close: Notify::new(),
             close_reason: Mutex::new(String::new()),
         }
+    }
+
+    /// Mark the connection as one over TLS.
+    pub fn over_tls(mut self, tls: bool) -> ConnectionInfo {
+        self.tls = tls;
+        self
     }
 
     /// RabbitMQ-style name, "peer -> local" (made on demand: idle

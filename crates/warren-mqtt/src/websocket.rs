@@ -70,7 +70,7 @@ pub async fn serve(
                 return;
             };
             drop(ep);
-            let ws = ws.with_cert_name(cert_name);
+            let ws = ws.over_tls(cert_name);
             session::handle(ws, peer, broker, cfg, shared, shutdown).await;
             closer.close().await;
         }

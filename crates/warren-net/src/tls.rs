@@ -294,6 +294,7 @@ where
             local: self.local,
             kind: Kind::Tcp,
             cert_name: self.cert_name,
+            tls: true,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Opened<R> {
     /// Over TLS with a client certificate the CA verified: its subject CN
     /// (certificate login: AMQP EXTERNAL, MQTT `ssl_cert_login`).
     pub cert_name: Option<String>,
+    /// The bytes come over TLS (listings show it as RabbitMQ's `ssl`).
+    pub tls: bool,
 }
 
 /// An accepted connection a session can serve.
@@ -59,6 +61,7 @@ impl Transport for TcpStream {
             local,
             kind: Kind::Tcp,
             cert_name: None,
+            tls: false,
         }
     }
 }

@@ -82,6 +82,7 @@ pub struct WsTransport<S> {
     shared: Lock<S>,
     local: Option<SocketAddr>,
     cert_name: Option<String>,
+    tls: bool,
 }
 
 /// The read half: binary messages as a byte stream.
@@ -156,13 +157,16 @@ impl<S> WsTransport<S> {
             shared,
             local,
             cert_name: None,
+            tls: false,
         };
         (ws, closer)
     }
 
-    /// Over TLS: the verified client certificate's subject CN.
-    pub fn with_cert_name(mut self, cert_name: Option<String>) -> Self {
+    /// The upgrade ran over TLS (wss); `cert_name` is the verified client
+    /// certificate's subject CN, if any.
+    pub fn over_tls(mut self, cert_name: Option<String>) -> Self {
         self.cert_name = cert_name;
+        self.tls = true;
         self
     }
 }
@@ -236,6 +240,7 @@ where
             local: self.local,
             kind: Kind::WebSocket,
             cert_name: self.cert_name,
+            tls: self.tls,
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum StartError {
     /// A TLS certificate, key or CA file is missing or unusable.
     #[error("TLS configuration: {0}")]
     Tls(#[from] TlsError),
+    /// An OAuth 2 signing key or JWKS file is missing or unusable.
+    #[error("auth_oauth2 configuration: {0}")]
+    OAuth2(#[from] warren_core::auth::oauth2::KeyError),
 }
 
 /// A started broker.
@@ -96,10 +99,14 @@ impl Running {
 
 /// Bind the listeners and start serving.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
+    let oauth2 = oauth2(settings)?;
     let opened = warren_store::Store::open_with(&settings.store.dir, settings.store.paging())?;
     let store = opened.store.clone();
     tracing::info!("data directory {}", settings.store.dir.display());
     let (broker, plugins) = build_broker(settings, opened);
+    if let Some(backend) = oauth2 {
+        broker.set_oauth2(backend);
+    }
     resources::spawn(
         broker.alarms.clone(),
         &settings.memory,
@@ -214,6 +221,27 @@ fn build_broker(
         broker.limits.connection_max.set(Some(max));
     }
     (broker, plugins)
+}
+
+/// Token login, when `auth_oauth2` names keys: loaded once, before the
+/// store opens or any listener binds (an unusable key file stops the start).
+fn oauth2(
+    settings: &Settings,
+) -> Result<Option<warren_core::auth::login::OAuth2Backend>, StartError> {
+    let Some(cfg) = settings.auth_oauth2.settings() else {
+        return Ok(None);
+    };
+    let verifier = warren_core::auth::oauth2::TokenVerifier::load(cfg)?;
+    let internal_users = settings.auth_oauth2.internal_users;
+    tracing::info!(
+        resource_server_id = verifier.resource_server_id(),
+        internal_users,
+        "OAuth 2 token login enabled"
+    );
+    Ok(Some(warren_core::auth::login::OAuth2Backend {
+        verifier,
+        internal_users,
+    }))
 }
 
 /// First start on this directory: create the default user, as RabbitMQ does.

@@ -40,6 +40,49 @@ pub struct Settings {
     pub limits: Limits,
     /// The user created on first start.
     pub default_user: DefaultUser,
+    /// Token login (RabbitMQ's `auth_oauth2.*`).
+    pub auth_oauth2: AuthOAuth2,
+}
+
+/// OAuth 2 token login; on when a signing key or a JWKS file is given.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthOAuth2 {
+    /// The audience tokens must carry and the prefix of their scopes.
+    pub resource_server_id: String,
+    /// Key id -> PEM file.
+    #[serde(default)]
+    pub signing_keys: std::collections::BTreeMap<String, PathBuf>,
+    /// A JWKS file; empty: none.
+    pub jwks_file: String,
+    /// The key of tokens without a kid; empty: none.
+    pub default_key: String,
+    /// Claims tried for the user name.
+    pub preferred_username_claims: Vec<String>,
+    /// More scope claims (space-separated paths); empty: none.
+    pub additional_scopes_key: String,
+    /// Check `aud`.
+    pub verify_aud: bool,
+    /// Try internal users before tokens.
+    pub internal_users: bool,
+}
+
+impl AuthOAuth2 {
+    /// The core's settings, when token login is configured.
+    pub fn settings(&self) -> Option<warren_core::auth::oauth2::OAuth2Settings> {
+        if self.signing_keys.is_empty() && self.jwks_file.is_empty() {
+            return None;
+        }
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Some(warren_core::auth::oauth2::OAuth2Settings {
+            resource_server_id: self.resource_server_id.clone(),
+            signing_keys: self.signing_keys.clone().into_iter().collect(),
+            jwks_file: some(&self.jwks_file).map(PathBuf::from),
+            default_key: some(&self.default_key),
+            preferred_username_claims: self.preferred_username_claims.clone(),
+            additional_scopes_key: some(&self.additional_scopes_key),
+            verify_aud: self.verify_aud,
+        })
+    }
 }
 
 /// AMQP listener settings.
@@ -251,7 +294,8 @@ impl Settings {
                 .try_parsing(true)
                 // WARREN_PLUGINS__ENABLED=consistent-hash,random
                 .list_separator(",")
-                .with_list_parse_key("plugins.enabled"),
+                .with_list_parse_key("plugins.enabled")
+                .with_list_parse_key("auth_oauth2.preferred_username_claims"),
         );
         let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
                    k: &str,
@@ -296,6 +340,11 @@ mod tests {
         assert_eq!(s.http.tls_bind, "0.0.0.0:15671");
         assert!(s.tls.files().is_none(), "no TLS listener by default");
         assert!(!s.tls.verify_peer && !s.mqtt.ssl_cert_login);
+        assert!(
+            s.auth_oauth2.settings().is_none(),
+            "no token login by default"
+        );
+        assert_eq!(s.auth_oauth2.resource_server_id, "rabbitmq");
         let s = Settings::load(
             None,
             &Overrides {

@@ -1,11 +1,13 @@
 //! The connection handshake: connection.start with our capabilities,
-//! start-ok with the client's properties and login (PLAIN or AMQPLAIN, and
-//! EXTERNAL over TLS with a verified client certificate),
+//! start-ok with the client's properties and login (PLAIN or AMQPLAIN
+//! against the broker's backends, so the password may be an OAuth 2 token,
+//! and EXTERNAL over TLS with a verified client certificate),
 //! tune/tune-ok negotiation, and connection.open into a vhost within the
 //! connection limits. Also the other connection-class methods.
 
 use amq_protocol::protocol::{connection, AMQPClass, AMQPHardError, AMQPSoftError};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use warren_core::auth::login::ExpiryTimer;
 use warren_core::limits::ConnectionLease;
 use warren_core::registry::ConnectionInfo;
 use warren_core::{Table, VHost};
@@ -91,20 +93,28 @@ impl Conn {
             .on(ids::CONNECTION_OPEN));
         };
         let lease = self.admit(&vhost)?;
-        let guard = self
-            .broker
-            .users
-            .guard(name, &self.user)
-            .map_err(|e| AmqpError::from(e).on(ids::CONNECTION_OPEN))?;
+        let guard = match &self.token {
+            Some(grant) => self.broker.token_guard(grant, name),
+            None => self.broker.users.guard(name, &self.user),
+        }
+        .map_err(|e| AmqpError::from(e).on(ids::CONNECTION_OPEN))?;
         self.lease = Some(lease);
-        self.registration = Some(self.broker.registry.register(ConnectionInfo::new(
-            self.id,
-            "AMQP 0-9-1",
-            (self.peer, self.local),
-            guard.user.clone(),
-            guard.vhost.clone(),
-            std::mem::take(&mut self.client),
-        )));
+        let registration = self.broker.registry.register(
+            ConnectionInfo::new(
+                self.id,
+                "AMQP 0-9-1",
+                (self.peer, self.local),
+                guard.user.clone(),
+                guard.vhost.clone(),
+                std::mem::take(&mut self.client),
+            )
+            .over_tls(self.tls),
+        );
+        self.expiry = self
+            .token
+            .as_ref()
+            .map(|g| ExpiryTimer::start(&registration.info, g.time_left()));
+        self.registration = Some(registration);
         self.session = Some(Session {
             vhost,
             guard,
@@ -153,14 +163,17 @@ impl Conn {
             )
             .on(ids::CONNECTION_START_OK)
         };
-        if let Err(e) = self.broker.users.authenticate(&user, &pass) {
-            return Err(refused(&e.to_string()));
-        }
+        let who = match self.broker.login(&user, &pass) {
+            Ok(who) => who,
+            Err(e) => return Err(refused(&e.to_string())),
+        };
+        let user = who.name().to_string();
         if self.cfg.loopback_users.iter().any(|u| u == &user) && !self.peer.ip().is_loopback() {
             return Err(refused(&format!(
                 "user '{user}' can only connect via localhost"
             )));
         }
+        self.token = who.token().cloned();
         self.logged_in(user);
         Ok(())
     }

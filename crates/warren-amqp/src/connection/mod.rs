@@ -25,6 +25,8 @@ use amq_protocol::protocol::AMQPClass;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use warren_core::alarm::Alarms;
+use warren_core::auth::login::ExpiryTimer;
+use warren_core::auth::oauth2::TokenGrant;
 use warren_core::auth::Guard;
 use warren_core::limits::ConnectionLease;
 use warren_core::registry::Registration;
@@ -102,6 +104,13 @@ struct Conn {
     /// Over TLS with a verified client certificate: its subject CN, the
     /// user of the EXTERNAL mechanism (offered only then).
     cert_name: Option<String>,
+    /// The token of an OAuth 2 login (its scopes are the guard's rights),
+    /// replaced by update-secret.
+    token: Option<TokenGrant>,
+    /// Closes the connection when the token expires (from connection.open).
+    expiry: Option<ExpiryTimer>,
+    /// Over TLS (listed as `ssl`).
+    tls: bool,
 }
 
 /// Serve one accepted connection (TCP, or TLS) until it closes.
@@ -117,6 +126,7 @@ pub async fn handle<T: Transport>(
         wr,
         local,
         cert_name,
+        tls,
         ..
     } = transport.open();
     let local = local.unwrap_or(peer);
@@ -146,6 +156,9 @@ pub async fn handle<T: Transport>(
         lease: None,
         cancel_notify: false,
         cert_name,
+        token: None,
+        expiry: None,
+        tls,
     };
     tracing::debug!(peer = %peer, "accepting AMQP connection");
     if let Err(e) = conn.run(&mut rd, shutdown).await {

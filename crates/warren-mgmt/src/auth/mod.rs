@@ -1,5 +1,7 @@
-//! Who is calling: HTTP basic auth against the broker's users, then the
-//! user's tags against what the endpoint needs. Handlers take an
+//! Who is calling: HTTP basic auth against the broker's backends (the
+//! password may be an OAuth 2 token), or `Authorization: Bearer <token>`
+//! as RabbitMQ's management plugin takes it, then the user's tags (a
+//! token's `tag:` scopes) against what the endpoint needs. Handlers take an
 //! [`Authed`] extractor naming the role (`Authed<Read>`, `Authed<Write>`,
 //! `Authed<Admin>`) instead of checking headers themselves.
 
@@ -10,6 +12,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
+use warren_core::auth::login::Identity;
+use warren_core::auth::oauth2::TokenGrant;
 use warren_core::auth::{Access, Resource};
 
 use crate::{ApiError, MgmtState};
@@ -44,6 +48,8 @@ impl Role for Admin {
 pub(crate) struct Caller {
     pub(crate) name: String,
     pub(crate) admin: bool,
+    /// A token login's rights (no database permissions to look up).
+    token: Option<TokenGrant>,
 }
 
 impl Caller {
@@ -59,7 +65,10 @@ impl Caller {
         if self.admin {
             return Ok(());
         }
-        let g = s.broker.users.guard(vhost, &self.name)?;
+        let g = match &self.token {
+            Some(grant) => s.broker.token_guard(grant, vhost)?,
+            None => s.broker.users.guard(vhost, &self.name)?,
+        };
         g.check(access, kind, name)?;
         Ok(())
     }
@@ -92,33 +101,49 @@ impl<R: Role> FromRequestParts<MgmtState> for Authed<R> {
     }
 }
 
-/// User and password of a basic `Authorization` header.
-fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
+/// What an `Authorization` header carries.
+enum Credentials {
+    /// `Basic`: user and password.
+    Basic(String, String),
+    /// `Bearer`: a token.
+    Bearer(String),
+}
+
+/// The credentials of the `Authorization` header.
+fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(Credentials::Bearer(token.trim().to_string()));
+    }
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, pass) = text.split_once(':')?;
-    Some((user.to_string(), pass.to_string()))
+    Some(Credentials::Basic(user.to_string(), pass.to_string()))
 }
 
-/// Check basic auth and that the user has one of `tags`.
+/// Log in and check that the caller has one of `tags`.
 fn authenticate(s: &MgmtState, headers: &HeaderMap, tags: &[&str]) -> Result<Caller, ApiError> {
-    let (user, pass) = credentials(headers).ok_or_else(ApiError::unauthorized)?;
-    let user = user.as_str();
-    let u = s.broker.users.authenticate(user, &pass).map_err(|_| {
-        tracing::warn!(user, "management API: authentication failed");
+    let creds = credentials(headers).ok_or_else(ApiError::unauthorized)?;
+    let (user, login) = match &creds {
+        Credentials::Basic(user, pass) => (user.as_str(), s.broker.login(user, pass)),
+        Credentials::Bearer(token) => ("(bearer token)", s.broker.token_login(token)),
+    };
+    let who: Identity = login.map_err(|e| {
+        tracing::warn!(user, "management API: authentication failed: {e}");
         ApiError::unauthorized()
     })?;
-    if !u.tags.iter().any(|t| tags.contains(&t.as_str())) {
-        tracing::warn!(user, "management API: access refused (tags {:?})", u.tags);
+    let (name, had) = (who.name().to_string(), who.tags());
+    if !had.iter().any(|t| tags.contains(&t.as_str())) {
+        tracing::warn!(user = %name, "management API: access refused (tags {had:?})");
         return Err(ApiError::forbidden("Not management user"));
     }
     Ok(Caller {
-        admin: u.tags.iter().any(|t| t == ADMINISTRATOR),
-        name: u.name,
+        admin: had.iter().any(|t| t == ADMINISTRATOR),
+        token: who.token().cloned(),
+        name,
     })
 }
 

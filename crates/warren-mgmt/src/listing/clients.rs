@@ -21,6 +21,7 @@ fn connection_json(s: &MgmtState, c: &ConnectionInfo) -> Json_ {
         "vhost": &*c.vhost,
         "user": &*c.user,
         "protocol": c.protocol,
+        "ssl": c.tls,
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
         "channels": channels,

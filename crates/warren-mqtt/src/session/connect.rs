@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use warren_core::auth::login::ExpiryTimer;
+use warren_core::auth::oauth2::TokenGrant;
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::message::MAX_KEY;
 use warren_core::{Broker, CoreError, VHost};
@@ -94,6 +96,8 @@ pub(super) struct Ctx<'a> {
     pub(super) kind: Kind,
     /// The verified client certificate's CN (TLS), for `ssl_cert_login`.
     pub(super) cert_name: Option<String>,
+    /// Over TLS (listed as `ssl`).
+    pub(super) tls: bool,
 }
 
 /// Read CONNECT (within 10 s) and accept or refuse it. It owns what it
@@ -112,6 +116,7 @@ pub(super) async fn handshake<T: Transport>(
         local,
         kind,
         cert_name,
+        tls,
     } = transport.open();
     let local = local.unwrap_or(peer);
     // MQTT servers send no keep-alives: one shared "none" for every connection.
@@ -160,6 +165,7 @@ pub(super) async fn handshake<T: Transport>(
         local,
         kind,
         cert_name,
+        tls,
     };
     let Some(conn) = accept(&ctx, &connect).await else {
         out.close();
@@ -267,7 +273,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         ));
     }
     check_will(c)?;
-    let (vhost, user) = authenticate(ctx, c)?;
+    let (vhost, user, token) = authenticate(ctx, c)?;
     // Authenticated: the connection this one replaces ends first (and
     // gives back its connection-limit lease).
     if !c.client_id.is_empty() {
@@ -285,7 +291,11 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         .limits
         .admit((&vhost.name, &vhost.limits), &user)
         .map_err(|e| limit(&e))?;
-    let guard = broker.users.guard(&vhost.name, &user).map_err(|e| {
+    let guard = match &token {
+        Some(grant) => broker.token_guard(grant, &vhost.name),
+        None => broker.users.guard(&vhost.name, &user),
+    }
+    .map_err(|e| {
         let (v4, v5) = NOT_AUTHORIZED;
         Refused::connack(v4, v5, e.to_string())
     })?;
@@ -307,6 +317,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     tracing::info!(peer = %ctx.peer, client_id = %client_id, vhost = %vhost.name, level, "MQTT connection opened");
     let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
     conn.lease = Some(lease);
+    conn.expiry_timer = token.map(|g| ExpiryTimer::start(&conn.registration.info, g.time_left()));
     let pending = ctx
         .shared
         .pending
@@ -388,11 +399,15 @@ fn check_will(c: &Connect) -> Result<(), Refused> {
     }
 }
 
+/// The vhost, the user (None for anonymous) and, for a token login, the
+/// token.
+type Login = (Arc<VHost>, Option<String>, Option<TokenGrant>);
+
 /// Check the credentials (username may carry the vhost as `vhost:user`, as
-/// in RabbitMQ); the vhost and the user, None for anonymous. As RabbitMQ:
-/// a user name and password win; without either, `ssl_cert_login` takes
-/// the user from the verified client certificate's CN.
-fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String>), Refused> {
+/// in RabbitMQ; the password may be an OAuth 2 token, whose user wins).
+/// As RabbitMQ: a user name and password win; without either,
+/// `ssl_cert_login` takes the user from the verified client certificate's CN.
+fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<Login, Refused> {
     let cert_user = match (&c.username, &c.password, &ctx.cert_name) {
         (None, None, Some(cn)) if ctx.cfg.ssl_cert_login => Some(cn),
         _ => None,
@@ -400,7 +415,7 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
     if let Some(u) = cert_user {
         return cert_login(ctx, u);
     }
-    let (vhost_name, user) = match &c.username {
+    let (vhost_name, mut user) = match &c.username {
         Some(u) => match u.split_once(':') {
             Some((v, u)) => (v.to_string(), Some(u.to_string())),
             None => ("/".to_string(), Some(u.clone())),
@@ -410,16 +425,21 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
     let (peer, cfg) = (ctx.peer, ctx.cfg);
     let (na4, na5) = NOT_AUTHORIZED;
     let (bad4, bad5) = BAD_CREDENTIALS;
+    let mut token = None;
     match (&user, &c.password) {
         (Some(u), Some(p)) => {
             let password = String::from_utf8_lossy(p);
-            if ctx.broker.users.authenticate(u, &password).is_err() {
-                return Err(Refused::connack(bad4, bad5, "bad user name or password"));
-            }
-            if cfg.loopback_users.contains(u) && !peer.ip().is_loopback() {
+            let who = ctx.broker.login(u, &password).map_err(|e| {
+                tracing::warn!(peer = %peer, user = %u, "MQTT authentication failed: {e}");
+                Refused::connack(bad4, bad5, "bad user name or password")
+            })?;
+            let u = who.name().to_string();
+            token = who.token().cloned();
+            if cfg.loopback_users.contains(&u) && !peer.ip().is_loopback() {
                 let why = format!("user '{u}' can only connect via localhost");
                 return Err(Refused::connack(na4, na5, why));
             }
+            user = Some(u);
         }
         (None, None) if cfg.allow_anonymous_loopback && peer.ip().is_loopback() => {}
         (None, None) => {
@@ -432,7 +452,7 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
         }
     }
     match ctx.broker.vhost(&vhost_name) {
-        Some(v) => Ok((v, user)),
+        Some(v) => Ok((v, user, token)),
         None => Err(Refused::connack(
             na4,
             na5,
@@ -443,14 +463,14 @@ fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<(Arc<VHost>, Option<String
 
 /// `ssl_cert_login`: the certificate's CN must name a user (no password;
 /// the CA vouched for it), who gets vhost `/`.
-fn cert_login(ctx: &Ctx<'_>, user: &str) -> Result<(Arc<VHost>, Option<String>), Refused> {
+fn cert_login(ctx: &Ctx<'_>, user: &str) -> Result<Login, Refused> {
     let (na4, na5) = NOT_AUTHORIZED;
     if ctx.broker.users.get(user).is_none() {
         let why = format!("certificate user '{user}' is not a user");
         return Err(Refused::connack(na4, na5, why));
     }
     match ctx.broker.vhost("/") {
-        Some(v) => Ok((v, Some(user.to_string()))),
+        Some(v) => Ok((v, Some(user.to_string()), None)),
         None => Err(Refused::connack(na4, na5, "vhost '/' not found")),
     }
 }

@@ -129,6 +129,8 @@ struct Conn {
     /// The session's place in the node, vhost and user connection counts
     /// (RabbitMQ counts MQTT connections too), until cleanup.
     lease: Option<ConnectionLease>,
+    /// Closes the connection when its OAuth 2 token expires (token logins).
+    expiry_timer: Option<warren_core::auth::login::ExpiryTimer>,
     /// Set by the first PUBLISH: alarms block only publishers.
     published: bool,
     /// The connection's place in the keep-alive sweeper, if it has one.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use warren_core::auth::login::CREDENTIAL_EXPIRED;
 use warren_core::registry::{ConnStats, ConnectionInfo};
 
 use super::{Conn, End};
@@ -162,6 +163,16 @@ impl Conn {
                 });
             }
             return End::Clean;
+        }
+        if reason == CREDENTIAL_EXPIRED {
+            // Connected longer than the token allows: 0xA0 Maximum connect
+            // time, as RabbitMQ's rabbit_mqtt_reader; 3.1.1 is just closed.
+            if self.level == 5 {
+                self.out.push(|o| {
+                    codec::write_disconnect(o, ReasonCode::MaximumConnectTime, CREDENTIAL_EXPIRED)
+                });
+            }
+            return End::Abnormal("credential has expired".into());
         }
         if reason == TAKEOVER {
             if self.level == 5 {

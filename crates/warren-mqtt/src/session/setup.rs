@@ -60,14 +60,17 @@ pub(super) fn new_conn(
         .filter(|&m| m > 0)
         .map(|m| Box::new(Mutex::new(OutAliases::new(m))));
     let conn_id = broker.next_id();
-    let registration = broker.registry.register(ConnectionInfo::new(
-        conn_id,
-        protocol_label(ctx.kind, level),
-        (ctx.peer, ctx.local),
-        guard.user.clone(),
-        guard.vhost.clone(),
-        client_id.clone(),
-    ));
+    let registration = broker.registry.register(
+        ConnectionInfo::new(
+            conn_id,
+            protocol_label(ctx.kind, level),
+            (ctx.peer, ctx.local),
+            guard.user.clone(),
+            guard.vhost.clone(),
+            client_id.clone(),
+        )
+        .over_tls(ctx.tls),
+    );
     let consumer = Arc::new(MqttConsumer {
         stats: registration.info.stats.clone(),
         out: ctx.out.clone(),
@@ -105,6 +108,7 @@ pub(super) fn new_conn(
         ack_after_sync: None,
         exchange: None,
         lease: None,
+        expiry_timer: None,
         keepalive: None,
         will: None,
         epoch: 0,
