@@ -24,9 +24,12 @@ start() {
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$wpid/status; }
 trap 'kill $wpid 2>/dev/null || true; rm -rf "$dir" "$log"' EXIT
 start
-args=(--addr 127.0.0.1:$port --pid "$wpid" --deep "$n" --body-size "$size" --data-dir "$dir" --label "$(basename "$bin")")
+run_bench() {
+  $bench --addr 127.0.0.1:$port --pid "$wpid" --deep "$n" --body-size "$size" --data-dir "$dir" \
+    --label "$(basename "$bin")" "$@"
+}
 if [ "$mode" = persistent ]; then
-  $bench "${args[@]}" --persistent --no-drain
+  run_bench --persistent --no-drain
   for how in TERM KILL; do
     t0=$(date +%s.%N)
     kill -$how $wpid; wait $wpid || true
@@ -34,6 +37,6 @@ if [ "$mode" = persistent ]; then
     t1=$(date +%s.%N)
     echo "after SIG$how and restart: accepting connections after $(echo "$t1 - $t0" | bc) s; RSS $(rss); $(grep -o 'recovered.*' "$log" | head -1)"
   done
-  $bench "${args[@]}" --persistent --drain-only
+  run_bench --persistent --drain-only
 fi
-[ "$mode" = persistent ] || $bench "${args[@]}"
+[ "$mode" = persistent ] || run_bench
