@@ -175,7 +175,12 @@ impl Client {
     }
 
     /// Declare a queue with arguments, keeping what it holds.
-    pub async fn declare(&mut self, name: &str, durable: bool, arguments: FieldTable) -> Result<()> {
+    pub async fn declare(
+        &mut self,
+        name: &str,
+        durable: bool,
+        arguments: FieldTable,
+    ) -> Result<()> {
         self.send(
             1,
             AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {

@@ -70,10 +70,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 fn report(args: &Args, phase: &str, n: u64, secs: f64, peak: &Peak) {
-    let disk = args
-        .data_dir
-        .as_deref()
-        .map_or(String::new(), |d| format!(", data dir {:.0} MiB", mib(dir_bytes(Path::new(d)))));
+    let disk = args.data_dir.as_deref().map_or(String::new(), |d| {
+        format!(", data dir {:.0} MiB", mib(dir_bytes(Path::new(d))))
+    });
     println!(
         "{} {phase}: {n} msgs in {secs:.1} s = {:.0} msg/s, peak RSS {:.0} MiB{disk}",
         args.label,

@@ -15,6 +15,7 @@
 //! compaction and deletion, [`recover`] start-up recovery, [`metrics`] the
 //! fsync histogram.
 
+mod live;
 mod metrics;
 mod reclaim;
 mod record;

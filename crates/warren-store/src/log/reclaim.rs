@@ -112,14 +112,7 @@ impl Log {
         if st.live * 4 > st.total && !pins {
             return None;
         }
-        let mut ids: Vec<u64> = p
-            .index
-            .iter()
-            .filter(|(_, l)| l.seg == seg)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        Some((seg, ids))
+        Some((seg, p.index.ids_in(seg)))
     }
 
     /// Append a copy of message `m` of segment `seg` for the queues still
@@ -127,12 +120,7 @@ impl Log {
     /// longer live in `seg`.
     fn copy_forward(&self, seg: u64, m: &EnqueueView<'_>) -> bool {
         let mut p = self.pending.lock();
-        let Some(queues) = p
-            .index
-            .get(&m.id)
-            .filter(|l| l.seg == seg)
-            .map(|l| l.queues.clone())
-        else {
+        let Some(queues) = p.index.get(m.id).filter(|(s, _)| *s == seg).map(|(_, q)| q) else {
             return false;
         };
         let keys: Vec<QueueKey> = queues

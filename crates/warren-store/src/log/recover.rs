@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::live::LiveIndex;
 use super::record::{EnqueueView, Marker, Record, RecordError, Records};
-use super::state::{IdMap, Live, Pending, SegStat};
+use super::state::{IdMap, Pending, SegStat};
 use super::{segment_path, QueueKey, Recovered};
 use crate::StoreError;
 
@@ -272,12 +273,8 @@ pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
 /// Visit the surviving entries in id order: fill the index and the live
 /// counts in `segs`, and return the index with the messages per interned
 /// queue key (each list sorted, since entries come in id order).
-fn rebuild(
-    scan: &mut Scan,
-    segs: &mut BTreeMap<u64, SegStat>,
-) -> (IdMap<Live>, Vec<Vec<Recovered>>) {
-    let mut index = IdMap::default();
-    index.reserve(scan.entries.len());
+fn rebuild(scan: &mut Scan, segs: &mut BTreeMap<u64, SegStat>) -> (LiveIndex, Vec<Vec<Recovered>>) {
+    let mut index = LiveIndex::default();
     let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
     // Entries kept in the map (ids below the first segment's first id,
     // copies made by compaction, or far above it) merge in id order.
@@ -300,13 +297,7 @@ fn rebuild(
         let st = segs.entry(e.seg).or_default();
         st.live += 1;
         st.total += 1;
-        index.insert(
-            e.msg.id,
-            Live {
-                seg: e.seg,
-                queues: e.queues.clone(),
-            },
-        );
+        index.insert(e.msg.id, e.seg, e.queues.clone());
         for &q in &e.queues {
             let mut m = e.msg.clone();
             m.redelivered = e.delivered.contains(&q);

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::live::LiveIndex;
 use super::QueueKey;
 
 /// Hashes message ids (sequential u64s) with one multiply instead of SipHash.
@@ -26,13 +27,6 @@ impl std::hash::Hasher for IdHasher {
 /// A map keyed by message id.
 pub(crate) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Where a stored message lives and which queues still hold it.
-pub(crate) struct Live {
-    pub seg: u64,
-    /// Interned queue keys (see `Pending::keys`).
-    pub queues: Vec<u32>,
-}
-
 /// Message counts of one segment.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SegStat {
@@ -50,7 +44,8 @@ pub(crate) struct Pending {
     pub segment: u64,
     /// Bytes pushed to `segment` so far.
     pub segment_bytes: u64,
-    pub index: IdMap<Live>,
+    /// Live stored messages: segment and holders (interned queue keys).
+    pub index: LiveIndex,
     pub segs: BTreeMap<u64, SegStat>,
     pub keys: HashMap<QueueKey, u32>,
     pub key_names: Vec<QueueKey>,
@@ -72,7 +67,7 @@ impl Pending {
         let st = self.segs.entry(seg).or_default();
         st.live += 1;
         st.total += 1;
-        self.index.insert(id, Live { seg, queues });
+        self.index.insert(id, seg, queues);
     }
 
     /// Queue `q` no longer holds message `id`; the message dies with its
@@ -81,15 +76,7 @@ impl Pending {
         let Some(&k) = self.keys.get(q) else {
             return;
         };
-        let mut dead = None;
-        if let Some(l) = self.index.get_mut(&id) {
-            l.queues.retain(|x| *x != k);
-            if l.queues.is_empty() {
-                dead = Some(l.seg);
-            }
-        }
-        if let Some(seg) = dead {
-            self.index.remove(&id);
+        if let Some(seg) = self.index.release(id, k) {
             if let Some(st) = self.segs.get_mut(&seg) {
                 st.live -= 1;
             }
