@@ -542,3 +542,99 @@ def test_retained_messages_carry_the_subscription_identifier_and_respect_packet_
         pub.expect(r.PUBACK)
     pub.close()
     c.close()
+
+
+def test_unacked_retained_deliveries_are_resent_with_dup_when_the_session_resumes(broker):
+    """MQTT-4.4.0-1: retained QoS 1 and QoS 2 deliveries the client had not
+    acknowledged are sent again on resume, with their packet ids and DUP=1
+    (RETAIN=1 and the Subscription Identifier kept); once acknowledged they
+    are not sent a third time."""
+    pub = Raw(broker.mqtt_port, b"ret-resume-pub")
+    pub.publish("rres/a", b"one", qos=QOS1, pkid=1, retain=True)
+    pub.expect(r.PUBACK)
+    pub.publish("rres/b", b"two", qos=QOS2, pkid=2, retain=True)
+    pub.expect(r.PUBREC)
+    pub.ack(r.PUBREL, 2)
+    pub.expect(r.PUBCOMP)
+    pub.close()
+    expiry = [(r.SESSION_EXPIRY, 300)]
+    c = Raw(broker.mqtt_port, b"ret-resume", connect_props=expiry)
+    assert c.subscribe(1, ("rres/#", QOS2), sub_props=[(r.SUBSCRIPTION_ID, 7)]) == [QOS2]
+    first = [c.publish_in(), c.publish_in()]
+    assert [(p.topic, p.qos, p.dup, p.retain) for p in first] == [
+        ("rres/a", 1, False, True), ("rres/b", 2, False, True)]
+    c.close()  # neither acknowledged
+    c = Raw(broker.mqtt_port, b"ret-resume", clean=False, connect_props=expiry)
+    assert c.session_present
+    again = [c.publish_in(), c.publish_in()]
+    assert [(p.topic, p.payload, p.pkid, p.qos, p.dup, p.retain) for p in again] == [
+        (p.topic, p.payload, p.pkid, p.qos, True, True) for p in first]
+    assert all(p.props[r.SUBSCRIPTION_ID] == [7] for p in again)
+    c.ack(r.PUBACK, again[0].pkid)
+    c.ack(r.PUBREC, again[1].pkid)
+    _, body = c.expect(r.PUBREL)
+    assert body[:2] == struct.pack(">H", again[1].pkid)
+    c.ack(r.PUBCOMP, again[1].pkid)
+    c.close()
+    c = Raw(broker.mqtt_port, b"ret-resume", clean=False, connect_props=expiry)
+    assert c.session_present
+    # Acknowledged ones are not sent again: the next packet is a new message.
+    amqp_publish(broker, "rres.c", b"next")
+    p = c.publish_in()
+    assert (p.topic, p.payload, p.dup, p.retain) == ("rres/c", b"next", False, False)
+    c.ack(r.PUBACK, p.pkid)
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+    for t in ("rres/a", "rres/b"):
+        amqp_clear = Raw(broker.mqtt_port, b"ret-resume-clear")
+        amqp_clear.publish(t, b"", qos=0, retain=True)
+        amqp_clear.disconnect()
+
+
+def test_qos2_state_of_a_persistent_session_survives_a_clean_restart(tmp_path):
+    """MQTT-4.4.0-1 and 4.3.3 across a broker restart. Outbound: a delivery
+    the client PUBRECed gets its PUBREL again after the restart. Inbound: a
+    QoS 2 PUBLISH answered with PUBREC is still known, so its resend with
+    DUP=1 is not routed twice, and its PUBREL gets PUBCOMP 0x00, not 0x92."""
+    b = Broker(tmp_path)
+    try:
+        expiry = [(r.SESSION_EXPIRY, 3600)]
+        sub = Raw(b.mqtt_port, b"q2r-sub", connect_props=expiry)
+        assert sub.subscribe(1, ("q2r/#", QOS2)) == [QOS2]
+        pub = Raw(b.mqtt_port, b"q2r-pub", connect_props=expiry)
+        pub.publish("q2r/t", b"once", qos=QOS2, pkid=42)
+        _, rec = pub.expect(r.PUBREC)
+        assert rec[:2] == struct.pack(">H", 42)
+        p = sub.publish_in()
+        assert (p.payload, p.qos) == (b"once", 2)
+        sub.ack(r.PUBREC, p.pkid)
+        sub.expect(r.PUBREL)
+        pub.close()  # before PUBREL
+        sub.close()  # before PUBCOMP
+        b.restart()
+        sub = Raw(b.mqtt_port, b"q2r-sub", clean=False, connect_props=expiry)
+        assert sub.session_present
+        _, body = sub.expect(r.PUBREL)
+        assert body[:2] == struct.pack(">H", p.pkid)
+        pub = Raw(b.mqtt_port, b"q2r-pub", clean=False, connect_props=expiry)
+        assert pub.session_present
+        pub.publish("q2r/t", b"once", qos=QOS2, pkid=42, dup=True)
+        _, rec = pub.expect(r.PUBREC)
+        assert rec[:2] == struct.pack(">H", 42) and rec[2:3] in (b"", b"\x00")
+        pub.ack(r.PUBREL, 42)
+        _, comp = pub.expect(r.PUBCOMP)
+        assert comp[:2] == struct.pack(">H", 42) and comp[2:3] in (b"", b"\x00"), comp
+        # Released now: a second PUBREL for it is unknown.
+        pub.ack(r.PUBREL, 42)
+        _, comp = pub.expect(r.PUBCOMP)
+        assert comp[2] == 0x92
+        sub.ack(r.PUBCOMP, p.pkid)
+        # The resent PUBLISH was not routed: the next delivery is a new message.
+        pub.publish("q2r/t", b"after", qos=QOS1, pkid=43)
+        pub.expect(r.PUBACK)
+        n = sub.publish_in()
+        assert (n.payload, n.dup) == (b"after", False)
+        sub.ack(r.PUBACK, n.pkid)
+        sub.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+        pub.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+    finally:
+        b.stop()

@@ -307,14 +307,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     tracing::info!(peer = %ctx.peer, client_id = %client_id, vhost = %vhost.name, level, "MQTT connection opened");
     let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
     conn.lease = Some(lease);
-    let pending = ctx
-        .shared
-        .pending
-        .take(&(conn.vhost.name.to_string(), conn.client_id.clone()));
-    if session_present {
-        conn.restore_subscriptions();
-        conn.resend_pubrels(pending);
-    }
+    conn.resume(session_present);
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
     if persistent {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use warren_core::registry::ConnStats;
+use warren_core::session_ids::IdKind;
 use warren_core::{Consumer, Delivery, Message, Queue, Value};
 use warren_net::outbox::Outbox;
 
@@ -23,10 +24,19 @@ use crate::mapping::{amqp_to_props, publish_qos, NO_LOCAL_HEADER, RETAIN_HEADER}
 pub(super) enum Sent {
     /// A queue's delivery, settled on it once acknowledged.
     Queued(Arc<Queue>, Delivery),
-    /// A retained message (`retained.rs`): nothing to settle.
-    Retained,
+    /// A retained message (`retained.rs`): nothing to settle, but kept
+    /// to be sent again if the session resumes before it is acknowledged.
+    Retained(Box<RetainedSent>),
     /// A QoS 2 delivery past PUBREC, waiting for PUBCOMP (already settled).
     Released,
+}
+
+/// A retained message in flight: what its PUBLISH is made of again.
+pub(super) struct RetainedSent {
+    pub(super) message: Message,
+    pub(super) qos: u8,
+    /// The Subscription Identifier of the subscription it was sent for.
+    pub(super) sub_id: Option<u32>,
 }
 
 /// QoS 1/2 deliveries the client has not finished acknowledging: one map
@@ -63,20 +73,6 @@ impl Inflight {
         if let Some(n) = &self.freed {
             n.notify_waiters();
         }
-    }
-
-    /// The packet ids waiting for PUBCOMP, taken out.
-    pub(super) fn take_released(&mut self) -> Vec<u16> {
-        let ids: Vec<u16> = self
-            .by_id
-            .iter()
-            .filter(|(_, s)| matches!(s, Sent::Released))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in &ids {
-            self.by_id.remove(id);
-        }
-        ids
     }
 }
 
@@ -272,13 +268,19 @@ impl Conn {
                 None => return,
             }
         };
+        if released && self.persistent {
+            // Kept through the log: a resumed session, after a restart
+            // too, sends this PUBREL again (MQTT-4.4.0-1).
+            let ids = &self.vhost.session_ids;
+            ids.add(&self.client_id, IdKind::Released, pkid);
+        }
         match taken {
             Sent::Queued(q, d) => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 q.settle([&d]);
                 q.dispatch();
             }
-            Sent::Retained => {
+            Sent::Retained(_) => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 if let Some(q) = &self.queue {
                     q.dispatch();
@@ -299,6 +301,10 @@ impl Conn {
             }
             done
         };
+        if freed && self.persistent {
+            let ids = &self.vhost.session_ids;
+            ids.remove(&self.client_id, IdKind::Released, pkid);
+        }
         if freed {
             let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());
             for q in self.queue.iter().chain(shared) {
@@ -308,25 +314,25 @@ impl Conn {
     }
 
     /// Unacknowledged QoS 1/2 deliveries go back to the queue each came
-    /// from; QoS 2 ones past PUBREC stay, for `PendingReleases`.
-    pub(super) fn requeue_inflight(&self) {
+    /// from; retained ones are returned (the session keeps them in
+    /// `PendingResends`), and QoS 2 ones past PUBREC are in the vhost's
+    /// session ids already (persistent sessions) or go with the session.
+    pub(super) fn requeue_inflight(&self) -> Vec<(u16, Box<RetainedSent>)> {
         let mut back = Vec::new();
-        {
-            let mut inf = self.consumer.inflight.lock();
-            let all = std::mem::take(&mut inf.by_id);
-            for (id, sent) in all {
-                match sent {
-                    Sent::Queued(q, d) => back.push((q, d)),
-                    Sent::Retained => {}
-                    Sent::Released => {
-                        inf.by_id.insert(id, Sent::Released);
-                    }
-                }
+        let mut retained = Vec::new();
+        let all = std::mem::take(&mut self.consumer.inflight.lock().by_id);
+        for (id, sent) in all {
+            match sent {
+                Sent::Queued(q, d) => back.push((q, d)),
+                Sent::Retained(r) => retained.push((id, r)),
+                Sent::Released => {}
             }
         }
         for (q, d) in back {
             q.requeue([d]);
         }
+        retained.sort_unstable_by_key(|(id, _)| *id);
+        retained
     }
 }
 
