@@ -270,3 +270,77 @@ def test_disconnect_0x04_publishes_the_will_and_0x00_discards_it(broker):
     pub.disconnect()
     assert watcher.publish_in().topic == "willd/marker"
     watcher.disconnect()
+
+
+def test_qos2_publish_refused_with_a_failure_code_frees_its_packet_id(broker):
+    """MQTT-4.3.3-9 / MQTT-4.4.0-2: a PUBREC of 0x80 or more (0x97: the queue
+    refused it) ends the QoS 2 flow, so the packet id is free: a new PUBLISH
+    with it is a new message and is routed (not taken for a resend)."""
+    ch = broker.connect().channel()
+    ch.queue_declare("q2-full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.queue_bind("q2-full", "amq.topic", "q2full.t")
+    c = Raw(broker.mqtt_port, b"q2-full")
+    c.publish("q2full/t", b"1", qos=2, pkid=1)
+    _, rec = c.expect(r.PUBREC)
+    assert rec[:2] == struct.pack(">H", 1) and rec[2:3] in (b"", b"\x00")
+    c.ack(r.PUBREL, 1)
+    c.expect(r.PUBCOMP)
+    c.publish("q2full/t", b"2", qos=2, pkid=2)
+    _, rec = c.expect(r.PUBREC)
+    assert rec[2] == 0x97
+    ch.queue_purge("q2-full")
+    c.publish("q2full/t", b"3", qos=2, pkid=2)
+    _, rec = c.expect(r.PUBREC)
+    assert rec[2:3] in (b"", b"\x00"), rec
+    c.ack(r.PUBREL, 2)
+    _, comp = c.expect(r.PUBCOMP)
+    assert comp[2:3] in (b"", b"\x00"), comp
+    _, _, body = ch.basic_get("q2-full", auto_ack=True)
+    assert body == b"3"
+    ch.queue_delete("q2-full")
+    c.disconnect()
+
+
+@pytest.mark.parametrize("level,options", [(5, 0x40), (5, 0x80), (4, 0x04)])
+def test_reserved_subscription_option_bits_are_malformed(broker, level, options):
+    """MQTT-3.8.3-5: bits 6 and 7 of the Subscription Options are 0 (v5:
+    DISCONNECT 0x81); 3.1.1 MQTT-3-8.3-4: bits 2-7 of the Requested QoS byte
+    are 0 (closed)."""
+    c = Raw(broker.mqtt_port, f"sub-opts-{level}-{options}".encode(), level=level)
+    body = struct.pack(">H", 1) + (b"\x00" if level == 5 else b"") + string("t") + bytes([options])
+    c.send(packet(0x82, body))
+    if level == 5:
+        assert c.disconnect_reason() == MALFORMED
+    else:
+        with pytest.raises((EOFError, ConnectionResetError)):
+            c.read()
+
+
+def test_unsubscribe_with_wrong_fixed_header_flags_is_malformed(broker):
+    """MQTT-3.10.1-1: UNSUBSCRIBE flags are 0b0010; otherwise malformed (0x81)."""
+    c = Raw(broker.mqtt_port, b"unsub-flags")
+    c.send(packet(0xA0, struct.pack(">H", 1) + b"\x00" + string("t")))
+    assert c.disconnect_reason() == MALFORMED
+
+
+@pytest.mark.parametrize("shared", ["$share//t", "$share/g+/t", "$share/g#/t", "$share/g"])
+def test_invalid_share_names_are_refused_with_0x8f(broker, shared):
+    """MQTT-4.8.2-1: a ShareName has at least one character; MQTT-4.8.2-2: it
+    holds no '/', '+' or '#', and a '/' and a filter follow it. Otherwise the
+    filter is invalid: SUBACK 0x8F, the connection stays."""
+    c = Raw(broker.mqtt_port, b"share-name")
+    assert c.subscribe(1, (shared, 1)) == [0x8F]
+    c.send(b"\xc0\x00")
+    c.expect(r.PINGRESP)
+    c.disconnect()
+
+
+def test_takeover_sends_disconnect_0x8e_to_the_old_connection(broker):
+    """MQTT-3.1.4-3: a CONNECT with the client id of a connected client ends
+    the existing connection, with DISCONNECT 0x8E (Session taken over) in v5."""
+    old = Raw(broker.mqtt_port, b"taken")
+    new = Raw(broker.mqtt_port, b"taken")
+    assert old.disconnect_reason() == 0x8E
+    new.send(b"\xc0\x00")
+    new.expect(r.PINGRESP)
+    new.disconnect()

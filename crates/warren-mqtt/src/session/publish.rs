@@ -77,7 +77,13 @@ impl Conn {
         if p.qos == 0 {
             return None;
         }
-        if p.qos == 2 && self.persistent {
+        if p.qos == 2 && code.is_failure() {
+            // A PUBREC of 0x80 or more ends the flow: no PUBREL follows,
+            // and the id is free for a new message (MQTT-4.3.3-9, 4.4.0-2).
+            if let Some(e) = self.extras.as_mut() {
+                e.qos2_seen.remove(&p.pkid);
+            }
+        } else if p.qos == 2 && self.persistent {
             // Held through the log, and PUBREC waits for it: a resend
             // after a restart is still known (routed once, PUBREL -> 0x00).
             let held = self
