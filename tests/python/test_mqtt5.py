@@ -638,3 +638,43 @@ def test_qos2_state_of_a_persistent_session_survives_a_clean_restart(tmp_path):
         pub.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
     finally:
         b.stop()
+
+
+def test_unacked_queue_deliveries_keep_their_packet_ids_on_resume(broker):
+    """MQTT-4.4.0-1: a resumed session sends unacknowledged PUBLISH packets
+    again with DUP=1 and their original Packet Identifiers (a QoS 2 client
+    holds the id until PUBREL, so a new id would be a second message to it)."""
+    expiry = [(r.SESSION_EXPIRY, 300)]
+    c = Raw(broker.mqtt_port, b"orig-ids", connect_props=expiry)
+    assert c.subscribe(1, ("orig/#", QOS2)) == [QOS2]
+    pub = Raw(broker.mqtt_port, b"orig-ids-pub")
+    pub.publish("orig/x", b"x", qos=QOS1, pkid=1)
+    pub.expect(r.PUBACK)
+    x = c.publish_in()
+    c.ack(r.PUBACK, x.pkid)  # moves the id counter on: a fresh one would differ
+    pub.publish("orig/a", b"a", qos=QOS2, pkid=2)
+    pub.expect(r.PUBREC)
+    pub.ack(r.PUBREL, 2)
+    pub.expect(r.PUBCOMP)
+    pub.publish("orig/b", b"b", qos=QOS1, pkid=3)
+    pub.expect(r.PUBACK)
+    first = [c.publish_in(), c.publish_in()]
+    assert [p.payload for p in first] == [b"a", b"b"]
+    assert x.pkid not in [p.pkid for p in first]
+    c.close()  # neither acknowledged
+    c = Raw(broker.mqtt_port, b"orig-ids", clean=False, connect_props=expiry)
+    assert c.session_present
+    again = [c.publish_in(), c.publish_in()]
+    assert [(p.payload, p.pkid, p.qos, p.dup) for p in again] == [
+        (p.payload, p.pkid, p.qos, True) for p in first]
+    c.ack(r.PUBREC, again[0].pkid)
+    c.expect(r.PUBREL)
+    c.ack(r.PUBCOMP, again[0].pkid)
+    c.ack(r.PUBACK, again[1].pkid)
+    pub.publish("orig/c", b"c", qos=QOS1, pkid=4)
+    pub.expect(r.PUBACK)
+    n = c.publish_in()
+    assert (n.payload, n.dup) == (b"c", False)
+    c.ack(r.PUBACK, n.pkid)
+    pub.disconnect()
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])

@@ -15,6 +15,7 @@ use warren_core::{Consumer, Delivery, Message, Queue, Value};
 use warren_net::outbox::Outbox;
 
 use super::aliases::{Alias, OutAliases};
+use super::pending::Resends;
 use super::subscriptions::{Options, Subs};
 use super::{Conn, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, Props};
@@ -49,18 +50,50 @@ pub(super) struct Inflight {
     /// Told when slots may have freed up; made by the first retained
     /// stream that waits on it (few connections ever have one).
     freed: Option<Arc<Notify>>,
+    /// (session queue position, the packet id its delivery had on the
+    /// last connection) of requeued deliveries not yet sent again; those
+    /// ids are kept for them (MQTT-4.4.0-1). At most Receive Maximum
+    /// entries, and empty (no allocation) for most connections.
+    original: Vec<(u64, u16)>,
 }
 
 impl Inflight {
-    /// A packet id no in-flight delivery uses.
+    /// A packet id no in-flight delivery uses, nor one kept for a
+    /// requeued delivery (the client may still hold it for QoS 2).
     pub(super) fn next_id(&mut self) -> u16 {
         loop {
             self.next = self.next.wrapping_add(1).max(1);
             let n = self.next;
-            if !self.by_id.contains_key(&n) {
+            let kept = self.original.iter().any(|&(_, id)| id == n);
+            if !self.by_id.contains_key(&n) && !kept {
                 return n;
             }
         }
+    }
+
+    /// Keep the ids requeued deliveries had (see `original`).
+    pub(super) fn keep_original(&mut self, queued: Vec<(u64, u16)>) {
+        if !queued.is_empty() {
+            self.original = queued;
+        }
+    }
+
+    /// The packet id for a delivery: the one it had before, when it is a
+    /// requeued delivery of the session queue and the id is free.
+    fn id_for(&mut self, session_queue: bool, d: &Delivery) -> u16 {
+        if session_queue && d.redelivered && !self.original.is_empty() {
+            if let Some(i) = self.original.iter().position(|&(seq, _)| seq == d.seq) {
+                let (_, id) = self.original.swap_remove(i);
+                if self.original.is_empty() {
+                    // Its buffer goes too: most connections never need one.
+                    self.original = Vec::new();
+                }
+                if !self.by_id.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+        self.next_id()
     }
 
     /// What a retained stream waits on for free slots.
@@ -213,7 +246,12 @@ impl Consumer for MqttConsumer {
         if qos > 0 && inf.by_id.len() >= self.receive_max {
             return Err(d);
         }
-        let pkid = if qos > 0 { inf.next_id() } else { 0 };
+        let session_queue = queue.name.starts_with(SESSION_QUEUE_PREFIX);
+        let pkid = if qos > 0 {
+            inf.id_for(session_queue, &d)
+        } else {
+            0
+        };
         let level = self.level;
         let retain = level == 5
             && opts.retain_as_published
@@ -314,25 +352,32 @@ impl Conn {
     }
 
     /// Unacknowledged QoS 1/2 deliveries go back to the queue each came
-    /// from; retained ones are returned (the session keeps them in
-    /// `PendingResends`), and QoS 2 ones past PUBREC are in the vhost's
-    /// session ids already (persistent sessions) or go with the session.
-    pub(super) fn requeue_inflight(&self) -> Vec<(u16, Box<RetainedSent>)> {
+    /// from; what a resumed session sends again under the same ids is
+    /// returned (the session keeps it in `PendingResends`): the retained
+    /// ones, and the ids of the session queue's. QoS 2 ones past PUBREC
+    /// are in the vhost's session ids already (persistent sessions) or go
+    /// with the session.
+    pub(super) fn requeue_inflight(&self) -> Resends {
         let mut back = Vec::new();
-        let mut retained = Vec::new();
+        let mut kept = Resends::default();
         let all = std::mem::take(&mut self.consumer.inflight.lock().by_id);
         for (id, sent) in all {
             match sent {
-                Sent::Queued(q, d) => back.push((q, d)),
-                Sent::Retained(r) => retained.push((id, r)),
+                Sent::Queued(q, d) => {
+                    if q.name.starts_with(SESSION_QUEUE_PREFIX) {
+                        kept.queued.push((d.seq, id));
+                    }
+                    back.push((q, d));
+                }
+                Sent::Retained(r) => kept.retained.push((id, r)),
                 Sent::Released => {}
             }
         }
         for (q, d) in back {
             q.requeue([d]);
         }
-        retained.sort_unstable_by_key(|(id, _)| *id);
-        retained
+        kept.retained.sort_unstable_by_key(|(id, _)| *id);
+        kept
     }
 }
 
@@ -348,5 +393,15 @@ mod tests {
         assert_eq!(inf.next_id(), 3);
         inf.next = u16::MAX;
         assert_eq!(inf.next_id(), 1);
+    }
+
+    #[test]
+    fn ids_kept_for_requeued_deliveries_are_not_given_to_new_ones() {
+        let mut inf = Inflight::default();
+        inf.keep_original(vec![(10, 1), (11, 3)]);
+        assert_eq!(inf.next_id(), 2);
+        assert_eq!(inf.next_id(), 4);
+        inf.keep_original(vec![]);
+        assert_eq!(inf.original.len(), 2, "an empty list keeps what was kept");
     }
 }

@@ -18,8 +18,7 @@ use warren_net::transport::Kind;
 
 use super::aliases::OutAliases;
 use super::connect::Ctx;
-use super::consumer::{Inflight, MqttConsumer, Sent};
-use super::pending::Resends;
+use super::consumer::{Inflight, MqttConsumer, RetainedSent, Sent};
 use super::retained::retained_props;
 use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn};
@@ -136,13 +135,14 @@ impl Conn {
         if !received.is_empty() {
             self.ext().qos2_seen.extend(received);
         }
-        self.resend_retained(resends);
+        self.consumer.inflight.lock().keep_original(resends.queued);
+        self.resend_retained(resends.retained);
     }
 
     /// MQTT-4.4.0-1: retained deliveries the last connection left
     /// unacknowledged go again with their packet ids and DUP=1, unless
     /// they expired meanwhile (MQTT-3.3.2-5).
-    fn resend_retained(&self, resends: Resends) {
+    fn resend_retained(&self, resends: Vec<(u16, Box<RetainedSent>)>) {
         let (c, level) = (&self.consumer, self.level);
         let mut inf = c.inflight.lock();
         for (pkid, r) in resends {
