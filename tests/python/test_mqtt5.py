@@ -678,3 +678,36 @@ def test_unacked_queue_deliveries_keep_their_packet_ids_on_resume(broker):
     c.ack(r.PUBACK, n.pkid)
     pub.disconnect()
     c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+
+
+def test_inbound_qos2_state_survives_kill9_once_pubrec_was_sent(tmp_path):
+    """MQTT-4.3.3-8 through a crash: PUBREC waits for the group commit of the
+    held packet id, so after kill -9 a resend with DUP=1 is still not routed
+    twice and its PUBREL gets PUBCOMP 0x00."""
+    b = Broker(tmp_path)
+    try:
+        expiry = [(r.SESSION_EXPIRY, 3600)]
+        ch = b.connect().channel()
+        ch.queue_declare("q2-crash", durable=True)
+        ch.queue_bind("q2-crash", "amq.topic", "q2crash.t")
+        ch.connection.close()
+        pub = Raw(b.mqtt_port, b"q2-crash-pub", connect_props=expiry)
+        pub.publish("q2crash/t", b"once", qos=QOS2, pkid=9)
+        pub.expect(r.PUBREC)
+        pub.close()
+        b.kill9()
+        b.start()
+        pub = Raw(b.mqtt_port, b"q2-crash-pub", clean=False, connect_props=expiry)
+        assert pub.session_present
+        pub.publish("q2crash/t", b"once", qos=QOS2, pkid=9, dup=True)
+        _, rec = pub.expect(r.PUBREC)
+        assert rec[:2] == struct.pack(">H", 9) and rec[2:3] in (b"", b"\x00")
+        pub.ack(r.PUBREL, 9)
+        _, comp = pub.expect(r.PUBCOMP)
+        assert comp[2:3] in (b"", b"\x00"), comp
+        ch = b.connect().channel()
+        assert ch.queue_declare("q2-crash", passive=True).method.message_count == 1
+        ch.connection.close()
+        pub.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+    finally:
+        b.stop()
