@@ -50,7 +50,7 @@ def closed_silently(s):
 def closed_after_connack(s):
     """The CONNACK's return code (3.1.1) once the server has also closed."""
     ack = s.recv(4)
-    assert ack[:2] == b"\x20\x02", ack
+    assert ack[:3] == b"\x20\x02\x00", ack  # Session Present 0 with a refusal
     rest = s.recv(16)
     s.close()
     assert rest == b""

@@ -87,8 +87,10 @@ impl SessionIds {
         let mut store_id = 0;
         let mut seq = None;
         // A client id is at most 237 bytes (its session queue name is a
-        // short string); a longer one is only held in memory.
-        if let (Some((log, key)), Ok(key_len)) = (&self.store, u8::try_from(client.len())) {
+        // short string); a longer one is only held in memory, as is every
+        // id while the log cannot write (disk full: nothing would sync).
+        let store = self.store.as_ref().filter(|(log, _)| log.healthy());
+        if let (Some((log, key)), Ok(key_len)) = (store, u8::try_from(client.len())) {
             store_id = log.next_id();
             let [hi, lo] = pkid.to_be_bytes();
             let body = [kind.byte(), hi, lo];
