@@ -484,31 +484,6 @@ def test_repeated_user_properties_are_all_forwarded(broker):
     c.close()
 
 
-def test_pubrel_is_sent_again_when_the_session_resumes(broker):
-    """MQTT-4.4.0-1: unacknowledged PUBRELs are resent with their ids."""
-    expiry = [(r.SESSION_EXPIRY, 300)]
-    c = Raw(broker.mqtt_port, b"pubrel-resume", connect_props=expiry)
-    c.subscribe(1, ("prr/#", QOS2))
-    pub = Raw(broker.mqtt_port, b"pubrel-resume-pub")
-    pub.publish("prr/t", b"x", qos=QOS2, pkid=1)
-    pub.expect(r.PUBREC)
-    pub.close()
-    p = c.publish_in()
-    assert p.qos == 2
-    c.ack(r.PUBREC, p.pkid)
-    _, body = c.expect(r.PUBREL)
-    c.close()  # before PUBCOMP
-    c = Raw(broker.mqtt_port, b"pubrel-resume", clean=False, connect_props=expiry)
-    assert c.session_present
-    _, body = c.expect(r.PUBREL)
-    assert body[:2] == struct.pack(">H", p.pkid)
-    c.ack(r.PUBCOMP, p.pkid)
-    # The message itself is not sent again.
-    amqp_publish(broker, "prr.t", b"next")
-    assert c.publish_in().payload == b"next"
-    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
-
-
 def test_a_will_with_an_invalid_topic_is_refused_at_connect(broker):
     body = r.string(b"MQTT") + bytes([5, 0x04 | 0x02]) + struct.pack(">H", 60) + b"\x00"
     body += r.string(b"bad-will") + b"\x00" + r.string(b"status/#") + r.string(b"gone")

@@ -265,6 +265,35 @@ def test_oversized_frame_is_closed_with_1009(broker):
     s.close()
 
 
+def big_frame(op, payload):
+    """A client frame masked with the zero key: RFC 6455 still sees it masked,
+    and megabytes need no byte-by-byte XOR here."""
+    return bytes([0x80 | op, 0x80 | 127]) + struct.pack(">Q", len(payload)) + b"\0\0\0\0" + payload
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["header-only", "whole-packet"])
+def test_too_large_packet_gets_disconnect_0x95_as_over_tcp(broker, whole):
+    """MQTT 5 3.1.2.11.4 and 4.13.1: a packet over the server's Maximum Packet Size (16 MiB)
+    is answered with DISCONNECT 0x95 (Packet too large) then the WebSocket close,
+    whether its fixed header arrives alone or the whole packet in one message (the
+    WebSocket message limit sits above the MQTT packet limit)."""
+    s, status, _ = upgrade(broker)
+    assert " 101 " in status
+    s.sendall(frame(OP_BINARY, connect_packet(f"ws-too-large-{whole}", level=5)))
+    conn = MqttOverWs(s)
+    ack = conn.packet()
+    assert (ack[0], ack[3]) == (0x20, 0), ack  # CONNACK, accepted
+    body = mqtt_str(b"big/t") + b"\x00" + b"x" * ((16 << 20) + 16)
+    pub = mqtt_packet(0x30, body)
+    s.sendall(big_frame(OP_BINARY, pub if whole else pub[:5]))
+    p = conn.packet()
+    assert (p[0], p[2]) == (0xE0, 0x95), p[:8]
+    with pytest.raises(ConnectionError):
+        conn.packet()
+    assert any(op == OP_CLOSE for op, _ in conn.control)
+    s.close()
+
+
 def test_v5_shutdown_sends_disconnect_then_close(tmp_path):
     from conftest import Broker
     b = Broker(tmp_path)

@@ -9,6 +9,7 @@ use warren_store::{
 };
 
 use crate::retained::RETAINED_QUEUE;
+use crate::session_ids::SESSION_IDS_QUEUE;
 use crate::{auth, vhost, Broker, Message};
 
 impl Broker {
@@ -212,8 +213,8 @@ impl Broker {
     fn restore_messages(&self, recovery: &mut Recovery) -> usize {
         let mut messages = 0usize;
         for (key, msgs) in std::mem::take(&mut recovery.queues) {
-            if key.queue == RETAINED_QUEUE {
-                self.restore_retained(&key, msgs);
+            if key.queue == RETAINED_QUEUE || key.queue == SESSION_IDS_QUEUE {
+                self.restore_pseudo_queue(&key, msgs);
                 continue;
             }
             let q = self
@@ -243,17 +244,28 @@ impl Broker {
         messages
     }
 
-    /// The retained messages of a vhost, back into its retained store;
-    /// those of a vhost that no longer exists are dropped from the log.
-    fn restore_retained(&self, key: &warren_store::QueueKey, msgs: Vec<warren_store::Recovered>) {
+    /// The retained messages or MQTT session ids of a vhost, back into
+    /// its store; those of a vhost that no longer exists are dropped from
+    /// the log.
+    fn restore_pseudo_queue(
+        &self,
+        key: &warren_store::QueueKey,
+        msgs: Vec<warren_store::Recovered>,
+    ) {
         if let Some(v) = self.vhost(&key.vhost) {
-            let n = v.retained.restore(msgs);
-            tracing::info!(vhost = %key.vhost, "{n} retained messages recovered");
+            if key.queue == RETAINED_QUEUE {
+                let n = v.retained.restore(msgs);
+                tracing::info!(vhost = %key.vhost, "{n} retained messages recovered");
+            } else {
+                let n = v.session_ids.restore(msgs);
+                tracing::info!(vhost = %key.vhost, "{n} MQTT session packet ids recovered");
+            }
             return;
         }
         tracing::warn!(
-            "{} retained messages of unknown vhost '{}' dropped",
+            "{} records of '{}' of unknown vhost '{}' dropped",
             msgs.len(),
+            key.queue,
             key.vhost
         );
         if let Some(s) = &self.store {

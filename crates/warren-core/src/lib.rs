@@ -16,6 +16,7 @@ pub mod props;
 pub mod queue;
 pub mod registry;
 pub mod retained;
+pub mod session_ids;
 mod tasks;
 #[cfg(test)]
 mod test_support;
@@ -213,6 +214,7 @@ impl Broker {
             v.remove_queue(&q);
         }
         v.retained.drop_all();
+        v.session_ids.drop_all();
         self.users.clear_vhost(name);
         self.orphans.lock().retain(|x| x.vhost != name);
         self.orphan_bindings.lock().retain(|b| b.vhost != name);

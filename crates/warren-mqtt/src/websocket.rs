@@ -27,6 +27,16 @@ const WHAT: &str = "MQTT WebSocket";
 /// Names the TLS listener in logs.
 const WHAT_TLS: &str = "MQTT WebSocket TLS";
 
+/// How far a WebSocket message may exceed the MQTT packet limit: room for
+/// a too-large packet's fixed header and some bytes of the next packet.
+const MESSAGE_HEADROOM: usize = 64 * 1024;
+
+/// The largest WebSocket message accepted for MQTT packets of at most
+/// `max_packet` bytes.
+fn ws_message_limit(max_packet: usize) -> usize {
+    max_packet.saturating_add(MESSAGE_HEADROOM)
+}
+
 /// Accept MQTT-over-WebSocket connections (over TLS with `tls`) until
 /// `shutdown` turns true.
 pub async fn serve(
@@ -42,9 +52,10 @@ pub async fn serve(
         what,
         path: PATH,
         protocol_prefix: SUBPROTOCOL_PREFIX,
-        // A message carries at least one packet's bytes; the codec still
-        // checks each packet against the same limit.
-        max_message: cfg.max_packet_size,
+        // Above the packet limit, so that a too-large packet in one
+        // message reaches the codec and gets DISCONNECT 0x95 as over TCP;
+        // only a message far beyond it is refused by WebSocket (1009).
+        max_message: ws_message_limit(cfg.max_packet_size),
     });
     warren_net::listener::accept_loop(listener, what, shutdown, |stream, peer, shutdown| {
         let (broker, cfg, shared, ep) = (broker.clone(), cfg.clone(), shared.clone(), ep.clone());

@@ -365,6 +365,14 @@ fn with_deadline(msg: Message, now: u64) -> (Message, Option<u64>) {
     }
 }
 
+/// Time left before a retained message (as a lookup returned it) expires,
+/// from its stored deadline; None when it does not expire. For sending it
+/// again later with the interval then left.
+pub fn time_left(m: &Message) -> Option<Duration> {
+    let d = stored_deadline(m)?;
+    Some(Duration::from_millis(d.saturating_sub(now_ms())))
+}
+
 /// The deadline a recovered message was stored with.
 fn stored_deadline(m: &Message) -> Option<u64> {
     let d = m.header(DEADLINE_HEADER)?.as_i64()?;

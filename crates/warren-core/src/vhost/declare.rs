@@ -209,9 +209,10 @@ impl VHost {
         }
         // The retained store's pseudo-queue in the log: never a queue, even
         // from recovered definitions, or its key would be shared.
-        if name == crate::retained::RETAINED_QUEUE {
+        if name == crate::retained::RETAINED_QUEUE || name == crate::session_ids::SESSION_IDS_QUEUE
+        {
             return Err(CoreError::AccessRefused(format!(
-                "queue name '{name}' is reserved for retained messages"
+                "queue name '{name}' is reserved for MQTT session state"
             )));
         }
         if reserved(&name) && !d.name.is_empty() && !d.server_named {

@@ -36,6 +36,7 @@ use crate::exchange::{Exchange, TypeRegistry};
 use crate::limits::VhostLimits;
 use crate::queue::Queue;
 use crate::retained::Retained;
+use crate::session_ids::SessionIds;
 use crate::value::Table;
 
 /// The vhost's names, under its `topology` lock.
@@ -63,6 +64,9 @@ pub struct VHost {
     pub limits: Arc<VhostLimits>,
     /// The vhost's retained messages (MQTT), stored through the same log.
     pub retained: Retained,
+    /// Packet ids the vhost's persistent MQTT sessions hold across
+    /// connections and restarts, stored through the same log.
+    pub session_ids: SessionIds,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -88,6 +92,7 @@ impl VHost {
             name: Arc::from(name),
             types,
             retained: Retained::new(name, log.clone()),
+            session_ids: SessionIds::new(name, log.clone()),
             log,
             pages,
             on_change,

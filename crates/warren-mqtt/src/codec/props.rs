@@ -134,10 +134,62 @@ pub(crate) mod id {
     pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 }
 
-/// Read a property list (length, then identifier/value pairs); properties
-/// Warren does not use are skipped, unknown identifiers are malformed, and
-/// a property given twice that may appear once is a protocol error.
-pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
+/// Which properties each packet a server reads may carry (spec 2.2.2.2:
+/// any other identifier makes the packet malformed), as identifier bits.
+pub(super) mod allowed {
+    use super::id::*;
+
+    const fn bits(ids: &[u8]) -> u64 {
+        let mut m = 1u64 << USER_PROPERTY;
+        let mut i = 0;
+        while i < ids.len() {
+            m |= 1 << ids[i];
+            i += 1;
+        }
+        m
+    }
+
+    pub const CONNECT: u64 = bits(&[
+        SESSION_EXPIRY_INTERVAL,
+        AUTHENTICATION_METHOD,
+        AUTHENTICATION_DATA,
+        REQUEST_PROBLEM_INFORMATION,
+        REQUEST_RESPONSE_INFORMATION,
+        RECEIVE_MAXIMUM,
+        TOPIC_ALIAS_MAXIMUM,
+        MAXIMUM_PACKET_SIZE,
+    ]);
+    pub const WILL: u64 = bits(&[
+        PAYLOAD_FORMAT_INDICATOR,
+        MESSAGE_EXPIRY_INTERVAL,
+        CONTENT_TYPE,
+        RESPONSE_TOPIC,
+        CORRELATION_DATA,
+        WILL_DELAY_INTERVAL,
+    ]);
+    /// The Subscription Identifier is let through so that the session can
+    /// answer it as the protocol error it is from a client (MQTT-3.3.4-6).
+    pub const PUBLISH: u64 = bits(&[
+        PAYLOAD_FORMAT_INDICATOR,
+        MESSAGE_EXPIRY_INTERVAL,
+        CONTENT_TYPE,
+        RESPONSE_TOPIC,
+        CORRELATION_DATA,
+        SUBSCRIPTION_IDENTIFIER,
+        TOPIC_ALIAS,
+    ]);
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
+    pub const ACK: u64 = bits(&[REASON_STRING]);
+    pub const SUBSCRIBE: u64 = bits(&[SUBSCRIPTION_IDENTIFIER]);
+    pub const UNSUBSCRIBE: u64 = bits(&[]);
+    pub const DISCONNECT: u64 = bits(&[SESSION_EXPIRY_INTERVAL, SERVER_REFERENCE, REASON_STRING]);
+}
+
+/// Read a property list (length, then identifier/value pairs) of a packet
+/// that may carry the properties in `allowed`; properties Warren does not
+/// use are skipped, unknown or misplaced identifiers are malformed, and a
+/// property given twice that may appear once is a protocol error.
+pub(super) fn decode(rd: &mut Rd<'_>, allowed: u64) -> Result<Props, CodecError> {
     let len = rd.varint()?;
     let body = rd.take(len)?;
     let mut r = Rd { b: body, p: 0 };
@@ -148,7 +200,10 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
         let Ok(id) = u8::try_from(r.varint()?) else {
             return Err(CodecError::Malformed("unknown property"));
         };
-        if id < 64 && id != id::USER_PROPERTY {
+        if id >= 64 || allowed & (1 << id) == 0 {
+            return Err(CodecError::Malformed("property not valid in this packet"));
+        }
+        if id != id::USER_PROPERTY {
             if seen & (1 << id) != 0 {
                 return Err(CodecError::Protocol("property included twice"));
             }
@@ -182,8 +237,10 @@ pub(super) fn decode(rd: &mut Rd<'_>) -> Result<Props, CodecError> {
                 p.session_mut().request_problem_information = Some(zero_or_one(r.u8()?)?)
             }
             id::PAYLOAD_FORMAT_INDICATOR => p.payload_format = Some(zero_or_one(r.u8()?)?),
-            id::REQUEST_RESPONSE_INFORMATION
-            | id::MAXIMUM_QOS
+            id::REQUEST_RESPONSE_INFORMATION => {
+                zero_or_one(r.u8()?)?;
+            }
+            id::MAXIMUM_QOS
             | id::RETAIN_AVAILABLE
             | id::WILDCARD_SUBSCRIPTION_AVAILABLE
             | id::SUBSCRIPTION_IDENTIFIER_AVAILABLE

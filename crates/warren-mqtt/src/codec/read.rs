@@ -54,21 +54,23 @@ impl<'a> Rd<'a> {
             let b = self.u8()?;
             v |= ((b & 0x7f) as usize) << (7 * i);
             if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    // MQTT-1.5.5-1: the fewest bytes that hold the value.
+                    return Err(CodecError::Malformed("variable byte integer not minimal"));
+                }
                 return Ok(v);
             }
         }
         Err(CodecError::BadLength)
     }
-    pub(super) fn rest(&self) -> &'a [u8] {
-        &self.b[self.p..]
-    }
     pub(super) fn done(&self) -> bool {
         self.p >= self.b.len()
     }
 
-    /// A v5 property list.
-    pub(super) fn props(&mut self) -> Result<Props, CodecError> {
-        props::decode(self)
+    /// A v5 property list of a packet that may carry `allowed` (see
+    /// [`props::allowed`]).
+    pub(super) fn props(&mut self, allowed: u64) -> Result<Props, CodecError> {
+        props::decode(self, allowed)
     }
 }
 
@@ -87,6 +89,10 @@ pub fn read(buf: &mut BytesMut, level: u8, max_size: usize) -> Result<Packet, Co
         len |= ((b & 0x7f) as usize) << (7 * (hdr - 1));
         hdr += 1;
         if b & 0x80 == 0 {
+            if hdr > 2 && b == 0 {
+                // MQTT-1.5.5-1: a remaining length in more bytes than needed.
+                return Err(CodecError::BadLength);
+            }
             break;
         }
         if hdr > 4 {
@@ -125,6 +131,16 @@ fn parse(first: u8, body: Bytes, level: u8) -> Result<Packet, CodecError> {
     let flags = first & 0x0f;
     let v5 = level == 5;
     let mut r = Rd { b: &body, p: 0 };
+    if !matches!(
+        kind,
+        kind::PUBLISH | kind::PUBREL | kind::SUBSCRIBE | kind::UNSUBSCRIBE
+    ) && flags != 0
+    {
+        // MQTT-2.1.3-1 (3.1.1: MQTT-2.2.2-1/2): reserved flags are 0.
+        return Err(CodecError::Malformed(
+            "reserved flags set in the fixed header",
+        ));
+    }
     Ok(match kind {
         kind::CONNECT => Packet::Connect(Box::new(connect(&mut r)?)),
         kind::PUBLISH => Packet::Publish(publish(&mut r, &body, flags, v5)?),
@@ -164,7 +180,7 @@ fn reason_and_props(r: &mut Rd<'_>, v5: bool) -> Result<u8, CodecError> {
     if v5 && !r.done() {
         let code = r.u8()?;
         if !r.done() {
-            r.props()?;
+            r.props(props::allowed::ACK)?;
         }
         Ok(code)
     } else {
@@ -187,7 +203,11 @@ fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish,
     if qos > 0 && pkid == 0 {
         return Err(CodecError::Malformed("packet id 0"));
     }
-    let props = if v5 { r.props()? } else { Props::default() };
+    let props = if v5 {
+        r.props(props::allowed::PUBLISH)?
+    } else {
+        Props::default()
+    };
     let start = r.p;
     Ok(Publish {
         dup: flags & 8 != 0,
@@ -202,26 +222,37 @@ fn publish(r: &mut Rd<'_>, body: &Bytes, flags: u8, v5: bool) -> Result<Publish,
 
 /// SUBSCRIBE and UNSUBSCRIBE: the packet id, the (v5) properties, then at
 /// least one entry read by `entry`.
+/// No entries is a protocol error (MQTT-3.8.3-2, MQTT-3.10.3-2; 3.1.1
+/// closes the connection either way); packet id 0 is malformed
+/// (MQTT-2.2.1-3).
 fn entries<'a, T>(
     r: &mut Rd<'a>,
-    v5: bool,
+    (v5, allowed): (bool, u64),
     empty: &'static str,
     mut entry: impl FnMut(&mut Rd<'a>) -> Result<T, CodecError>,
 ) -> Result<(u16, Props, Vec<T>), CodecError> {
     let pkid = r.u16()?;
-    let props = if v5 { r.props()? } else { Props::default() };
+    if pkid == 0 {
+        return Err(CodecError::Malformed("packet id 0"));
+    }
+    let props = if v5 {
+        r.props(allowed)?
+    } else {
+        Props::default()
+    };
     let mut out = Vec::new();
     while !r.done() {
         out.push(entry(r)?);
     }
     if out.is_empty() {
-        return Err(CodecError::Malformed(empty));
+        return Err(CodecError::Protocol(empty));
     }
     Ok((pkid, props, out))
 }
 
 fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
-    let (pkid, props, filters) = entries(r, v5, "SUBSCRIBE without filters", |r| {
+    let allowed = (v5, props::allowed::SUBSCRIBE);
+    let (pkid, props, filters) = entries(r, allowed, "SUBSCRIBE without filters", |r| {
         let filter = r.string()?;
         let o = r.u8()?;
         if o & 0xC0 != 0 || (!v5 && o & 0xFC != 0) {
@@ -246,7 +277,8 @@ fn subscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
 }
 
 fn unsubscribe(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
-    let (pkid, _, filters) = entries(r, v5, "UNSUBSCRIBE without filters", |r| r.string())?;
+    let allowed = (v5, props::allowed::UNSUBSCRIBE);
+    let (pkid, _, filters) = entries(r, allowed, "UNSUBSCRIBE without filters", |r| r.string())?;
     Ok(Packet::Unsubscribe(pkid, filters))
 }
 
@@ -256,7 +288,7 @@ fn disconnect(r: &mut Rd<'_>, v5: bool) -> Result<Packet, CodecError> {
         let p = if r.done() {
             Props::default()
         } else {
-            r.props()?
+            r.props(props::allowed::DISCONNECT)?
         };
         (c, p)
     } else {
@@ -280,14 +312,20 @@ fn connect(r: &mut Rd<'_>) -> Result<Connect, CodecError> {
     }
     let keep_alive = r.u16()?;
     let props = if level == 5 {
-        r.props()?
+        r.props(props::allowed::CONNECT)?
     } else {
         Props::default()
     };
+    if level == 4 && flags & 0xC0 == 0x40 {
+        // 3.1.1 MQTT-3.1.2-22: a password needs a user name (5.0 drops it).
+        return Err(CodecError::Malformed(
+            "password flag without user name flag",
+        ));
+    }
     let client_id = r.string()?;
     let will = if flags & 4 != 0 {
         let wp = if level == 5 {
-            r.props()?
+            r.props(props::allowed::WILL)?
         } else {
             Props::default()
         };
@@ -320,7 +358,9 @@ fn connect(r: &mut Rd<'_>) -> Result<Connect, CodecError> {
     } else {
         None
     };
-    let _ = r.rest();
+    if !r.done() {
+        return Err(CodecError::Malformed("bytes after the CONNECT payload"));
+    }
     Ok(Connect {
         level,
         clean: flags & 2 != 0,

@@ -174,3 +174,49 @@ fn acks_carry_typed_codes() {
         &[0x40, 3, 0, 9, 0x90, 0x62, 2, 0, 9, 0x50, 2, 0, 9][..]
     );
 }
+
+fn read_bytes(bytes: &[u8], level: u8) -> Result<Packet, CodecError> {
+    read(&mut BytesMut::from(bytes), level, 1 << 20)
+}
+
+#[test]
+fn reserved_fixed_header_flags_are_malformed() {
+    // MQTT-2.1.3-1: PINGREQ, PUBACK and DISCONNECT have flags 0.
+    assert!(matches!(read_bytes(b"\xc0\x00", 5), Ok(Packet::PingReq)));
+    for bad in [&b"\xc1\x00"[..], b"\x41\x02\x00\x01", b"\xe8\x00"] {
+        assert!(
+            matches!(read_bytes(bad, 5), Err(CodecError::Malformed(_))),
+            "{bad:?}"
+        );
+    }
+    // SUBSCRIBE must have 0b0010 (3.1.1 too).
+    let sub = b"\x80\x06\x00\x01\x00\x01t\x00";
+    assert!(matches!(read_bytes(sub, 4), Err(CodecError::Malformed(_))));
+}
+
+#[test]
+fn non_minimal_lengths_and_empty_subscribe_are_refused() {
+    // MQTT-1.5.5-1: PINGREQ with remaining length 0 in two bytes.
+    assert!(matches!(
+        read_bytes(b"\xc0\x80\x00", 5),
+        Err(CodecError::BadLength)
+    ));
+    // MQTT-3.8.3-2 / 3.10.3-2: no filters is a protocol error.
+    let sub = b"\x82\x03\x00\x01\x00";
+    assert!(matches!(read_bytes(sub, 5), Err(CodecError::Protocol(_))));
+    let unsub = b"\xa2\x03\x00\x01\x00";
+    assert!(matches!(read_bytes(unsub, 5), Err(CodecError::Protocol(_))));
+    // MQTT-2.2.1-3: packet id 0.
+    let sub0 = b"\x82\x07\x00\x00\x00\x00\x01t\x00";
+    assert!(matches!(read_bytes(sub0, 5), Err(CodecError::Malformed(_))));
+}
+
+#[test]
+fn a_property_of_another_packet_type_is_malformed() {
+    // 2.2.2.2: Session Expiry Interval (0x11) is not a PUBLISH property.
+    let p = b"\x30\x0a\x00\x01t\x05\x11\x00\x00\x00\x05x";
+    assert!(matches!(read_bytes(p, 5), Err(CodecError::Malformed(_))));
+    // Content Type (0x03) is.
+    let ok = b"\x30\x08\x00\x01t\x03\x03\x00\x00x";
+    assert!(matches!(read_bytes(ok, 5), Ok(Packet::Publish(_))));
+}

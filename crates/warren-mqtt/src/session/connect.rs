@@ -318,14 +318,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     let mut conn = new_conn(ctx, c, (vhost, client_id), guard, expiry);
     conn.lease = Some(lease);
     conn.expiry_timer = token.map(|g| ExpiryTimer::start(&conn.registration.info, g.time_left()));
-    let pending = ctx
-        .shared
-        .pending
-        .take(&(conn.vhost.name.to_string(), conn.client_id.clone()));
-    if session_present {
-        conn.restore_subscriptions();
-        conn.resend_pubrels(pending);
-    }
+    conn.resume(session_present);
     // A clean session gets its queue at its first SUBSCRIBE, so devices
     // that only publish cost no queue; a persistent one needs it now.
     if persistent {

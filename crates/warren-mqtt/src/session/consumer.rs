@@ -10,10 +10,12 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use warren_core::registry::ConnStats;
+use warren_core::session_ids::IdKind;
 use warren_core::{Consumer, Delivery, Message, Queue, Value};
 use warren_net::outbox::Outbox;
 
 use super::aliases::{Alias, OutAliases};
+use super::pending::Resends;
 use super::subscriptions::{Options, Subs};
 use super::{Conn, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, Props};
@@ -23,10 +25,19 @@ use crate::mapping::{amqp_to_props, publish_qos, NO_LOCAL_HEADER, RETAIN_HEADER}
 pub(super) enum Sent {
     /// A queue's delivery, settled on it once acknowledged.
     Queued(Arc<Queue>, Delivery),
-    /// A retained message (`retained.rs`): nothing to settle.
-    Retained,
+    /// A retained message (`retained.rs`): nothing to settle, but kept
+    /// to be sent again if the session resumes before it is acknowledged.
+    Retained(Box<RetainedSent>),
     /// A QoS 2 delivery past PUBREC, waiting for PUBCOMP (already settled).
     Released,
+}
+
+/// A retained message in flight: what its PUBLISH is made of again.
+pub(super) struct RetainedSent {
+    pub(super) message: Message,
+    pub(super) qos: u8,
+    /// The Subscription Identifier of the subscription it was sent for.
+    pub(super) sub_id: Option<u32>,
 }
 
 /// QoS 1/2 deliveries the client has not finished acknowledging: one map
@@ -39,18 +50,50 @@ pub(super) struct Inflight {
     /// Told when slots may have freed up; made by the first retained
     /// stream that waits on it (few connections ever have one).
     freed: Option<Arc<Notify>>,
+    /// (session queue position, the packet id its delivery had on the
+    /// last connection) of requeued deliveries not yet sent again; those
+    /// ids are kept for them (MQTT-4.4.0-1). At most Receive Maximum
+    /// entries, and empty (no allocation) for most connections.
+    original: Vec<(u64, u16)>,
 }
 
 impl Inflight {
-    /// A packet id no in-flight delivery uses.
+    /// A packet id no in-flight delivery uses, nor one kept for a
+    /// requeued delivery (the client may still hold it for QoS 2).
     pub(super) fn next_id(&mut self) -> u16 {
         loop {
             self.next = self.next.wrapping_add(1).max(1);
             let n = self.next;
-            if !self.by_id.contains_key(&n) {
+            let kept = self.original.iter().any(|&(_, id)| id == n);
+            if !self.by_id.contains_key(&n) && !kept {
                 return n;
             }
         }
+    }
+
+    /// Keep the ids requeued deliveries had (see `original`).
+    pub(super) fn keep_original(&mut self, queued: Vec<(u64, u16)>) {
+        if !queued.is_empty() {
+            self.original = queued;
+        }
+    }
+
+    /// The packet id for a delivery: the one it had before, when it is a
+    /// requeued delivery of the session queue and the id is free.
+    fn id_for(&mut self, session_queue: bool, d: &Delivery) -> u16 {
+        if session_queue && d.redelivered && !self.original.is_empty() {
+            if let Some(i) = self.original.iter().position(|&(seq, _)| seq == d.seq) {
+                let (_, id) = self.original.swap_remove(i);
+                if self.original.is_empty() {
+                    // Its buffer goes too: most connections never need one.
+                    self.original = Vec::new();
+                }
+                if !self.by_id.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+        self.next_id()
     }
 
     /// What a retained stream waits on for free slots.
@@ -63,20 +106,6 @@ impl Inflight {
         if let Some(n) = &self.freed {
             n.notify_waiters();
         }
-    }
-
-    /// The packet ids waiting for PUBCOMP, taken out.
-    pub(super) fn take_released(&mut self) -> Vec<u16> {
-        let ids: Vec<u16> = self
-            .by_id
-            .iter()
-            .filter(|(_, s)| matches!(s, Sent::Released))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in &ids {
-            self.by_id.remove(id);
-        }
-        ids
     }
 }
 
@@ -217,7 +246,12 @@ impl Consumer for MqttConsumer {
         if qos > 0 && inf.by_id.len() >= self.receive_max {
             return Err(d);
         }
-        let pkid = if qos > 0 { inf.next_id() } else { 0 };
+        let session_queue = queue.name.starts_with(SESSION_QUEUE_PREFIX);
+        let pkid = if qos > 0 {
+            inf.id_for(session_queue, &d)
+        } else {
+            0
+        };
         let level = self.level;
         let retain = level == 5
             && opts.retain_as_published
@@ -272,13 +306,19 @@ impl Conn {
                 None => return,
             }
         };
+        if released && self.persistent {
+            // Kept through the log: a resumed session, after a restart
+            // too, sends this PUBREL again (MQTT-4.4.0-1).
+            let ids = &self.vhost.session_ids;
+            ids.add(&self.client_id, IdKind::Released, pkid);
+        }
         match taken {
             Sent::Queued(q, d) => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 q.settle([&d]);
                 q.dispatch();
             }
-            Sent::Retained => {
+            Sent::Retained(_) => {
                 ConnStats::add(&self.registration.info.stats.acked, 1);
                 if let Some(q) = &self.queue {
                     q.dispatch();
@@ -299,6 +339,10 @@ impl Conn {
             }
             done
         };
+        if freed && self.persistent {
+            let ids = &self.vhost.session_ids;
+            ids.remove(&self.client_id, IdKind::Released, pkid);
+        }
         if freed {
             let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());
             for q in self.queue.iter().chain(shared) {
@@ -308,25 +352,32 @@ impl Conn {
     }
 
     /// Unacknowledged QoS 1/2 deliveries go back to the queue each came
-    /// from; QoS 2 ones past PUBREC stay, for `PendingReleases`.
-    pub(super) fn requeue_inflight(&self) {
+    /// from; what a resumed session sends again under the same ids is
+    /// returned (the session keeps it in `PendingResends`): the retained
+    /// ones, and the ids of the session queue's. QoS 2 ones past PUBREC
+    /// are in the vhost's session ids already (persistent sessions) or go
+    /// with the session.
+    pub(super) fn requeue_inflight(&self) -> Resends {
         let mut back = Vec::new();
-        {
-            let mut inf = self.consumer.inflight.lock();
-            let all = std::mem::take(&mut inf.by_id);
-            for (id, sent) in all {
-                match sent {
-                    Sent::Queued(q, d) => back.push((q, d)),
-                    Sent::Retained => {}
-                    Sent::Released => {
-                        inf.by_id.insert(id, Sent::Released);
+        let mut kept = Resends::default();
+        let all = std::mem::take(&mut self.consumer.inflight.lock().by_id);
+        for (id, sent) in all {
+            match sent {
+                Sent::Queued(q, d) => {
+                    if q.name.starts_with(SESSION_QUEUE_PREFIX) {
+                        kept.queued.push((d.seq, id));
                     }
+                    back.push((q, d));
                 }
+                Sent::Retained(r) => kept.retained.push((id, r)),
+                Sent::Released => {}
             }
         }
         for (q, d) in back {
             q.requeue([d]);
         }
+        kept.retained.sort_unstable_by_key(|(id, _)| *id);
+        kept
     }
 }
 
@@ -342,5 +393,15 @@ mod tests {
         assert_eq!(inf.next_id(), 3);
         inf.next = u16::MAX;
         assert_eq!(inf.next_id(), 1);
+    }
+
+    #[test]
+    fn ids_kept_for_requeued_deliveries_are_not_given_to_new_ones() {
+        let mut inf = Inflight::default();
+        inf.keep_original(vec![(10, 1), (11, 3)]);
+        assert_eq!(inf.next_id(), 2);
+        assert_eq!(inf.next_id(), 4);
+        inf.keep_original(vec![]);
+        assert_eq!(inf.original.len(), 2, "an empty list keeps what was kept");
     }
 }

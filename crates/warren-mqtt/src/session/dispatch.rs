@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use warren_core::session_ids::IdKind;
+
 use super::{Conn, End};
 use crate::codec::{self, AckKind, Packet};
 use crate::reason::ReasonCode;
@@ -65,6 +67,10 @@ impl Conn {
             .extras
             .as_mut()
             .is_some_and(|e| e.qos2_seen.remove(&pkid));
+        if known && self.persistent {
+            let ids = &self.vhost.session_ids;
+            ids.remove(&self.client_id, IdKind::Received, pkid);
+        }
         let code = if known {
             ReasonCode::Success
         } else {

@@ -55,8 +55,8 @@ pub use crate::topic::{filter_to_key, matches, swap, valid_filter, valid_topic};
 pub struct Shared {
     /// The live connection and latest epoch of every client id.
     pub(crate) takeover: Takeover,
-    /// PUBRELs to send again when a session resumes.
-    pending: pending::PendingReleases,
+    /// Retained deliveries to send again when a session resumes.
+    pending: pending::PendingResends,
     /// Keep-alive of every connection, from one sweeper.
     pub(crate) keepalive: KeepAlive,
     /// The outbox keep-alive setting of every MQTT connection (none).
@@ -200,10 +200,13 @@ pub fn handle<T: Transport>(
         // Built again rather than kept: an idle connection holds less.
         let key = (conn.vhost.name.to_string(), conn.client_id.clone());
         // The session is left as it should be found before anyone is told.
-        conn.cleanup();
+        let resends = conn.cleanup();
         if conn.persistent && conn.expiry != Some(Duration::ZERO) {
-            let released = conn.consumer.inflight.lock().take_released();
-            shared.pending.keep(key.clone(), released);
+            shared.pending.keep(key.clone(), resends);
+        } else {
+            // The session ends with this connection (a clean one, or
+            // DISCONNECT set its expiry to 0): so do the ids it held.
+            conn.vhost.session_ids.clear(&conn.client_id);
         }
         let epoch = conn.epoch;
         shared.takeover.detach(&key, epoch);
@@ -296,7 +299,8 @@ impl Conn {
     }
 
     /// Release the session's consumers; a clean session's queue goes.
-    fn cleanup(&mut self) {
+    /// Returns the retained deliveries still unacknowledged.
+    fn cleanup(&mut self) -> pending::Resends {
         // Given back first: a client may reconnect while this one flushes.
         self.lease = None;
         self.consumer.active.store(false, Ordering::Release);
@@ -311,14 +315,15 @@ impl Conn {
         if let Some(q) = &self.queue {
             q.remove_consumer(self.conn_id, &self.consumer_tag);
         }
-        self.requeue_inflight();
+        let resends = self.requeue_inflight();
         let Some(q) = self.queue.take() else {
-            return;
+            return resends;
         };
         // A session that ends with its connection loses its queue now;
         // otherwise the queue's x-expires (see ensure_queue) applies.
         if self.expiry == Some(Duration::ZERO) {
             self.vhost.remove_queue(&q);
         }
+        resends
     }
 }

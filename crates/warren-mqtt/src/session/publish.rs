@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use warren_core::auth::{Access, Resource};
 use warren_core::registry::ConnStats;
+use warren_core::session_ids::IdKind;
 use warren_core::vhost::Routed;
 use warren_core::{CoreError, DecodeError, Message};
 
@@ -69,12 +70,27 @@ impl Conn {
                 .push(|o| codec::write_ack(o, level, AckKind::PubRec, p.pkid, ReasonCode::Success));
             return None;
         }
-        let (sync, code) = match self.route(&p) {
+        let (mut sync, code) = match self.route(&p) {
             Ok(r) => r,
             Err(e) => return Some(self.disconnect(ReasonCode::UnspecifiedError, &e.to_string())),
         };
         if p.qos == 0 {
             return None;
+        }
+        if p.qos == 2 && code.is_failure() {
+            // A PUBREC of 0x80 or more ends the flow: no PUBREL follows,
+            // and the id is free for a new message (MQTT-4.3.3-9, 4.4.0-2).
+            if let Some(e) = self.extras.as_mut() {
+                e.qos2_seen.remove(&p.pkid);
+            }
+        } else if p.qos == 2 && self.persistent {
+            // Held through the log, and PUBREC waits for it: a resend
+            // after a restart is still known (routed once, PUBREL -> 0x00).
+            let held = self
+                .vhost
+                .session_ids
+                .add(&self.client_id, IdKind::Received, p.pkid);
+            sync = sync.max(held);
         }
         let kind = AckKind::for_qos(p.qos);
         if let Some(seq) = sync {

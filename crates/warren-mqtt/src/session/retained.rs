@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use warren_core::registry::ConnStats;
 use warren_core::retained::Hit;
-use warren_core::VHost;
+use warren_core::{Message, VHost};
 
-use super::consumer::{MqttConsumer, Sent};
+use super::consumer::{MqttConsumer, RetainedSent, Sent};
 use super::Conn;
-use crate::codec;
+use crate::codec::{self, Props};
 use crate::mapping::amqp_to_props;
 use crate::topic::swap;
 
@@ -133,20 +133,19 @@ impl Stream {
         let qos = h.qos().min(self.granted);
         let m = &h.message;
         let level = c.level;
-        let props = (level == 5).then(|| {
-            let mut p = amqp_to_props(m);
-            // MQTT 5 3.3.2.3.3: the interval left, not the one published.
-            p.message_expiry = h.remaining.map(seconds_up);
-            p.subscription_ids.extend(self.id);
-            p
-        });
+        let props = (level == 5).then(|| retained_props(m, h.remaining, self.id));
         let mut inf = c.inflight.lock();
         let pkid = if qos > 0 {
             if inf.by_id.len() >= c.receive_max {
                 return Err(Step::Slot);
             }
             let id = inf.next_id();
-            inf.by_id.insert(id, Sent::Retained);
+            let sent = RetainedSent {
+                message: m.clone(),
+                qos,
+                sub_id: self.id,
+            };
+            inf.by_id.insert(id, Sent::Retained(Box::new(sent)));
             id
         } else {
             0
@@ -174,6 +173,16 @@ impl Stream {
         ConnStats::add(&c.stats.delivered, 1);
         Ok(())
     }
+}
+
+/// The v5 properties of a retained delivery: the message's, the expiry
+/// interval left (MQTT 5 3.3.2.3.3: not the one published) and the
+/// subscription's identifier.
+pub(super) fn retained_props(m: &Message, remaining: Option<Duration>, id: Option<u32>) -> Props {
+    let mut p = amqp_to_props(m);
+    p.message_expiry = remaining.map(seconds_up);
+    p.subscription_ids.extend(id);
+    p
 }
 
 /// Whole seconds, rounded up (a message with 0.4 s left still has some).
