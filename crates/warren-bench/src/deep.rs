@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::amqp::{self, Client, Event};
 use crate::args::Args;
-use crate::fill::take_confirms;
+use crate::fill::publish_confirmed;
 
 /// Publishes unconfirmed at any time, at most.
 const OUTSTANDING: u64 = 4000;
@@ -109,23 +109,16 @@ pub async fn run_deep(args: &Args, n: u64) -> Result<()> {
     let body = vec![7u8; args.body_size];
     let mut peak = Peak::new(args.pid);
     let start = Instant::now();
-    let mut out = BytesMut::with_capacity(1 << 20);
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < n {
-        while sent < n && sent - acked < OUTSTANDING {
-            amqp::put_publish(&mut out, "", QUEUE, &body, args.persistent);
-            sent += 1;
-        }
-        if !out.is_empty() {
-            c.wr.write_all(&out).await?;
-            out.clear();
-        }
-        if !c.fill().await? {
-            anyhow::bail!("broker closed the connection");
-        }
-        acked = take_confirms(&mut c.buf, acked)?;
-        peak.maybe();
-    }
+    publish_confirmed(
+        &mut c,
+        QUEUE,
+        &body,
+        args.persistent,
+        n,
+        OUTSTANDING,
+        || peak.maybe(),
+    )
+    .await?;
     report(args, "fill", n, start.elapsed().as_secs_f64(), &peak);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = Peak::new(args.pid);

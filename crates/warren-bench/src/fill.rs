@@ -20,12 +20,39 @@ pub async fn run_fill(args: &Args, n: u64) -> Result<()> {
     c.queue("bench.fill", true).await?;
     c.confirm_select().await?;
     let start = Instant::now();
+    publish_confirmed(
+        &mut c,
+        "bench.fill",
+        &[7u8; 16],
+        true,
+        n,
+        OUTSTANDING,
+        || {},
+    )
+    .await?;
+    println!(
+        "filled bench.fill with {n} persistent messages in {:.1?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// Publish `n` messages to `queue` with confirms, at most `outstanding`
+/// unconfirmed at a time; `after_read` runs after each read (sampling).
+pub(crate) async fn publish_confirmed(
+    c: &mut Client,
+    queue: &str,
+    body: &[u8],
+    persistent: bool,
+    n: u64,
+    outstanding: u64,
+    mut after_read: impl FnMut(),
+) -> Result<()> {
     let mut out = BytesMut::with_capacity(1 << 20);
     let (mut sent, mut acked) = (0u64, 0u64);
-    let body = [7u8; 16];
     while acked < n {
-        while sent < n && sent - acked < OUTSTANDING {
-            amqp::put_publish(&mut out, "", "bench.fill", &body, true);
+        while sent < n && sent - acked < outstanding {
+            amqp::put_publish(&mut out, "", queue, body, persistent);
             sent += 1;
         }
         if !out.is_empty() {
@@ -36,16 +63,13 @@ pub async fn run_fill(args: &Args, n: u64) -> Result<()> {
             anyhow::bail!("broker closed the connection");
         }
         acked = take_confirms(&mut c.buf, acked)?;
+        after_read();
     }
-    println!(
-        "filled bench.fill with {n} persistent messages in {:.1?}",
-        start.elapsed()
-    );
     Ok(())
 }
 
 /// Consume the whole frames in `buf`; the confirmed count after them.
-pub(crate) fn take_confirms(buf: &mut BytesMut, mut acked: u64) -> Result<u64> {
+fn take_confirms(buf: &mut BytesMut, mut acked: u64) -> Result<u64> {
     use warren_amqp::codec;
     loop {
         let Some(f) =
