@@ -65,8 +65,9 @@ impl Pages {
     /// (the files are moved aside at once and deleted by a background
     /// thread, so a large leftover does not delay start-up).
     pub fn open(root: &Path, opts: PageOptions) -> Result<Arc<Pages>, StoreError> {
+        remove_old_asides(root);
         if root.exists() {
-            let aside = root.with_extension(format!("old-{}", std::process::id()));
+            let aside = unused_sibling(root);
             fs::rename(root, &aside).map_err(|e| StoreError::io(root, e))?;
             remove_in_background(aside);
         }
@@ -101,6 +102,33 @@ impl Pages {
 
     fn sub_disk(&self, n: u64) {
         self.disk_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// A name beside `root` that nothing uses: `pages.old-N`. A leftover from a
+/// run killed while its remover worked (a broker running as PID 1 in a
+/// container gets the same pid every time) must not block start-up.
+fn unused_sibling(root: &Path) -> PathBuf {
+    (0u64..)
+        .map(|n| root.with_extension(format!("old-{}-{n}", std::process::id())))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+/// Delete, in the background, what earlier runs moved aside and did not
+/// finish deleting.
+fn remove_old_asides(root: &Path) {
+    let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.old-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            remove_in_background(e.path());
+        }
     }
 }
 

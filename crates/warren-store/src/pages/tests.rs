@@ -125,6 +125,33 @@ fn open_clears_what_an_earlier_run_left() {
     assert_eq!(p.disk_bytes(), 0);
 }
 
+#[test]
+fn open_is_not_blocked_by_an_aside_left_from_an_earlier_run() {
+    let dir = tempdir();
+    let p = pages(&dir, 64 << 10);
+    let mut s = p.spill();
+    s.push(&[b"x"]).unwrap();
+    s.pop_chunk(100).unwrap();
+    std::mem::forget(s);
+    drop(p);
+    // What a run killed mid-removal leaves, under the name this one would pick.
+    let stale = dir.join(format!("pages.old-{}-0", std::process::id()));
+    fs::create_dir_all(stale.join("q00000001")).unwrap();
+    fs::write(stale.join("q00000001/00000001.page"), b"stale").unwrap();
+    let p = pages(&dir, 64 << 10);
+    assert_eq!(p.disk_bytes(), 0);
+    assert_eq!(fs::read_dir(dir.join("pages")).unwrap().count(), 0);
+    // And the leftover itself is deleted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stale.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stale aside not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn tempdir() -> std::path::PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let d = std::env::temp_dir().join(format!(
