@@ -42,7 +42,11 @@ def wait_for(conn, cond, timeout):
 
 def test_memory_alarm_blocks_publishers_and_clears_after_drain(tmp_path):
     limit = 160 * MIB
-    b = Broker(tmp_path, {"WARREN_MEMORY__HIGH_WATERMARK_BYTES": str(limit)})
+    # The backlog must grow in memory to reach the limit, so queues keep it
+    # all there instead of paging it out to disk beyond their window.
+    b = Broker(tmp_path, {"WARREN_MEMORY__HIGH_WATERMARK_BYTES": str(limit),
+                          "WARREN_STORE__PAGE_WINDOW_MESSAGES": str(10**9),
+                          "WARREN_STORE__PAGE_WINDOW_BYTES": str(10**12)})
     try:
         n = node(b)
         assert n["mem_limit"] == limit
