@@ -95,6 +95,8 @@ impl From<CoreError> for AmqpError {
             CoreError::NotAllowed(t) => AmqpError::connection(Hard::NOTALLOWED, t),
             CoreError::CommandInvalid(t) => AmqpError::connection(Hard::COMMANDINVALID, t),
             CoreError::Internal(t) => AmqpError::channel(Hard::INTERNALERROR, t),
+            // A channel error: the connection can retry once the cluster heals.
+            CoreError::Unavailable(t) => AmqpError::channel(Hard::INTERNALERROR, t),
             other => AmqpError::connection(Hard::INTERNALERROR, other),
         }
     }

@@ -307,6 +307,14 @@ impl Users {
         slot.set(Some(Arc::new(p)));
     }
 
+    /// True when `user` has rights in `vhost`.
+    pub fn has_permission(&self, vhost: &str, user: &str) -> bool {
+        self.perms
+            .read()
+            .get(&(vhost.to_string(), user.to_string()))
+            .is_some_and(|slot| slot.get().is_some())
+    }
+
     /// Revoke `user`'s permission in `vhost`; false when there was none.
     pub fn clear_permission(&self, vhost: &str, user: &str) -> bool {
         match self

@@ -136,15 +136,7 @@ impl Broker {
                 self.orphans.lock().push(x.clone());
                 continue;
             }
-            let d = vhost::ExchangeDeclare {
-                name: x.name.clone(),
-                kind: x.kind.clone(),
-                passive: false,
-                durable: true,
-                auto_delete: x.auto_delete,
-                internal: x.internal,
-                args: vhost::args_from_b64(&x.arguments),
-            };
+            let d = vhost::exchange_declare_of(x);
             if let Err(e) = vh.declare_exchange(&d) {
                 tracing::error!(
                     "cannot restore exchange '{}' in vhost '{}': {e}",
@@ -158,16 +150,7 @@ impl Broker {
     fn restore_queues(&self, queues: &[QueueDef]) {
         for q in queues {
             let vh = self.vhost_or_create(&q.vhost).0;
-            let d = vhost::QueueDeclare {
-                name: q.name.clone(),
-                passive: false,
-                durable: true,
-                exclusive: false,
-                auto_delete: q.auto_delete,
-                args: vhost::args_from_b64(&q.arguments),
-                // Recovered names were accepted once; amq.gen- ones included.
-                server_named: true,
-            };
+            let d = vhost::queue_declare_of(q);
             if let Err(e) = vh.declare_queue(&d, 0) {
                 tracing::error!(
                     "cannot restore queue '{}' in vhost '{}': {e}",
@@ -190,13 +173,7 @@ impl Broker {
                 self.orphan_bindings.lock().push(b.clone());
                 continue;
             }
-            let vh = self.vhost_or_create(&b.vhost).0;
-            let args = vhost::args_from_b64(&b.arguments);
-            let r = if b.destination_type == "exchange" {
-                vh.bind_exchange(&b.destination, &b.source, &b.routing_key, &args)
-            } else {
-                vh.bind_queue(&b.destination, &b.source, &b.routing_key, &args, 0)
-            };
+            let r = self.vhost_or_create(&b.vhost).0.bind_def(b);
             if let Err(e) = r {
                 tracing::warn!(
                     "binding {} -> {} in vhost '{}' not restored: {e}",

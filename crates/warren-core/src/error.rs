@@ -54,6 +54,10 @@ pub enum CoreError {
     /// RabbitMQ answers; MQTT 0x97 quota exceeded.
     #[error("{0}")]
     LimitReached(String),
+    /// The cluster cannot commit a definitions change (no quorum on this
+    /// side of a partition, or no leader in time): AMQP 541, HTTP 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// AMQP 541: an internal fault such as a failing plugin.
     #[error("{0}")]
     Internal(String),

@@ -15,6 +15,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod registry;
+pub mod replicate;
 pub mod retained;
 pub mod session_ids;
 mod tasks;
@@ -28,7 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use warren_store::{ExchangeDef, Store};
+use replicate::Change;
+use warren_store::{ExchangeDef, PermissionDef, Store, UserDef};
 
 pub use error::{CoreError, DecodeError, Result};
 pub use exchange::{Exchange, ExchangeRouter, ExchangeType, TypeRegistry};
@@ -66,6 +68,9 @@ pub struct Broker {
     orphans: Mutex<Vec<ExchangeDef>>,
     /// Bindings from or to such exchanges, kept for the same reason.
     orphan_bindings: Mutex<Vec<warren_store::BindingDef>>,
+    /// The cluster's consensus group, when clustered: definitions changes
+    /// go through it (see [`replicate`]).
+    replicator: replicate::Slot,
 }
 
 /// Refuse a vhost, exchange or queue name longer than an AMQP short string
@@ -100,6 +105,7 @@ impl Broker {
             recovering: AtomicBool::new(false),
             orphans: Mutex::new(Vec::new()),
             orphan_bindings: Mutex::new(Vec::new()),
+            replicator: replicate::Slot::default(),
         });
         b.vhost_or_create("/");
         b
@@ -132,12 +138,22 @@ impl Broker {
         let log = self.store.as_ref().map(|s| s.log.clone());
         let pages = self.store.as_ref().map(|s| s.pages.clone());
         let v = VHost::new_shared(name, self.types.clone(), log, pages, hook);
+        v.set_replicator_slot(self.replicator.clone());
         vhosts.insert(name.to_string(), v.clone());
         (v, true)
     }
 
     /// Create a vhost if missing and return it.
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        if let Some(v) = self.vhost(name) {
+            return v;
+        }
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            match r.commit(Change::AddVhost(name.into())) {
+                Ok(()) => return self.vhost_or_create(name).0,
+                Err(e) => tracing::error!(vhost = name, "vhost not created: {e}"),
+            }
+        }
         let (v, created) = self.vhost_or_create(name);
         if created {
             self.save_definitions();
@@ -145,27 +161,61 @@ impl Broker {
         v
     }
 
+    /// Create a vhost, replicated in a cluster; the error says why not.
+    pub fn try_add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            if self.vhost(name).is_none() {
+                r.commit(Change::AddVhost(name.into()))?;
+            }
+        }
+        Ok(self.add_vhost(name))
+    }
+
     /// Add or replace a user (password hashed here) and persist it.
     pub fn put_user(&self, name: &str, password: &str, tags: Vec<String>) {
-        self.users.put(name, password, tags);
-        self.save_definitions();
+        self.put_user_hash(name, &auth::hash_password(password), tags);
     }
 
     /// Add or replace a user with an already hashed password (definitions
     /// import, RabbitMQ's salted SHA-256) and persist it.
     pub fn put_user_hash(&self, name: &str, password_hash: &str, tags: Vec<String>) {
-        self.users.restore(auth::User {
+        if let Err(e) = self.try_put_user_hash(name, password_hash, tags) {
+            tracing::error!(user = name, "user not saved: {e}");
+        }
+    }
+
+    /// [`Broker::put_user_hash`], with the cluster's refusal as an error.
+    pub fn try_put_user_hash(&self, name: &str, hash: &str, tags: Vec<String>) -> Result<()> {
+        let user = auth::User {
             name: name.into(),
-            password_hash: password_hash.into(),
+            password_hash: hash.into(),
             tags,
-        });
+        };
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            return r.commit(Change::PutUser(UserDef {
+                name: user.name,
+                password_hash: user.password_hash,
+                tags: user.tags,
+            }));
+        }
+        self.users.restore(user);
         self.save_definitions();
+        Ok(())
     }
 
     /// Delete a user with its permissions; its connections are closed.
     pub fn delete_user(&self, name: &str) -> bool {
-        let found = self.users.delete(name);
-        if found {
+        let found = self.users.get(name).is_some();
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            if found {
+                if let Err(e) = r.commit(Change::DeleteUser(name.into())) {
+                    tracing::error!(user = name, "user not deleted: {e}");
+                    return false;
+                }
+            }
+            return found;
+        }
+        if self.users.delete(name) {
             self.limits.forget_user(name);
             for c in self.registry.list() {
                 if &*c.user == name {
@@ -185,6 +235,15 @@ impl Broker {
         if self.users.get(user).is_none() {
             return Err(CoreError::NotFound(format!("no user '{user}'")));
         }
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            return r.commit(Change::SetPermission(PermissionDef {
+                user: user.into(),
+                vhost: vhost.into(),
+                configure: p.configure,
+                write: p.write,
+                read: p.read,
+            }));
+        }
         self.users.set_permission(vhost, user, p);
         self.save_definitions();
         Ok(())
@@ -192,6 +251,14 @@ impl Broker {
 
     /// Revoke `user`'s rights in `vhost` and persist that.
     pub fn clear_permissions(&self, vhost: &str, user: &str) -> bool {
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            let had = self.users.has_permission(vhost, user);
+            let change = Change::ClearPermission {
+                vhost: vhost.into(),
+                user: user.into(),
+            };
+            return had && r.commit(change).is_ok();
+        }
         let had = self.users.clear_permission(vhost, user);
         if had {
             self.save_definitions();
@@ -202,6 +269,10 @@ impl Broker {
     /// Delete a vhost with everything in it (queues and their stored
     /// messages); its connections are closed, as RabbitMQ does.
     pub fn delete_vhost(&self, name: &str) -> bool {
+        if let Some(r) = replicate::proposer(&self.replicator) {
+            let found = self.vhost(name).is_some();
+            return found && r.commit(Change::DeleteVhost(name.into())).is_ok();
+        }
         let Some(v) = self.vhosts.write().remove(name) else {
             return false;
         };

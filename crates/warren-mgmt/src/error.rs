@@ -79,6 +79,7 @@ impl From<warren_core::CoreError> for ApiError {
                 ApiError::bad_request(t)
             }
             E::ResourceLocked(t) | E::AccessRefused(t) | E::NotAllowed(t) => ApiError::forbidden(t),
+            E::Unavailable(t) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", t),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",

@@ -10,6 +10,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod definitions;
 mod error;
 mod https;

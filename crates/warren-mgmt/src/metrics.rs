@@ -78,20 +78,21 @@ const QUEUE_FAMILIES: [(&str, &str, &str); 11] = [
 ];
 
 /// Escape a label value (backslash, quote, newline).
-fn label(v: &str) -> String {
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-struct Out(String);
+/// The exposition being written.
+pub(crate) struct Out(String);
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {v}");
         } else {
@@ -151,6 +152,7 @@ pub(crate) async fn metrics(State(s): State<MgmtState>) -> impl IntoResponse {
     store_metrics(&mut o, b);
     alarm_metrics(&mut o, &b.alarms.figures());
     process_metrics(&mut o, &b.alarms.figures());
+    crate::cluster::metrics(&mut o, b);
     o.family(
         "warren_uptime_seconds",
         "gauge",

@@ -6,13 +6,16 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::auth::{Authed, Read};
-use crate::{admin, definitions, limits, listing, metrics, retained, MgmtState};
+use crate::{admin, cluster, definitions, limits, listing, metrics, retained, MgmtState};
 
 /// The routes: API, metrics and the web page.
 pub fn router(state: MgmtState) -> Router {
     let api = Router::new()
         .route("/api/overview", get(listing::overview))
         .route("/api/nodes", get(listing::nodes))
+        .route("/api/cluster", get(cluster::status))
+        .route("/api/cluster/join", post(cluster::join))
+        .route("/api/cluster/nodes/{node}", delete(cluster::forget))
         .route("/api/whoami", get(listing::whoami))
         .route("/api/vhosts", get(listing::vhosts))
         .route(

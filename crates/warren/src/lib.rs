@@ -3,6 +3,7 @@
 
 #![deny(missing_docs)]
 
+mod cluster;
 pub mod plugins;
 pub mod resources;
 pub mod settings;
@@ -44,6 +45,9 @@ pub enum StartError {
     /// An OAuth 2 signing key or JWKS file is missing or unusable.
     #[error("auth_oauth2 configuration: {0}")]
     OAuth2(#[from] warren_core::auth::oauth2::KeyError),
+    /// The cluster settings are unusable or its listener or state failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] warren_cluster::ClusterError),
 }
 
 /// A started broker.
@@ -62,6 +66,8 @@ pub struct Running {
     pub tls_addrs: TlsAddrs,
     /// Exchange-type plugins that loaded.
     pub plugins: Vec<plugins::LoadedPlugin>,
+    /// This node's part of the cluster, when clustering is configured.
+    pub cluster: Option<Arc<warren_cluster::Cluster>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<warren_store::Store>,
@@ -113,6 +119,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         &settings.disk,
         settings.store.dir.clone(),
     );
+    let cluster = cluster::start(settings, &broker).await?;
     let (tx, rx) = watch::channel(false);
     // A bad certificate stops start-up before any listener binds.
     let mut tls = TlsListeners::new(settings)?;
@@ -157,6 +164,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         broker,
         amqp_addr,
         plugins,
+        cluster,
         shutdown: tx,
         http_addr,
         mqtt_addr,

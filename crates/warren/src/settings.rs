@@ -42,6 +42,31 @@ pub struct Settings {
     pub default_user: DefaultUser,
     /// Token login (RabbitMQ's `auth_oauth2.*`).
     pub auth_oauth2: AuthOAuth2,
+    /// Clustering (off unless `cluster.bind` is set).
+    pub cluster: Cluster,
+}
+
+/// The `[cluster]` section.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Cluster {
+    /// The cluster's name.
+    pub name: String,
+    /// This node's name; empty: `warren@<bind>`.
+    pub node_name: String,
+    /// The cluster listener; empty: clustering off.
+    pub bind: String,
+    /// The address peers use; empty: `bind`.
+    pub advertise: String,
+    /// Founding members' cluster addresses.
+    pub seeds: Vec<String>,
+    /// The shared secret's file.
+    pub secret_file: String,
+    /// Raft heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout (lower bound).
+    pub election_timeout_ms: u64,
+    /// How long a change waits for its commit.
+    pub commit_timeout_ms: u64,
 }
 
 /// OAuth 2 token login; on when a signing key or a JWKS file is given.
@@ -295,6 +320,7 @@ impl Settings {
                 // WARREN_PLUGINS__ENABLED=consistent-hash,random
                 .list_separator(",")
                 .with_list_parse_key("plugins.enabled")
+                .with_list_parse_key("cluster.seeds")
                 .with_list_parse_key("auth_oauth2.preferred_username_claims"),
         );
         let set = |b: config::ConfigBuilder<config::builder::DefaultState>,

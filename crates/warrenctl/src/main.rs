@@ -11,7 +11,7 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use client::{Client, CtlError};
-use commands::{definitions, lists, permissions, queues, retained, status, users, vhosts};
+use commands::{cluster, definitions, lists, permissions, queues, retained, status, users, vhosts};
 
 fn main() {
     let cli = Cli::parse();
@@ -84,5 +84,8 @@ fn run(cli: &Cli, c: &Client) -> Result<(), CtlError> {
         Cmd::ClearUserLimits { username, limit } => limits::clear_user(cli, c, username, limit),
         Cmd::ListUserLimits { username } => limits::list_user(cli, c, username.as_deref()),
         Cmd::Status => status::status(cli, c),
+        Cmd::ClusterStatus => cluster::status(cli, c),
+        Cmd::JoinCluster { addr } => cluster::join(cli, c, addr),
+        Cmd::ForgetClusterNode { node } => cluster::forget(cli, c, node),
     }
 }

@@ -5,8 +5,12 @@
 use parking_lot::RwLockWriteGuard;
 use std::sync::Arc;
 
+use warren_store::BindingDef;
+
+use super::definitions::args_from_b64;
 use super::{Topology, VHost};
 use crate::error::{CoreError, Result};
+use crate::replicate::{Change, Replicate};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
 use crate::value::Table;
@@ -224,6 +228,11 @@ impl VHost {
         let topo = self.topology.read();
         let (x, dest) = self.ends(&topo, source, to)?;
         drop(topo);
+        if x.durable && dest.durable() {
+            if let Some(r) = self.proposer() {
+                return r.commit(Change::Bind(self.binding_def(&x, &dest, key, args)));
+            }
+        }
         self.bind(x, dest, key, args)
     }
 
@@ -238,8 +247,56 @@ impl VHost {
     ) -> Result<()> {
         let topo = self.topology.write();
         let (x, dest) = self.ends(&topo, source, to)?;
+        if x.durable && dest.durable() {
+            if let Some(r) = self.proposer() {
+                drop(topo);
+                return self.propose_unbind(r.as_ref(), &x, &dest, key, args);
+            }
+        }
         self.unbind(topo, x, dest, key, args);
         Ok(())
+    }
+
+    /// In a cluster: one replicated unbind per matching binding, with its
+    /// exact arguments, so every node removes the same ones.
+    fn propose_unbind(
+        &self,
+        r: &dyn Replicate,
+        x: &Arc<Exchange>,
+        dest: &Destination,
+        key: &str,
+        args: impl Fn(&Table) -> bool,
+    ) -> Result<()> {
+        let matching: Vec<Table> = x
+            .bindings()
+            .into_iter()
+            .filter(|b| b.dest.same(dest) && b.key == key && args(&b.args))
+            .map(|b| b.args.clone())
+            .collect();
+        for a in matching {
+            r.commit(Change::Unbind(self.binding_def(x, dest, key, &a)))?;
+        }
+        Ok(())
+    }
+
+    /// Add the binding a committed [`Change::Bind`] names.
+    pub(crate) fn bind_def(&self, b: &BindingDef) -> Result<()> {
+        let args = args_from_b64(&b.arguments);
+        if b.destination_type == "exchange" {
+            self.bind_exchange(&b.destination, &b.source, &b.routing_key, &args)
+        } else {
+            self.bind_queue(&b.destination, &b.source, &b.routing_key, &args, 0)
+        }
+    }
+
+    /// Remove the binding a committed [`Change::Unbind`] names.
+    pub(crate) fn unbind_def(&self, b: &BindingDef) -> Result<()> {
+        let args = args_from_b64(&b.arguments);
+        if b.destination_type == "exchange" {
+            self.unbind_exchange(&b.destination, &b.source, &b.routing_key, &args)
+        } else {
+            self.unbind_queue(&b.destination, &b.source, &b.routing_key, &args, 0)
+        }
     }
 
     /// Remove every binding that leads to `dest`; the auto-delete

@@ -9,6 +9,7 @@ use super::{reserved, Topology, VHost};
 use crate::error::{CoreError, Result};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
+use crate::replicate::Change;
 use crate::value::{Table, Value};
 
 /// Parameters of queue.declare.
@@ -133,6 +134,13 @@ impl VHost {
             d.internal,
             d.args.clone(),
         )?);
+        if d.durable {
+            if let Some(r) = self.proposer() {
+                drop(topo);
+                r.commit(Change::DeclareExchange(self.exchange_def(d)))?;
+                return self.exchange(&d.name);
+            }
+        }
         topo.exchanges.insert(d.name.clone(), x.clone());
         drop(topo);
         tracing::debug!(vhost = %self.name, exchange = %d.name, kind = %d.kind, "exchange declared");
@@ -176,6 +184,13 @@ impl VHost {
                 "exchange '{name}' in vhost '{}' in use",
                 self.name
             )));
+        }
+        if x.durable {
+            if let Some(r) = self.proposer() {
+                drop(topo);
+                let (vhost, name) = (self.name.to_string(), name.to_string());
+                return r.commit(Change::DeleteExchange { vhost, name });
+            }
         }
         Self::remove_exchanges(&mut topo, vec![x.name.to_string()]);
         drop(topo);
@@ -234,6 +249,15 @@ impl VHost {
             .with_store(self.log.clone())
             .with_pages(self.pages.clone()),
         );
+        if q.durable && owner.is_none() {
+            if let Some(r) = self.proposer() {
+                drop(topo);
+                r.commit(Change::DeclareQueue(self.queue_def(&name, d)))?;
+                let q = self.queue(&name)?;
+                let (m, c) = (q.message_count(), q.consumer_count());
+                return Ok((q, m, c));
+            }
+        }
         self.insert_queue(&mut topo, q.clone())?;
         drop(topo);
         self.watch_expiry(&q);
@@ -288,6 +312,14 @@ impl VHost {
                 "queue '{name}' in vhost '{}' is not empty",
                 self.name
             )));
+        }
+        if q.durable && !q.exclusive() {
+            if let Some(r) = self.proposer() {
+                let dropped = q.message_count();
+                let (vhost, name) = (self.name.to_string(), name.to_string());
+                r.commit(Change::DeleteQueue { vhost, name })?;
+                return Ok(dropped);
+            }
         }
         Ok(self.remove_queue(&q))
     }

@@ -3,11 +3,11 @@
 
 use warren_store::{BindingDef, ExchangeDef, QueueDef};
 
-use super::VHost;
-use crate::exchange::Destination;
+use super::{ExchangeDeclare, QueueDeclare, VHost};
+use crate::exchange::{Destination, Exchange};
 use crate::value::Table;
 
-fn args_b64(t: &Table) -> String {
+pub(crate) fn args_b64(t: &Table) -> String {
     use base64::Engine;
     let mut b = bytes::BytesMut::new();
     t.encode(&mut b);
@@ -86,5 +86,78 @@ impl VHost {
             ))
         });
         (xs, qs, bs)
+    }
+}
+
+/// The declare a durable exchange's record stands for (recovery, and a
+/// committed cluster change).
+pub fn exchange_declare_of(x: &ExchangeDef) -> ExchangeDeclare {
+    ExchangeDeclare {
+        name: x.name.clone(),
+        kind: x.kind.clone(),
+        passive: false,
+        durable: true,
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        args: args_from_b64(&x.arguments),
+    }
+}
+
+/// The declare a durable queue's record stands for.
+pub fn queue_declare_of(q: &QueueDef) -> QueueDeclare {
+    QueueDeclare {
+        name: q.name.clone(),
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: q.auto_delete,
+        args: args_from_b64(&q.arguments),
+        // Recorded names were accepted once; amq.gen- ones included.
+        server_named: true,
+    }
+}
+
+impl VHost {
+    /// The record of a binding from `x` to `dest`.
+    pub(crate) fn binding_def(
+        &self,
+        x: &Exchange,
+        dest: &Destination,
+        key: &str,
+        args: &Table,
+    ) -> BindingDef {
+        BindingDef {
+            vhost: self.name.to_string(),
+            source: x.name.to_string(),
+            destination: dest.name().to_string(),
+            destination_type: match dest {
+                Destination::Queue(_) => "queue".into(),
+                Destination::Exchange(_) => "exchange".into(),
+            },
+            routing_key: key.to_string(),
+            arguments: args_b64(args),
+        }
+    }
+
+    /// The record of a declare about to be replicated.
+    pub(crate) fn exchange_def(&self, d: &ExchangeDeclare) -> ExchangeDef {
+        ExchangeDef {
+            vhost: self.name.to_string(),
+            name: d.name.clone(),
+            kind: d.kind.clone(),
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            arguments: args_b64(&d.args),
+        }
+    }
+
+    /// The record of a queue declare about to be replicated.
+    pub(crate) fn queue_def(&self, name: &str, d: &QueueDeclare) -> QueueDef {
+        QueueDef {
+            vhost: self.name.to_string(),
+            name: name.to_string(),
+            auto_delete: d.auto_delete,
+            arguments: args_b64(&d.args),
+        }
     }
 }

@@ -29,7 +29,7 @@ use warren_store::{Log, Pages};
 
 pub use self::bindings::BindingInfo;
 pub use self::declare::{ExchangeDeclare, QueueDeclare};
-pub use self::definitions::args_from_b64;
+pub use self::definitions::{args_from_b64, exchange_declare_of, queue_declare_of};
 pub use self::route::{RouteScratch, Routed};
 use crate::error::{CoreError, Result};
 use crate::exchange::{Exchange, TypeRegistry};
@@ -67,6 +67,9 @@ pub struct VHost {
     /// Packet ids the vhost's persistent MQTT sessions hold across
     /// connections and restarts, stored through the same log.
     pub session_ids: SessionIds,
+    /// The cluster's replicator slot, shared with the broker (unset for a
+    /// vhost made outside a broker).
+    replicator: std::sync::OnceLock<crate::replicate::Slot>,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -100,6 +103,7 @@ impl VHost {
             name_counter: AtomicU64::new(0),
             me: Weak::new(),
             limits: Arc::default(),
+            replicator: std::sync::OnceLock::new(),
         };
         for (n, t) in [
             ("", "direct"),
@@ -118,6 +122,16 @@ impl VHost {
                 .insert(n.to_string(), Arc::new(x));
         }
         v
+    }
+
+    /// Share the broker's replicator slot (see [`crate::replicate`]).
+    pub(crate) fn set_replicator_slot(&self, slot: crate::replicate::Slot) {
+        let _ = self.replicator.set(slot);
+    }
+
+    /// Where to propose a durable definitions change; `None` acts locally.
+    pub(crate) fn proposer(&self) -> Option<&Arc<dyn crate::replicate::Replicate>> {
+        crate::replicate::proposer(self.replicator.get()?)
     }
 
     /// [`VHost::new`] behind an `Arc` that knows itself (queue timers need it).

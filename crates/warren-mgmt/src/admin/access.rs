@@ -36,7 +36,7 @@ pub(crate) async fn vhost_put(
 ) -> Done {
     warren_core::check_name("vhost", &vhost)?;
     let new = s.broker.vhost(&vhost).is_none();
-    s.broker.add_vhost(&vhost);
+    s.broker.try_add_vhost(&vhost)?;
     if new {
         tracing::info!(
             user = caller.name,
@@ -79,12 +79,13 @@ pub(crate) async fn user_put(
     let existing = s.broker.users.get(&user);
     let new = existing.is_none();
     if let Some(pw) = body.get("password").and_then(|p| p.as_str()) {
-        s.broker.put_user(&user, pw, tags);
+        let hash = warren_core::auth::hash_password(pw);
+        s.broker.try_put_user_hash(&user, &hash, tags)?;
     } else if let Some(hash) = body.get("password_hash").and_then(|p| p.as_str()) {
         check_hash_algorithm(&body)?;
-        s.broker.put_user_hash(&user, hash, tags);
+        s.broker.try_put_user_hash(&user, hash, tags)?;
     } else if let Some(u) = existing {
-        s.broker.put_user_hash(&user, &u.password_hash, tags);
+        s.broker.try_put_user_hash(&user, &u.password_hash, tags)?;
     } else {
         return Err(ApiError::bad_request(
             "a new user needs 'password' or 'password_hash'",

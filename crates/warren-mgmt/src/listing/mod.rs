@@ -73,8 +73,10 @@ pub(crate) async fn overview(State(s): State<MgmtState>, caller: Authed<Read>) -
 pub(crate) async fn nodes(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     let p = fds();
     let a = s.broker.alarms.figures();
-    Ok(Json(json!([{
-        "name": NODE,
+    let me = s.broker.cluster().map_or(NODE.to_string(), |c| c.status().node);
+    let others = crate::cluster::other_nodes(&s.broker, &me);
+    let mut nodes = vec![json!({
+        "name": me,
         "type": "disc",
         "running": true,
         "mem_used": a.mem_used,
@@ -88,7 +90,9 @@ pub(crate) async fn nodes(State(s): State<MgmtState>, _caller: Authed<Read>) -> 
         "uptime": s.started.elapsed().as_millis() as u64,
         "store_bytes": s.broker.store().map_or(0, |st| st.log.disk_bytes()),
         "exchange_types": s.broker.types.names().into_iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
-    }])))
+    })];
+    nodes.extend(others);
+    Ok(Json(json!(nodes)))
 }
 
 pub(crate) async fn whoami(State(s): State<MgmtState>, caller: Authed<Read>) -> Reply {

@@ -129,6 +129,12 @@ pub(crate) enum Cmd {
     ImportDefinitions { path: String },
     /// Broker version, listeners, totals, memory.
     Status,
+    /// Cluster members, which are running, the Raft leader and progress.
+    ClusterStatus,
+    /// Ask the cluster at ADDR (a cluster address, host:port) to add this node.
+    JoinCluster { addr: String },
+    /// Remove a member from the cluster, by node name or cluster address.
+    ForgetClusterNode { node: String },
     /// Replace the vhost's limits, e.g. '{"max-connections": 10, "max-queues": 100}'
     /// (a negative value means no limit).
     SetVhostLimits { definition: String },

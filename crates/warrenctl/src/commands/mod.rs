@@ -1,6 +1,7 @@
 //! One function per command, grouped by what they operate on; each turns
 //! its arguments into management API calls and prints the outcome.
 
+pub(crate) mod cluster;
 pub(crate) mod definitions;
 pub(crate) mod lists;
 pub(crate) mod permissions;

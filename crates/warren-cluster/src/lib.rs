@@ -1,0 +1,28 @@
+//! Warren's cluster: nodes that share definitions through one Raft group
+//! (openraft), over a cluster link of our own that proves a shared secret.
+//!
+//! The engine is behind the core's [`warren_core::replicate::Replicate`]
+//! trait: the core proposes a [`warren_core::replicate::Change`] and waits;
+//! this crate commits it through the group and applies committed changes to
+//! the broker on every node. Another engine would implement the same trait.
+
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod files;
+mod handshake;
+mod log_store;
+mod network;
+mod node;
+mod server;
+mod state_machine;
+mod status;
+mod types;
+mod watch;
+mod wire;
+
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use node::Cluster;
+pub use types::{node_id, NodeId};

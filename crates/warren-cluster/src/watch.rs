@@ -1,0 +1,60 @@
+//! Watching the engine: leader changes go to the log, and the first leader
+//! of a new cluster offers its own definitions as the cluster's first state.
+
+use std::sync::Arc;
+
+use openraft::ServerState;
+use warren_core::Broker;
+
+use crate::node::Cluster;
+use crate::state_machine::StateMachine;
+use crate::types::Command;
+
+/// Log every change of leader or term; import once, as the first leader.
+pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
+    let mut rx = cluster.raft().metrics();
+    let mut last: (Option<u64>, u64) = (None, 0);
+    loop {
+        let (leader, term, leading) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.current_term, m.state == ServerState::Leader)
+        };
+        if (leader, term) != last {
+            last = (leader, term);
+            let s = cluster.local_status();
+            match &s.leader {
+                Some(l) => tracing::info!(term, "cluster leader is {l}; members: {}", names(&s)),
+                None => tracing::warn!(term, "cluster has no leader; members: {}", names(&s)),
+            }
+        }
+        if leading && !StateMachine::imported(&cluster.config().dir) {
+            import(&cluster, &broker).await;
+        }
+        if leader.is_some() {
+            let c = cluster.clone();
+            tokio::spawn(async move { c.announce().await });
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn names(s: &warren_core::replicate::ClusterStatus) -> String {
+    s.nodes
+        .iter()
+        .map(|n| format!("{} ({})", n.name, if n.running { "up" } else { "not heard from" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The founding leader's definitions become the cluster's (the state
+/// machine applies only the first import in the log).
+async fn import(cluster: &Cluster, broker: &Broker) {
+    let defs = broker.definitions();
+    let deadline = tokio::time::Instant::now() + cluster.config().commit_timeout;
+    match cluster.propose(Command::Import(Box::new(defs)), deadline).await {
+        Ok(i) => tracing::info!("this node's definitions are the cluster's first state (log index {i})"),
+        Err(e) => tracing::warn!("founding import not committed yet: {e}"),
+    }
+}
