@@ -49,8 +49,8 @@ fn challenge() -> [u8; CHALLENGE] {
     c
 }
 
-/// The dialing side: send magic and a challenge, check the listener's
-/// proof, then prove ourselves.
+/// The dialing side: send magic and a challenge, answer the listener's
+/// challenge, then check the listener's answer to ours.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: &[u8],
@@ -59,16 +59,19 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&mine);
     s.write_all(&hello).await?;
-    let mut reply = [0u8; PROOF + CHALLENGE];
-    s.read_exact(&mut reply).await?;
-    verify(secret, &mine, Role::Listener, &reply[..PROOF])?;
-    s.write_all(&proof(secret, &reply[PROOF..], Role::Dialer))
-        .await?;
-    Ok(())
+    let mut theirs = [0u8; CHALLENGE];
+    s.read_exact(&mut theirs).await?;
+    s.write_all(&proof(secret, &theirs, Role::Dialer)).await?;
+    let mut got = [0u8; PROOF];
+    s.read_exact(&mut got)
+        .await
+        .map_err(|_| ClusterError::BadSecret)?;
+    verify(secret, &mine, Role::Listener, &got)
 }
 
-/// The listening side: check magic, prove ourselves with a challenge of
-/// our own, check the dialer's proof.
+/// The listening side: check magic, send a challenge, check the dialer's
+/// answer, and only then answer the dialer's challenge, so a peer without
+/// the secret learns nothing from us.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: &[u8],
@@ -79,12 +82,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(ClusterError::NotCluster);
     }
     let mine = challenge();
-    let mut reply = proof(secret, &hello[8..], Role::Listener).to_vec();
-    reply.extend_from_slice(&mine);
-    s.write_all(&reply).await?;
+    s.write_all(&mine).await?;
     let mut got = [0u8; PROOF];
     s.read_exact(&mut got).await?;
-    verify(secret, &mine, Role::Dialer, &got)
+    verify(secret, &mine, Role::Dialer, &got)?;
+    s.write_all(&proof(secret, &hello[8..], Role::Listener)).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -101,6 +104,6 @@ mod tests {
         let d = dial(&mut a, b"wrong").await;
         drop(a);
         assert!(matches!(d, Err(ClusterError::BadSecret)));
-        assert!(listener.await.unwrap().is_err());
+        assert!(matches!(listener.await.unwrap(), Err(ClusterError::BadSecret)));
     }
 }

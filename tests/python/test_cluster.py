@@ -1,0 +1,286 @@
+"""A cluster of three real Warren processes on 127.0.0.1: forming from seeds,
+definitions replicated through Raft, kill -9 of the leader, a minority that
+refuses changes, joining and forgetting a node, and the shared secret.
+Every wait is bounded; each node is ended by its own PID."""
+import socket
+import subprocess
+import time
+
+import pika
+import pytest
+
+from conftest import CTL, Broker
+
+SECRET = "cluster-test-secret-0123456789"
+# Short Raft timers so failover fits a test; the commit timeout bounds how
+# long a minority keeps a client waiting before it refuses.
+TIMING = {
+    "WARREN_CLUSTER__HEARTBEAT_MS": "150",
+    "WARREN_CLUSTER__ELECTION_TIMEOUT_MS": "1000",
+    "WARREN_CLUSTER__COMMIT_TIMEOUT_MS": "3000",
+}
+
+
+def ctl(node, *args):
+    """Run warrenctl against one node; fails the test on a non-zero exit."""
+    return subprocess.run(
+        [CTL, "--url", f"http://127.0.0.1:{node.http_port}", *args],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, tmp_path, n=3):
+        self.tmp = tmp_path
+        secret = tmp_path / "secret"
+        secret.write_text(SECRET + "\n")
+        self.secret = secret
+        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(n)]
+        self.nodes = [self.start(i, self.addrs) for i in range(n)]
+
+    def env(self, i, addr, seeds, secret=None):
+        return {
+            "WARREN_CLUSTER__BIND": addr,
+            "WARREN_CLUSTER__SEEDS": ",".join(seeds),
+            "WARREN_CLUSTER__SECRET_FILE": str(secret or self.secret),
+            "WARREN_CLUSTER__NODE_NAME": f"warren{i + 1}",
+            **TIMING,
+        }
+
+    def start(self, i, seeds, addr=None, secret=None):
+        addr = addr or self.addrs[i]
+        return Broker(self.tmp / f"n{i + 1}", self.env(i, addr, seeds, secret))
+
+    def status(self, node):
+        code, body = node.api("/api/cluster")
+        return body if code == 200 else None
+
+    def wait_formed(self, nodes=None, voters=3, timeout=30):
+        """Until every given node names the same leader and sees `voters` voters running."""
+        nodes = nodes or self.nodes
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            seen = [self.status(n) for n in nodes]
+            last = seen
+            ok = all(
+                s and s["leader"] and sum(1 for m in s["nodes"] if m["voter"] and m["running"]) == voters
+                for s in seen
+            )
+            if ok and len({s["leader"] for s in seen}) == 1:
+                return seen[0]["leader"]
+            time.sleep(0.1)
+        raise AssertionError(f"cluster did not form: {last}")
+
+    def by_name(self, name, nodes=None):
+        for n in nodes or self.nodes:
+            s = self.status(n)
+            if s and s["node"] == name:
+                return n
+        raise AssertionError(f"no node {name}")
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def eventually(check, timeout=10, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            r = check()
+            if r:
+                return r
+        except Exception as e:  # noqa: BLE001 - the last failure is reported below
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout}s: {last}")
+
+
+def passive_ok(node, queue):
+    with node.connect() as c:
+        c.channel().queue_declare(queue, passive=True)
+    return True
+
+
+def test_three_nodes_form_and_replicate_definitions(cluster):
+    a, b, c = cluster.nodes
+    leader = cluster.wait_formed()
+    assert leader in {"warren1", "warren2", "warren3"}
+    # A queue, exchange and binding declared on one node...
+    with a.connect() as conn:
+        ch = conn.channel()
+        ch.exchange_declare("cl.x", "topic", durable=True)
+        ch.queue_declare("cl.q", durable=True)
+        ch.queue_bind("cl.q", "cl.x", "sensors.*.temp")
+        # ...are there at once on the node that answered declare-ok.
+        ch.queue_declare("cl.q", passive=True)
+    # And reach every other node.
+    for n in (b, c):
+        eventually(lambda n=n: passive_ok(n, "cl.q"), what="queue on every node")
+        eventually(
+            lambda n=n: any(
+                x["source"] == "cl.x" and x["routing_key"] == "sensors.*.temp"
+                for x in n.api("/api/bindings/%2F")[1]
+            ),
+            what="binding on every node",
+        )
+    # Users and vhosts changed through HTTP and warrenctl on other nodes.
+    assert c.api("/api/users/carol", method="PUT", body={"password": "pw", "tags": ""})[0] in (201, 204)
+    ctl(b, "add_vhost", "cl-vhost")
+    eventually(lambda: a.api("/api/users/carol")[0] == 200, what="user on node a")
+    eventually(lambda: c.api("/api/vhosts/cl-vhost")[0] == 200, what="vhost on node c")
+    # Deletion too.
+    with b.connect() as conn:
+        conn.channel().queue_delete("cl.q")
+    eventually(lambda: a.api("/api/queues/%2F/cl.q")[0] == 404, what="queue gone on a")
+    # Operators see every node, and the Raft families.
+    names = {n["name"] for n in a.api("/api/nodes")[1]}
+    assert names == {"warren1", "warren2", "warren3"}, names
+    _, metrics = a.text("/metrics")
+    assert "warren_raft_term " in metrics and "warren_raft_commit_index " in metrics
+    assert 'warren_raft_leader{node="%s"} 1' % leader in metrics
+    out = ctl(c, "cluster_status").stdout
+    assert f"Leader: {leader}" in out and out.count(" running") == 3, out
+
+
+def test_leader_killed_the_others_serve_and_it_catches_up(cluster):
+    leader = cluster.wait_formed()
+    dead = cluster.by_name(leader)
+    rest = [n for n in cluster.nodes if n is not dead]
+    dead.kill9()
+    t0 = time.time()
+    # The two survivors elect a leader and accept a change; bounded by a few
+    # election timeouts plus the commit timeout of one refused try.
+    def declare():
+        with rest[0].connect() as conn:
+            conn.channel().queue_declare("after-failover", durable=True)
+        return True
+
+    eventually(declare, timeout=15, what="declare after the leader's loss")
+    took = time.time() - t0
+    new_leader = cluster.wait_formed(rest, voters=2)
+    assert new_leader != leader
+    assert took < 15
+    eventually(lambda: passive_ok(rest[1], "after-failover"), what="change on the other survivor")
+    # The killed node comes back and catches up from the log.
+    dead.start()
+    cluster.wait_formed()
+    eventually(lambda: passive_ok(dead, "after-failover"), timeout=15, what="catch-up after restart")
+
+
+def test_minority_refuses_changes_and_heals(cluster):
+    cluster.wait_formed()
+    a, b, c = cluster.nodes
+    b.kill9()
+    c.kill9()
+    with a.connect() as conn:
+        ch = conn.channel()
+        t0 = time.time()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.queue_declare("minority-q", durable=True)
+        assert e.value.reply_code == 541
+        assert "no quorum" in e.value.reply_text
+        # Refused within the commit timeout, not left hanging.
+        assert time.time() - t0 < 10
+    assert a.api("/api/queues/%2F/minority-q")[0] == 404
+    code, body = a.api("/api/vhosts/minority-vhost", method="PUT")
+    assert code == 503 and "no quorum" in body["reason"]
+    assert "cannot commit definition changes" in a.log()
+    # Heal: the others return; the cluster agrees and takes changes again.
+    b.start()
+    c.start()
+    cluster.wait_formed()
+    with c.connect() as conn:
+        conn.channel().queue_declare("healed-q", durable=True)
+    for n in cluster.nodes:
+        eventually(lambda n=n: passive_ok(n, "healed-q"), what="change after healing")
+        assert n.api("/api/queues/%2F/minority-q")[0] == 404
+
+
+def test_whole_cluster_restarts_with_its_definitions(cluster):
+    cluster.wait_formed()
+    a = cluster.nodes[0]
+    with a.connect() as conn:
+        conn.channel().queue_declare("survives-restart", durable=True)
+    for n in cluster.nodes:
+        eventually(lambda n=n: passive_ok(n, "survives-restart"), what="replicated")
+    for n in cluster.nodes:
+        n.kill9()
+    for n in cluster.nodes:
+        n.start()
+    cluster.wait_formed()
+    for n in cluster.nodes:
+        assert passive_ok(n, "survives-restart")
+    with cluster.nodes[2].connect() as conn:
+        conn.channel().queue_declare("after-restart", durable=True)
+    eventually(lambda: passive_ok(a, "after-restart"), what="change after restart")
+
+
+def test_node_joins_through_seeds_and_is_forgotten(cluster):
+    cluster.wait_formed()
+    with cluster.nodes[0].connect() as conn:
+        conn.channel().queue_declare("before-join", durable=True)
+    addr = f"127.0.0.1:{free_port()}"
+    # Not among the seeds: it joins through them.
+    d = cluster.start(3, cluster.addrs, addr=addr)
+    try:
+        cluster.wait_formed(cluster.nodes + [d], voters=4)
+        eventually(lambda: passive_ok(d, "before-join"), what="joiner has the definitions")
+        ctl(cluster.nodes[1], "forget_cluster_node", "warren4")
+        eventually(
+            lambda: sum(1 for m in cluster.status(cluster.nodes[0])["nodes"] if m["voter"]) == 3,
+            what="three voters after forget",
+        )
+    finally:
+        d.stop()
+
+
+def test_wrong_secret_is_refused(cluster):
+    cluster.wait_formed()
+    other = cluster.tmp / "other-secret"
+    other.write_text("not-the-cluster-secret-at-all\n")
+    addr = f"127.0.0.1:{free_port()}"
+    intruder = cluster.start(4, cluster.addrs, addr=addr, secret=other)
+    try:
+        assert eventually(
+            lambda: any("does not share this cluster's secret" in n.log() for n in cluster.nodes),
+            what="refusal logged",
+        )
+        time.sleep(0.5)  # a bounded look: the intruder must not have been added
+        members = {m["addr"] for m in cluster.status(cluster.nodes[0])["nodes"]}
+        assert addr not in members
+        # Garbage on the cluster port is refused too, and the cluster stays up.
+        host, port = cluster.addrs[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n" + b"x" * 64)
+            s.settimeout(5)
+            try:
+                assert s.recv(100) == b""
+            except ConnectionResetError:
+                pass  # closed with our bytes unread: refused all the same
+        cluster.wait_formed()
+    finally:
+        intruder.stop()
+
+
+def test_single_node_opens_no_cluster_listener(broker):
+    code, body = broker.api("/api/cluster")
+    assert code == 400 and "not in a cluster" in body["reason"]
+    assert "cluster '" not in broker.log()
+    nodes = broker.api("/api/nodes")[1]
+    assert len(nodes) == 1
