@@ -15,6 +15,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 # npm installs MQTT.js, which the browser test loads in Chromium.
 command -v npm >/dev/null || missing+=(npm)
+# Cluster partition tests put nodes in network namespaces (ip netns, veth, bridges).
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
 fi

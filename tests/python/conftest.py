@@ -25,9 +25,18 @@ TLS_PORTS = {
 
 
 class Broker:
-    def __init__(self, tmp_path, extra_env=None):
+    # Where the listeners are reached, and what runs the binary (a network
+    # namespace's `ip netns exec NS` for cluster partition tests).
+    host = "127.0.0.1"
+    cmd_prefix = ()
+
+    def __init__(self, tmp_path, extra_env=None, host=None, cmd_prefix=None):
         self.tmp_path = tmp_path
         self.extra_env = extra_env
+        if host:
+            self.host = host
+        if cmd_prefix:
+            self.cmd_prefix = tuple(cmd_prefix)
         self.start()
 
     def start(self):
@@ -51,7 +60,7 @@ class Broker:
         )
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
-            [BIN], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            [*self.cmd_prefix, BIN], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
         self.lines = []
         self.amqp_port = None
@@ -102,7 +111,7 @@ class Broker:
             time.sleep(0.02)
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}", method=method, data=data
+            f"http://{self.host}:{self.http_port}{path}", method=method, data=data
         )
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -124,13 +133,13 @@ class Broker:
         import urllib.error
         import urllib.request
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}{path}", timeout=10) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
 
     def params(self, **kw):
-        return pika.ConnectionParameters("127.0.0.1", self.amqp_port, **kw)
+        return pika.ConnectionParameters(self.host, self.amqp_port, **kw)
 
     def connect(self, **kw):
         return pika.BlockingConnection(self.params(**kw))

@@ -3,91 +3,12 @@ definitions replicated through Raft, kill -9 of the leader, a minority that
 refuses changes, joining and forgetting a node, and the shared secret.
 Every wait is bounded; each node is ended by its own PID."""
 import socket
-import subprocess
 import time
 
 import pika
 import pytest
 
-from conftest import CTL, Broker
-
-SECRET = "cluster-test-secret-0123456789"
-# Short Raft timers so failover fits a test; the commit timeout bounds how
-# long a minority keeps a client waiting before it refuses.
-TIMING = {
-    "WARREN_CLUSTER__HEARTBEAT_MS": "150",
-    "WARREN_CLUSTER__ELECTION_TIMEOUT_MS": "1000",
-    "WARREN_CLUSTER__COMMIT_TIMEOUT_MS": "3000",
-}
-
-
-def ctl(node, *args):
-    """Run warrenctl against one node; fails the test on a non-zero exit."""
-    return subprocess.run(
-        [CTL, "--url", f"http://127.0.0.1:{node.http_port}", *args],
-        check=True, capture_output=True, text=True, timeout=60,
-    )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    def __init__(self, tmp_path, n=3):
-        self.tmp = tmp_path
-        secret = tmp_path / "secret"
-        secret.write_text(SECRET + "\n")
-        self.secret = secret
-        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(n)]
-        self.nodes = [self.start(i, self.addrs) for i in range(n)]
-
-    def env(self, i, addr, seeds, secret=None):
-        return {
-            "WARREN_CLUSTER__BIND": addr,
-            "WARREN_CLUSTER__SEEDS": ",".join(seeds),
-            "WARREN_CLUSTER__SECRET_FILE": str(secret or self.secret),
-            "WARREN_CLUSTER__NODE_NAME": f"warren{i + 1}",
-            **TIMING,
-        }
-
-    def start(self, i, seeds, addr=None, secret=None):
-        addr = addr or self.addrs[i]
-        return Broker(self.tmp / f"n{i + 1}", self.env(i, addr, seeds, secret))
-
-    def status(self, node):
-        code, body = node.api("/api/cluster")
-        return body if code == 200 else None
-
-    def wait_formed(self, nodes=None, voters=3, timeout=30):
-        """Until every given node names the same leader and sees `voters` voters running."""
-        nodes = nodes or self.nodes
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            seen = [self.status(n) for n in nodes]
-            last = seen
-            ok = all(
-                s and s["leader"] and sum(1 for m in s["nodes"] if m["voter"] and m["running"]) == voters
-                for s in seen
-            )
-            if ok and len({s["leader"] for s in seen}) == 1:
-                return seen[0]["leader"]
-            time.sleep(0.1)
-        raise AssertionError(f"cluster did not form: {last}")
-
-    def by_name(self, name, nodes=None):
-        for n in nodes or self.nodes:
-            s = self.status(n)
-            if s and s["node"] == name:
-                return n
-        raise AssertionError(f"no node {name}")
-
-    def stop(self):
-        for n in self.nodes:
-            n.stop()
+from cluster_support import Cluster, ctl, eventually, free_port, passive_ok
 
 
 @pytest.fixture
@@ -95,26 +16,6 @@ def cluster(tmp_path):
     c = Cluster(tmp_path)
     yield c
     c.stop()
-
-
-def eventually(check, timeout=10, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            r = check()
-            if r:
-                return r
-        except Exception as e:  # noqa: BLE001 - the last failure is reported below
-            last = e
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s: {last}")
-
-
-def passive_ok(node, queue):
-    with node.connect() as c:
-        c.channel().queue_declare(queue, passive=True)
-    return True
 
 
 def test_three_nodes_form_and_replicate_definitions(cluster):
