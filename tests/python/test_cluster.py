@@ -185,3 +185,38 @@ def test_single_node_opens_no_cluster_listener(broker):
     assert "cluster '" not in broker.log()
     nodes = broker.api("/api/nodes")[1]
     assert len(nodes) == 1
+
+
+def test_node_down_past_a_snapshot_catches_up_from_it(tmp_path):
+    import cluster_support
+    saved = dict(cluster_support.TIMING)
+    cluster_support.TIMING["WARREN_CLUSTER__SNAPSHOT_LOGS"] = "20"
+    try:
+        c = Cluster(tmp_path)
+    finally:
+        cluster_support.TIMING.clear()
+        cluster_support.TIMING.update(saved)
+    try:
+        leader = c.by_name(c.wait_formed())
+        a = leader
+        down = next(n for n in c.nodes if n is not leader)
+        with a.connect() as conn:
+            conn.channel().queue_declare("gone-while-down", durable=True)
+        eventually(lambda: passive_ok(down, "gone-while-down"), what="replicated before the stop")
+        down.kill9()
+        with a.connect() as conn:
+            ch = conn.channel()
+            for i in range(60):
+                ch.queue_declare(f"snap-{i}", durable=True)
+            ch.queue_delete("gone-while-down")
+        # The leader has snapshotted and purged what the stopped node lacks.
+        eventually(lambda: c.status(a)["snapshot_index"] >= 40, what="a snapshot on the leader side")
+        down.start()
+        c.wait_formed()
+        eventually(lambda: passive_ok(down, "snap-59"), timeout=20, what="catch-up from the snapshot")
+        names = {q["name"] for q in down.api("/api/queues")[1]}
+        assert {f"snap-{i}" for i in range(60)} <= names
+        assert "gone-while-down" not in names
+        assert "installing cluster snapshot" in down.log()
+    finally:
+        c.stop()

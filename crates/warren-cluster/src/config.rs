@@ -30,6 +30,9 @@ pub struct ClusterConfig {
     /// How long a definitions change may wait for a commit before it is
     /// refused as unavailable.
     pub commit_timeout: Duration,
+    /// Entries between snapshots; the log before a snapshot is purged
+    /// (keeping a tenth), so a node that was down long gets the snapshot.
+    pub snapshot_logs: u64,
 }
 
 impl ClusterConfig {

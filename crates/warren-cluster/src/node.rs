@@ -236,14 +236,14 @@ impl Cluster {
     }
 
     fn no_quorum(&self) -> CoreError {
-        let m = self.raft.metrics().borrow().clone();
-        let members = m.membership_config.membership().voter_ids().count();
+        let s = self.local_status();
+        let up = s.nodes.iter().filter(|n| n.voter && n.running).count();
+        let voters = s.nodes.iter().filter(|n| n.voter).count();
         CoreError::Unavailable(format!(
-            "cluster '{}' has no quorum: node {} cannot commit definition changes ({} members, leader {})",
+            "cluster '{}' has no quorum: node {} cannot commit definition changes ({up} of {voters} members reachable, leader {})",
             self.cfg.name,
             self.me.name,
-            members,
-            m.current_leader.map_or("unknown".into(), |l| l.to_string())
+            s.leader.as_deref().unwrap_or("unknown")
         ))
     }
 
@@ -424,8 +424,8 @@ fn engine_config(cfg: &ClusterConfig) -> Result<openraft::Config, ClusterError> 
         heartbeat_interval: cfg.heartbeat.as_millis() as u64,
         election_timeout_min: election,
         election_timeout_max: election * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 100,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: cfg.snapshot_logs / 10,
         ..Default::default()
     }
     .validate()

@@ -57,6 +57,7 @@ pub fn of(c: &Cluster, m: &RaftMetrics<NodeId, Member>, contacts: &Contacts) -> 
         term: m.current_term,
         commit_index: m.last_applied.map_or(0, |l| l.index),
         last_log_index: last,
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
         nodes,
     }
 }

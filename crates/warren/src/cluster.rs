@@ -29,6 +29,7 @@ pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<A
         heartbeat: Duration::from_millis(c.heartbeat_ms),
         election_timeout: Duration::from_millis(c.election_timeout_ms),
         commit_timeout: Duration::from_millis(c.commit_timeout_ms),
+        snapshot_logs: c.snapshot_logs,
     };
     Ok(Some(Cluster::start(cfg, broker.clone()).await?))
 }

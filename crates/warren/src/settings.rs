@@ -67,6 +67,8 @@ pub struct Cluster {
     pub election_timeout_ms: u64,
     /// How long a change waits for its commit.
     pub commit_timeout_ms: u64,
+    /// Raft entries between snapshots.
+    pub snapshot_logs: u64,
 }
 
 /// OAuth 2 token login; on when a signing key or a JWKS file is given.

@@ -97,6 +97,8 @@ pub struct ClusterStatus {
     pub commit_index: u64,
     /// The last index in this node's log.
     pub last_log_index: u64,
+    /// The log index of this node's latest snapshot (0: none).
+    pub snapshot_index: u64,
     /// Every member.
     pub nodes: Vec<NodeStatus>,
 }
