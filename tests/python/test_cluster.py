@@ -220,3 +220,43 @@ def test_node_down_past_a_snapshot_catches_up_from_it(tmp_path):
         assert "installing cluster snapshot" in down.log()
     finally:
         c.stop()
+
+
+def test_mqtt_client_id_takeover_across_nodes(cluster):
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    cluster.wait_formed()
+    a, b, _ = cluster.nodes
+    gone = threading.Event()
+
+    def client(node, on_disconnect=None):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roaming-device",
+                        protocol=mqtt.MQTTv311, clean_session=False)
+        connected = threading.Event()
+        c.on_connect = lambda *args: connected.set()
+        if on_disconnect:
+            c.on_disconnect = on_disconnect
+        c.connect("127.0.0.1", node.mqtt_port, keepalive=30)
+        c.loop_start()
+        assert connected.wait(10)
+        return c
+
+    first = client(a, on_disconnect=lambda *args: gone.set())
+    try:
+        first.subscribe("sensors/+/temp", qos=1)
+        # The persistent session's queue is a replicated definition.
+        eventually(lambda: any(q["name"].startswith("mqtt-subscription-roaming-device")
+                               for q in b.api("/api/queues")[1]), what="session queue on node b")
+        first.reconnect_delay_set(60, 60)  # do not come back and take over in turn
+        second = client(b)
+        try:
+            assert gone.wait(10), "the session on node a did not end"
+            assert a.wait_log("connected on another node")
+            assert second.is_connected()
+        finally:
+            second.loop_stop()
+            second.disconnect()
+    finally:
+        first.loop_stop()

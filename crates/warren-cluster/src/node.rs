@@ -9,7 +9,7 @@ use std::time::Duration;
 use openraft::{ChangeMembers, ServerState};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use warren_core::replicate::{Change, ClusterStatus, Replicate};
+use warren_core::replicate::{Change, ClusterStatus, Notice, Replicate};
 use warren_core::{Broker, CoreError};
 
 use crate::config::ClusterConfig;
@@ -34,6 +34,10 @@ pub struct Cluster {
     /// Connections for forwarded proposals and membership requests.
     peers: tokio::sync::Mutex<HashMap<String, Peer>>,
     runtime: tokio::runtime::Handle,
+    /// The broker notices go to (weak: the broker holds this cluster).
+    broker: std::sync::Weak<Broker>,
+    /// Itself, for tasks it spawns from `&self`.
+    this: std::sync::Weak<Cluster>,
 }
 
 impl Cluster {
@@ -54,7 +58,7 @@ impl Cluster {
         let raft = Raft::new(id, Arc::new(engine_config(&cfg)?), network, log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new_cyclic(|this| Cluster {
             raft,
             id,
             me: Member {
@@ -66,6 +70,8 @@ impl Cluster {
             contacts,
             peers: tokio::sync::Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
+            broker: Arc::downgrade(&broker),
+            this: this.clone(),
         });
         tracing::info!(
             node = %cluster.me, id, seeds = ?cluster.cfg.seeds,
@@ -172,6 +178,33 @@ impl Cluster {
         };
         if let Err(e) = r {
             tracing::debug!("announcing this node's name: {e}");
+        }
+    }
+
+    /// A notice from another node reaches the adapters.
+    pub(crate) fn notice_received(&self, n: Notice) {
+        if let Some(b) = self.broker.upgrade() {
+            b.notice_received(n);
+        }
+    }
+
+    /// Send `n` to every other member, each in turn, bounded per member.
+    async fn send_notice(&self, mut n: Notice) {
+        if let Notice::MqttClientConnected { node, .. } = &mut n {
+            if node.is_empty() {
+                node.clone_from(&self.me.name);
+            }
+        }
+        let others: Vec<String> = {
+            let m = self.raft.metrics().borrow().clone();
+            let ms = m.membership_config.membership();
+            ms.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+        };
+        let req = Request::Notice(n);
+        for addr in others {
+            if let Err(e) = self.call(&addr, &req, Duration::from_secs(2)).await {
+                tracing::debug!(peer = addr, "notice not delivered: {e}");
+            }
         }
     }
 
@@ -366,6 +399,11 @@ impl Cluster {
 }
 
 impl Replicate for Cluster {
+    fn broadcast(&self, notice: Notice) {
+        let Some(this) = self.this.upgrade() else { return };
+        self.runtime.spawn(async move { this.send_notice(notice).await });
+    }
+
     fn commit(&self, change: Change) -> Result<(), CoreError> {
         self.block(self.commit_and_wait(Command::Change(change)))
     }

@@ -72,5 +72,9 @@ async fn handle(cluster: &Cluster, req: Request) -> Response {
         Request::Join(id, member) => cluster.add_member(id, member).await,
         Request::Leave(id) => cluster.remove_member(id).await,
         Request::Status => Response::Status(Box::new(cluster.local_status())),
+        Request::Notice(n) => {
+            cluster.notice_received(n);
+            Response::Joined
+        }
     }
 }

@@ -34,6 +34,8 @@ pub enum Request {
     Leave(NodeId),
     /// The leader's view of the cluster.
     Status,
+    /// An event for this node to act on (see `Notice`).
+    Notice(warren_core::replicate::Notice),
 }
 
 /// The answer to a [`Request`]; errors travel as text, since the asking

@@ -71,6 +71,8 @@ pub struct Broker {
     /// The cluster's consensus group, when clustered: definitions changes
     /// go through it (see [`replicate`]).
     replicator: replicate::Slot,
+    /// Notices from other cluster members (see [`replicate::Notice`]).
+    notices: tokio::sync::broadcast::Sender<replicate::Notice>,
 }
 
 /// Refuse a vhost, exchange or queue name longer than an AMQP short string
@@ -106,6 +108,7 @@ impl Broker {
             orphans: Mutex::new(Vec::new()),
             orphan_bindings: Mutex::new(Vec::new()),
             replicator: replicate::Slot::default(),
+            notices: tokio::sync::broadcast::channel(1024).0,
         });
         b.vhost_or_create("/");
         b

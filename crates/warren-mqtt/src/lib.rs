@@ -131,6 +131,7 @@ pub async fn serve(
             shared.takeover.close_all(takeover::SHUTTING_DOWN);
         })
     };
+    let remote = tokio::spawn(takeovers_from_other_nodes(broker.clone(), shared.clone()));
     let tcp = listeners.tcp;
     warren_net::listener::accept_loop(tcp, "MQTT", shutdown, |stream, peer, shutdown| {
         session::handle(
@@ -148,6 +149,25 @@ pub async fn serve(
     }
     let _ = closer.await;
     let _ = sweeper.await;
+    remote.abort();
+}
+
+/// In a cluster: a client id that connects on another node ends its
+/// session here, as a second connection on this node would.
+async fn takeovers_from_other_nodes(broker: Arc<Broker>, shared: Arc<session::Shared>) {
+    use tokio::sync::broadcast::error::RecvError;
+    use warren_core::replicate::Notice;
+    let mut notices = broker.notices();
+    loop {
+        match notices.recv().await {
+            Ok(Notice::MqttClientConnected { vhost, client_id, node }) => {
+                shared.takeover.taken_elsewhere(&(vhost, client_id), &node);
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => tracing::warn!("{n} cluster notices missed"),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// MQTT over TLS: the handshake, then the same session as over TCP.

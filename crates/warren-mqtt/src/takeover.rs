@@ -101,6 +101,15 @@ impl Takeover {
         }
     }
 
+    /// The client id connected on another node: its session here ends.
+    pub fn taken_elsewhere(&self, key: &Key, node: &str) {
+        let live = self.sessions.lock().get(key).and_then(|s| s.conn.clone());
+        if let Some(old) = live {
+            tracing::info!(client_id = %key.1, node, "MQTT client connected on another node; ending its session here");
+            old.request_close(TAKEOVER);
+        }
+    }
+
     /// Ask every live connection to close with `reason` (server shutdown:
     /// sessions hold no shutdown receiver of their own).
     pub fn close_all(&self, reason: &str) {

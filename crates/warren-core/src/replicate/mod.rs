@@ -80,6 +80,25 @@ pub trait Replicate: Send + Sync {
     /// Remove a member, named by node name or cluster address
     /// (`warrenctl forget_cluster_node`).
     fn forget(&self, node: &str) -> Result<()>;
+    /// Tell every other node, without waiting (client-id takeover).
+    fn broadcast(&self, notice: Notice);
+}
+
+/// An event other nodes act on at once, not a replicated change: sent to
+/// every member over the cluster link, lost for a member that is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Notice {
+    /// An MQTT client connected on `node`: any older session of the same
+    /// client id on another node ends (client-id takeover across nodes).
+    MqttClientConnected {
+        /// The session's vhost.
+        vhost: String,
+        /// The client id.
+        client_id: String,
+        /// The node the client connected to.
+        node: String,
+    },
 }
 
 /// A cluster as operators see it.
@@ -164,6 +183,17 @@ impl Broker {
     /// The cluster, when this node is in one.
     pub fn cluster(&self) -> Option<&Arc<dyn Replicate>> {
         self.replicator.get()
+    }
+
+    /// Notices from other nodes, for the adapter that acts on them.
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// A notice arrived from another node.
+    pub fn notice_received(&self, n: Notice) {
+        // No receiver (no MQTT listener) is fine: nobody acts on it.
+        let _ = self.notices.send(n);
     }
 
     /// Apply a committed change on this node (the cluster's state machine

@@ -279,6 +279,13 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     if !c.client_id.is_empty() {
         let key = (vhost.name.to_string(), c.client_id.clone());
         ctx.shared.takeover.take_over(&key).await;
+        if let Some(cluster) = ctx.broker.cluster() {
+            cluster.broadcast(warren_core::replicate::Notice::MqttClientConnected {
+                vhost: key.0,
+                client_id: key.1,
+                node: String::new(),
+            });
+        }
     }
     let user = user.unwrap_or_else(|| ctx.cfg.anonymous_user.clone());
     let limit = |e: &dyn std::fmt::Display| Refused::Limit {
