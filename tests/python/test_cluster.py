@@ -260,3 +260,38 @@ def test_mqtt_client_id_takeover_across_nodes(cluster):
             second.disconnect()
     finally:
         first.loop_stop()
+
+
+def test_limits_and_definitions_import_are_replicated(cluster):
+    cluster.wait_formed()
+    a, b, c = cluster.nodes
+    assert a.api("/api/vhosts/lim-cl", method="PUT")[0] in (201, 204)
+    eventually(lambda: b.api("/api/vhosts/lim-cl")[0] == 200, what="vhost on b")
+    code, _ = a.api("/api/vhost-limits/lim-cl/max-queues", method="PUT", body={"value": 1})
+    assert code in (201, 204)
+    eventually(lambda: b.api("/api/vhost-limits/lim-cl")[1] == [{"vhost": "lim-cl", "value": {"max-queues": 1}}],
+               what="limit on b")
+    # Enforced on another node than the one that set it.
+    assert b.api("/api/permissions/lim-cl/guest", method="PUT",
+                 body={"configure": ".*", "write": ".*", "read": ".*"})[0] in (201, 204)
+    with b.connect(virtual_host="lim-cl") as conn:
+        ch = conn.channel()
+        ch.queue_declare("first", durable=True)
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.queue_declare("second", durable=True)
+        assert e.value.reply_code == 406
+    # A definitions import on one node reaches the others.
+    defs = {
+        "vhosts": [{"name": "imported-vh"}],
+        "queues": [{"name": "imported-q", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}],
+        "exchanges": [{"name": "imported-x", "vhost": "/", "type": "fanout", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "bindings": [{"source": "imported-x", "vhost": "/", "destination": "imported-q",
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    }
+    assert c.api("/api/definitions", method="POST", body=defs)[0] == 204
+    for n in (a, b):
+        eventually(lambda n=n: passive_ok(n, "imported-q"), what="imported queue")
+        eventually(lambda n=n: n.api("/api/vhosts/imported-vh")[0] == 200, what="imported vhost")
+        eventually(lambda n=n: any(x["source"] == "imported-x" for x in n.api("/api/bindings/%2F")[1]),
+                   what="imported binding")

@@ -4,7 +4,8 @@
 
 use warren_store::Definitions;
 
-use super::{LimitMap, NamedLimits};
+use super::{LimitMap, NamedLimits, UserLimits};
+use crate::replicate::{proposer, Change, Replicate};
 use crate::{Broker, CoreError, Result};
 
 /// The name that clears every limit of a user, as RabbitMQ's
@@ -36,7 +37,13 @@ impl Broker {
     /// Set the limits in `m` on `vhost`, keeping its others (PUT of one
     /// limit in the management API).
     pub fn merge_vhost_limits(&self, vhost: &str, m: &LimitMap) -> Result<()> {
-        self.vhost_or_404(vhost)?.limits.merge(m)?;
+        let v = self.vhost_or_404(vhost)?;
+        if let Some(r) = proposer(&self.replicator) {
+            let mut all = v.limits.to_map();
+            all.extend(m.iter().map(|(k, n)| (k.clone(), *n)));
+            return self.propose_vhost_limits(r.as_ref(), vhost, all);
+        }
+        v.limits.merge(m)?;
         tracing::info!(vhost, "vhost limits set: {m:?}");
         self.save_definitions();
         Ok(())
@@ -45,7 +52,11 @@ impl Broker {
     /// Make `m` the whole set of `vhost`'s limits (rabbitmqctl
     /// set_vhost_limits, definitions import).
     pub fn replace_vhost_limits(&self, vhost: &str, m: &LimitMap) -> Result<()> {
-        self.vhost_or_404(vhost)?.limits.replace(m)?;
+        let v = self.vhost_or_404(vhost)?;
+        if let Some(r) = proposer(&self.replicator) {
+            return self.propose_vhost_limits(r.as_ref(), vhost, m.clone());
+        }
+        v.limits.replace(m)?;
         tracing::info!(vhost, "vhost limits replaced: {m:?}");
         self.save_definitions();
         Ok(())
@@ -54,11 +65,40 @@ impl Broker {
     /// Clear one limit of `vhost`; a name it does not have is no error,
     /// as in RabbitMQ.
     pub fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<()> {
-        if let Ok(l) = self.vhost_or_404(vhost)?.limits.limit(name) {
+        let v = self.vhost_or_404(vhost)?;
+        if let Some(r) = proposer(&self.replicator) {
+            let mut all = v.limits.to_map();
+            all.remove(name);
+            return self.propose_vhost_limits(r.as_ref(), vhost, all);
+        }
+        if let Ok(l) = v.limits.limit(name) {
             l.set(None);
             tracing::info!(vhost, "vhost limit {name} cleared");
             self.save_definitions();
         }
+        Ok(())
+    }
+
+    /// In a cluster: the vhost's whole limit set, checked here, replicated.
+    fn propose_vhost_limits(&self, r: &dyn Replicate, vhost: &str, limits: LimitMap) -> Result<()> {
+        crate::limits::VhostLimits::default().replace(&limits)?;
+        r.commit(Change::VhostLimits { vhost: vhost.into(), limits })
+    }
+
+    /// In a cluster: the user's whole limit set, checked here, replicated.
+    fn propose_user_limits(&self, r: &dyn Replicate, user: &str, limits: LimitMap) -> Result<()> {
+        UserLimits::validate(&limits)?;
+        r.commit(Change::UserLimits { user: user.into(), limits })
+    }
+
+    /// Make `m` the whole set of `user`'s limits (a committed cluster change).
+    pub(crate) fn replace_user_limits(&self, user: &str, m: &LimitMap) -> Result<()> {
+        self.user_or_404(user)?;
+        let u = self.limits.user(user);
+        u.clear();
+        u.merge(m)?;
+        tracing::info!(user, "user limits replaced: {m:?}");
+        self.save_definitions();
         Ok(())
     }
 
@@ -79,6 +119,11 @@ impl Broker {
     /// set_user_limits merges).
     pub fn merge_user_limits(&self, user: &str, m: &LimitMap) -> Result<()> {
         self.user_or_404(user)?;
+        if let Some(r) = proposer(&self.replicator) {
+            let mut all = self.limits.user_map(user);
+            all.extend(m.iter().map(|(k, n)| (k.clone(), *n)));
+            return self.propose_user_limits(r.as_ref(), user, all);
+        }
         self.limits.user(user).merge(m)?;
         tracing::info!(user, "user limits set: {m:?}");
         self.save_definitions();
@@ -88,6 +133,15 @@ impl Broker {
     /// Clear one limit of `user`, or every one with [`ALL`].
     pub fn clear_user_limit(&self, user: &str, name: &str) -> Result<()> {
         self.user_or_404(user)?;
+        if let Some(r) = proposer(&self.replicator) {
+            let mut all = self.limits.user_map(user);
+            if name == ALL {
+                all.clear();
+            } else {
+                all.remove(name);
+            }
+            return self.propose_user_limits(r.as_ref(), user, all);
+        }
         let u = self.limits.user(user);
         if name == ALL {
             u.clear();

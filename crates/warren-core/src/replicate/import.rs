@@ -22,6 +22,7 @@ impl Broker {
         self.import_vhosts(&current, target);
         self.import_users(&current, target);
         self.import_topology(&current, target);
+        self.import_limits(&current, target);
         tracing::info!(
             "definitions reconciled with the cluster: {} vhosts, {} users, {} exchanges, {} queues, {} bindings",
             target.vhosts.len(),
@@ -83,6 +84,22 @@ impl Broker {
         }
         for b in target.bindings.iter().filter(|b| !current.bindings.contains(b)) {
             self.with_vhost(&b.vhost, |v| v.bind_def(b));
+        }
+    }
+
+    fn import_limits(&self, current: &Definitions, target: &Definitions) {
+        let none = Default::default();
+        for v in current.vhost_limits.keys().chain(target.vhost_limits.keys()) {
+            let m = target.vhost_limits.get(v).unwrap_or(&none);
+            if current.vhost_limits.get(v) != Some(m) {
+                let _ = self.replace_vhost_limits(v, m);
+            }
+        }
+        for u in current.user_limits.keys().chain(target.user_limits.keys()) {
+            let m = target.user_limits.get(u).unwrap_or(&none);
+            if current.user_limits.get(u) != Some(m) {
+                let _ = self.replace_user_limits(u, m);
+            }
         }
     }
 

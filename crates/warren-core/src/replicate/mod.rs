@@ -61,6 +61,20 @@ pub enum Change {
     Bind(BindingDef),
     /// Remove a binding.
     Unbind(BindingDef),
+    /// The whole set of a vhost's limits.
+    VhostLimits {
+        /// The vhost.
+        vhost: String,
+        /// Limit name to value (a negative value: no limit).
+        limits: crate::limits::LimitMap,
+    },
+    /// The whole set of a user's limits.
+    UserLimits {
+        /// The user.
+        user: String,
+        /// Limit name to value.
+        limits: crate::limits::LimitMap,
+    },
 }
 
 /// Where definitions changes go in a cluster: the consensus group. The
@@ -241,6 +255,8 @@ impl Broker {
             }
             Change::Bind(b) => self.known_vhost(&b.vhost)?.bind_def(b)?,
             Change::Unbind(b) => self.known_vhost(&b.vhost)?.unbind_def(b)?,
+            Change::VhostLimits { vhost, limits } => self.replace_vhost_limits(vhost, limits)?,
+            Change::UserLimits { user, limits } => self.replace_user_limits(user, limits)?,
         }
         Ok(())
     }
