@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-20}"
 export RUSTC_BOOTSTRAP=1
-read -r -a targets <<<"${FUZZ_TARGETS:-amqp_frame mqtt_v4 mqtt_v5 store_record store_recover}"
+read -r -a targets <<<"${FUZZ_TARGETS:-amqp_frame mqtt_v4 mqtt_v5 store_record store_recover cluster_frame}"
 flags=(--sanitizer none --debug-assertions)
 
 nice -n 10 cargo fuzz build "${flags[@]}"

@@ -26,3 +26,10 @@ pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use node::Cluster;
 pub use types::{node_id, NodeId};
+
+/// The decoders of what arrives from outside (the link's frames, the log
+/// file at start-up), for fuzzing.
+pub mod decode {
+    pub use crate::log_store::intact_len;
+    pub use crate::wire::{decode_request, MAX_FRAME};
+}

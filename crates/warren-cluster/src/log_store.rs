@@ -230,3 +230,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.rewrite().map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))
     }
 }
+
+/// How many leading bytes of a log file are whole, intact frames (the rest
+/// is a torn or corrupt tail that start-up cuts). For fuzzing the scan.
+pub fn intact_len(bytes: &[u8]) -> usize {
+    frames(bytes).1
+}
+
+#[cfg(test)]
+mod tests;

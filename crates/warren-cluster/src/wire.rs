@@ -77,6 +77,12 @@ pub async fn write_frame<T: Serialize>(
     Ok(())
 }
 
+/// Decode a frame's body as a request, as the listening side does (the
+/// entry point for fuzzing the link's decoder).
+pub fn decode_request(body: &[u8]) -> Result<Request, ClusterError> {
+    serde_json::from_slice(body).map_err(ClusterError::Decode)
+}
+
 /// Read one frame; a length over [`MAX_FRAME`] is refused before any
 /// allocation.
 pub async fn read_frame<T: DeserializeOwned>(
