@@ -22,6 +22,8 @@ use crate::wire::{Request, Response};
 
 /// How long to wait between tries while there is no leader.
 const RETRY: Duration = Duration::from_millis(100);
+/// Idle connections kept per peer for requests outside replication.
+const POOL: usize = 4;
 
 /// One node of the cluster.
 pub struct Cluster {
@@ -31,8 +33,9 @@ pub struct Cluster {
     cfg: ClusterConfig,
     secret: Arc<[u8]>,
     contacts: Arc<Contacts>,
-    /// Connections for forwarded proposals and membership requests.
-    peers: tokio::sync::Mutex<HashMap<String, Peer>>,
+    /// Idle connections for forwarded proposals, membership requests,
+    /// status queries and notices, per peer address.
+    peers: parking_lot::Mutex<HashMap<String, Vec<Peer>>>,
     runtime: tokio::runtime::Handle,
     /// The broker notices go to (weak: the broker holds this cluster).
     broker: std::sync::Weak<Broker>,
@@ -68,7 +71,7 @@ impl Cluster {
             cfg,
             secret,
             contacts,
-            peers: tokio::sync::Mutex::new(HashMap::new()),
+            peers: parking_lot::Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             broker: Arc::downgrade(&broker),
             this: this.clone(),
@@ -150,12 +153,20 @@ impl Cluster {
         }
     }
 
+    /// One request to `addr` on an idle pooled connection (or a new one),
+    /// so a slow forwarded proposal does not hold up a status query.
     async fn call(&self, addr: &str, req: &Request, ttl: Duration) -> Result<Response, ClusterError> {
-        let mut peers = self.peers.lock().await;
-        let peer = peers
-            .entry(addr.to_string())
-            .or_insert_with(|| Peer::new(addr, None, self.secret.clone(), self.contacts.clone()));
-        peer.call(req, ttl).await
+        let idle = self.peers.lock().get_mut(addr).and_then(Vec::pop);
+        let mut peer = idle.unwrap_or_else(|| Peer::new(addr, None, self.secret.clone(), self.contacts.clone()));
+        let r = peer.call(req, ttl).await;
+        if r.is_ok() {
+            let mut pool = self.peers.lock();
+            let idle = pool.entry(addr.to_string()).or_default();
+            if idle.len() < POOL {
+                idle.push(peer);
+            }
+        }
+        r
     }
 
     /// Tell the leader this node's name, when the membership lacks it (the
