@@ -41,6 +41,7 @@ rabbit_env() {
 rabbit_start() {
   for i in 1 2 3; do
     mkdir -p "$root/r$i"
+    chmod 777 "$root/r$i"
     printf 'listeners.tcp.default = 127.0.0.1:568%s\nloopback_users = none\n' "$i" >"$root/r$i/rabbitmq.conf"
     echo "[]." >"$root/r$i/enabled_plugins"
     (rabbit_env "$i"; rabbitmq-server >"$root/r$i/stdout" 2>&1 &)

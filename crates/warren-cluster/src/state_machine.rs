@@ -6,6 +6,7 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::AnyError;
 use openraft::storage::RaftStateMachine;
@@ -43,16 +44,61 @@ pub struct StateMachine {
     broker: Arc<Broker>,
     dir: PathBuf,
     progress: Progress,
+    flusher: Arc<Flusher>,
+}
+
+/// How long the flusher waits for more applied changes before it writes,
+/// so a burst of changes costs one write.
+const FLUSH_DELAY: Duration = Duration::from_millis(20);
+
+/// Writes the broker's definitions and then the progress they contain, off
+/// the apply path: a change is answered once applied in memory, since the
+/// Raft log already holds it durably on a majority; a crash before the
+/// write only means replaying it at start-up.
+struct Flusher {
+    pending: parking_lot::Mutex<Option<Progress>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Flusher {
+    fn request(&self, p: Progress) {
+        *self.pending.lock() = Some(p);
+        self.wake.notify_one();
+    }
+
+    async fn run(self: Arc<Self>, broker: Arc<Broker>, dir: PathBuf) {
+        loop {
+            self.wake.notified().await;
+            tokio::time::sleep(FLUSH_DELAY).await;
+            let Some(p) = self.pending.lock().take() else { continue };
+            let (broker, path) = (broker.clone(), dir.join("applied"));
+            let saved = tokio::task::spawn_blocking(move || {
+                // Definitions first: the progress file never runs ahead of them.
+                broker.flush_definitions();
+                save_json(&path, &p, false)
+            })
+            .await;
+            if let Ok(Err(e)) = saved {
+                tracing::error!("cluster progress not saved: {e}");
+            }
+        }
+    }
 }
 
 impl StateMachine {
     /// Open the state machine's records in `dir`.
     pub fn open(broker: Arc<Broker>, dir: &Path) -> Result<StateMachine, ClusterError> {
         let progress = load_json(&dir.join("applied"))?.unwrap_or_default();
+        let flusher = Arc::new(Flusher {
+            pending: parking_lot::Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(flusher.clone().run(broker.clone(), dir.to_path_buf()));
         Ok(StateMachine {
             broker,
             dir: dir.to_path_buf(),
             progress,
+            flusher,
         })
     }
 
@@ -80,9 +126,24 @@ impl StateMachine {
         }
     }
 
-    fn snapshot_of(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let data = serde_json::to_vec(&self.broker.definitions())
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
+}
+
+/// A snapshot being built: the definitions and progress taken together on
+/// the state machine's task, so the data is exactly the state at its index
+/// even if more changes are applied while it is written.
+pub struct Builder {
+    defs: Definitions,
+    progress: Progress,
+    dir: PathBuf,
+}
+
+fn snapshot_err(e: &(impl std::error::Error + 'static)) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(e)))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let data = serde_json::to_vec(&self.defs).map_err(|e| snapshot_err(&e))?;
         let applied = self.progress.applied;
         let meta = SnapshotMeta {
             last_log_id: applied,
@@ -93,23 +154,11 @@ impl StateMachine {
             meta: meta.clone(),
             data: data.clone(),
         };
-        save_json(&self.dir.join("snapshot"), &stored, true)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
+        save_json(&self.dir.join("snapshot"), &stored, true).map_err(|e| snapshot_err(&e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
-    }
-}
-
-/// Builds a snapshot from the broker's definitions at the time it is asked.
-pub struct Builder {
-    sm: StateMachine,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for Builder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        self.sm.snapshot_of()
     }
 }
 
@@ -141,17 +190,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.progress.applied = Some(e.log_id);
             out.push(Applied);
         }
-        self.save()?;
+        self.flusher.request(self.progress.clone());
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
-            sm: StateMachine {
-                broker: self.broker.clone(),
-                dir: self.dir.clone(),
-                progress: self.progress.clone(),
-            },
+            defs: self.broker.definitions(),
+            progress: self.progress.clone(),
+            dir: self.dir.clone(),
         }
     }
 
@@ -171,6 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
         tracing::info!("installing cluster snapshot {}", meta.snapshot_id);
         self.broker.apply_import(&defs);
+        self.broker.flush_definitions();
         self.progress.applied = meta.last_log_id;
         self.progress.membership = meta.last_membership.clone();
         self.progress.imported = true;

@@ -54,7 +54,18 @@ impl Broker {
     }
 
     /// Write the durable definitions (called after each durable change).
+    /// While a committed cluster change is applied, the state machine
+    /// saves once per batch instead ([`Broker::flush_definitions`]).
     pub fn save_definitions(&self) {
+        if crate::replicate::is_applying() {
+            return;
+        }
+        self.flush_definitions();
+    }
+
+    /// Write the durable definitions now (the cluster's state machine, once
+    /// per batch of applied changes, before it records them as applied).
+    pub fn flush_definitions(&self) {
         let Some(store) = &self.store else { return };
         if self.recovering.load(Ordering::Acquire) {
             return;

@@ -173,6 +173,11 @@ pub(crate) fn proposer(slot: &Slot) -> Option<&Arc<dyn Replicate>> {
     Some(r)
 }
 
+/// True while this thread applies a committed change.
+pub(crate) fn is_applying() -> bool {
+    APPLYING.with(Cell::get)
+}
+
 /// Run `f` as the application of a committed change.
 fn applying<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
