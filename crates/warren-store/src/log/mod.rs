@@ -11,16 +11,20 @@
 //! Space is reclaimed by deleting whole segments (see [`reclaim`]).
 //!
 //! Files: `mod.rs` the API, [`record`] the codec and the CRC-checked walk,
-//! [`state`] what the mutex guards, [`writer`] the writer thread, [`reclaim`]
-//! compaction and deletion, [`recover`] start-up recovery, [`metrics`] the
-//! fsync histogram.
+//! [`state`] what the mutex guards, [`live`] the index of live messages,
+//! [`writer`] the writer thread, [`reclaim`] compaction and deletion,
+//! [`recover`] start-up recovery, [`ranges`] the id runs it keeps, [`tail`]
+//! a recovered queue's messages read back on demand, [`metrics`] the fsync
+//! histogram.
 
 mod live;
 mod metrics;
+mod ranges;
 mod reclaim;
 mod record;
 mod recover;
 mod state;
+mod tail;
 mod writer;
 
 #[cfg(test)]
@@ -41,6 +45,7 @@ use record::{encode_marker, Enqueue, Kind};
 pub use recover::{decode_segment, recover_dir, Recovery};
 pub use state::IdHasher;
 use state::Pending;
+pub use tail::QueueTail;
 
 /// Segments roll over at this size.
 pub const SEGMENT_SIZE: u64 = 64 << 20;
@@ -127,6 +132,7 @@ pub(crate) fn encode_enqueue(
         meta,
         key_len,
         body,
+        copy: false,
     }
     .encode(out);
 }
@@ -162,8 +168,8 @@ impl Log {
             // Delivered markers are written without waiting for a sync, so
             // after a crash the newest may be missing: every message that
             // may have been delivered is flagged redelivered.
-            for m in recovery.queues.values_mut().flatten() {
-                m.redelivered = true;
+            for q in recovery.queues.values_mut() {
+                q.set_all_redelivered();
             }
         }
         let (state, _) = watch::channel(SyncState::default());
@@ -229,6 +235,7 @@ impl Log {
             meta,
             key_len,
             body,
+            copy: false,
         };
         let framing = rec.framing();
         self.push_message(id, queues, framing.frame_len(), |buf| {

@@ -99,7 +99,11 @@ impl Log {
         let (&seg, st) = p.segs.iter().next()?;
         // A segment found corrupt waits for restart to cut it; checked
         // before the index scan, which holds the lock publishers need.
-        if seg >= p.segment || st.live == 0 || self.corrupt_segment.load(Ordering::Relaxed) == seg {
+        if seg >= p.segment
+            || st.live == 0
+            || self.corrupt_segment.load(Ordering::Relaxed) == seg
+            || p.pins.pinned(seg)
+        {
             return None;
         }
         // Worth it when most of it is dead, or when it pins dead

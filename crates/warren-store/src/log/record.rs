@@ -4,7 +4,9 @@
 //! Frame: `len: u32 | crc32(payload): u32 | payload` (big-endian), where the
 //! payload starts with a [`Kind`] byte:
 //! - enqueue: `id: u64 | n: u16 | n × (vhost: str16, queue: str16) |
-//!   exchange: str16 | key_len: u8 | meta: bytes32 | body: bytes32`
+//!   exchange: str16 | key_len: u8 | meta: bytes32 | body: bytes32 |
+//!   [copy: u8]`; the optional last byte is 1 in compaction's copies (so
+//!   recovery can tell a copy from the original without an index)
 //! - remove and delivered: `id: u64 | vhost: str16 | queue: str16`
 //!
 //! `str16` is a u16 length then that many bytes of UTF-8, `bytes32` a u32
@@ -18,6 +20,9 @@ pub(crate) const HEADER: usize = 8;
 /// Message ids count up from 1, so no log reaches this one: an enqueue
 /// record with a higher id is corrupt (and would overflow the next id).
 pub(crate) const ID_LIMIT: u64 = 1 << 63;
+
+/// The trailing byte of an enqueue record that is compaction's copy.
+const COPY: u8 = 1;
 
 /// The kind byte that starts every payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +122,8 @@ pub(crate) struct Enqueue<'a> {
     pub meta: &'a [u8],
     pub key_len: u8,
     pub body: &'a [u8],
+    /// Compaction's copy of a message whose original is in an older segment.
+    pub copy: bool,
 }
 
 /// A payload's length and checksum, known before its bytes are written.
@@ -151,6 +158,9 @@ impl Enqueue<'_> {
         s.put(self.meta);
         s.put(&(self.body.len() as u32).to_be_bytes());
         s.put(self.body);
+        if self.copy {
+            s.put(&[COPY]);
+        }
     }
 
     /// Bytes of the whole frame.
@@ -269,6 +279,8 @@ pub(crate) struct EnqueueView<'a> {
     pub key_len: u8,
     pub meta: &'a [u8],
     pub body: &'a [u8],
+    /// A compaction copy (see [`Enqueue::copy`]).
+    pub copy: bool,
 }
 
 impl<'a> EnqueueView<'a> {
@@ -285,6 +297,7 @@ impl<'a> EnqueueView<'a> {
             meta: self.meta,
             key_len: self.key_len,
             body: self.body,
+            copy: true,
         }
     }
 }
@@ -363,13 +376,18 @@ fn decode_enqueue<'a>(id: u64, c: &mut Cur<'a>) -> Result<EnqueueView<'a>, Recor
         bytes: &c.b[names_at..c.p],
     };
     let exchange = std::str::from_utf8(c.name()?).map_err(|_| RecordError::NotUtf8)?;
+    let key_len = c.u8()?;
+    let meta = c.bytes32()?;
+    let body = c.bytes32()?;
+    let copy = c.b.get(c.p) == Some(&COPY);
     Ok(EnqueueView {
         id,
         queues,
         exchange,
-        key_len: c.u8()?,
-        meta: c.bytes32()?,
-        body: c.bytes32()?,
+        key_len,
+        meta,
+        body,
+        copy,
     })
 }
 

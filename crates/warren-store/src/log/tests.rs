@@ -65,10 +65,10 @@ const FAR_APART_IDS: &[u8] = b"\x00\x00\x00\x1c\x1b\xac\x7f\xdf\x01\x00\x00\x00\
 fn fuzz_regression_far_apart_ids_do_not_size_recovery() {
     assert_eq!(decode_segment(FAR_APART_IDS), (3, FAR_APART_IDS.len()));
     let dir = seeded("far-ids", FAR_APART_IDS);
-    let (log, rec) = Log::open_with(&dir, 4096).unwrap();
+    let (log, mut rec) = Log::open_with(&dir, 4096).unwrap();
     assert_eq!((rec.records, rec.truncated), (3, 0));
-    let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
-    assert_eq!(ids, [1, 2, 1 << 44], "recovered in id order");
+    let ids: Vec<u64> = rec.take(&key("q")).iter().map(|m| m.id).collect();
+    assert_eq!(ids, [1, 1 << 44, 2], "recovered in log order");
     assert!(log.next_id() > 1 << 44);
     log.close();
     let _ = fs::remove_dir_all(&dir);
@@ -88,8 +88,8 @@ fn fuzz_regression_queue_listed_twice_recovers_once() {
         (1, SAME_QUEUE_TWICE.len())
     );
     let dir = seeded("twice", SAME_QUEUE_TWICE);
-    let (log, rec) = Log::open_with(&dir, 4096).unwrap();
-    let ids: Vec<u64> = rec.queues[&key("q")].iter().map(|m| m.id).collect();
+    let (log, mut rec) = Log::open_with(&dir, 4096).unwrap();
+    let ids: Vec<u64> = rec.take(&key("q")).iter().map(|m| m.id).collect();
     assert_eq!(ids, [7]);
     log.close();
     let _ = fs::remove_dir_all(&dir);
@@ -128,13 +128,13 @@ const NUL_IN_NAMES: &[u8] = b"\x00\x00\x00\x1du\xbb\x07L\x01\x00\x00\x00\x00\x00
 #[test]
 fn fuzz_regression_names_with_nul_stay_apart() {
     let dir = seeded("nul", NUL_IN_NAMES);
-    let (log, rec) = Log::open_with(&dir, 4096).unwrap();
-    let ids = |vhost: &str, queue: &str| -> Vec<u64> {
+    let (log, mut rec) = Log::open_with(&dir, 4096).unwrap();
+    let mut ids = |vhost: &str, queue: &str| -> Vec<u64> {
         let k = QueueKey {
             vhost: vhost.into(),
             queue: queue.into(),
         };
-        rec.queues[&k].iter().map(|m| m.id).collect()
+        rec.take(&k).iter().map(|m| m.id).collect()
     };
     assert_eq!(ids("v", "\0q"), [1]);
     assert_eq!(ids("v\0", "q"), [2]);
@@ -181,8 +181,8 @@ fn long_lived_message_is_copied_forward_and_old_segments_reclaimed() {
         );
         log.close();
     }
-    let (log, rec) = Log::open_with(&dir, 4096).unwrap();
-    let q = &rec.queues[&key("q")];
+    let (log, mut rec) = Log::open_with(&dir, 4096).unwrap();
+    let q = rec.take(&key("q"));
     assert_eq!(q.len(), 1);
     assert_eq!(&q[0].body[..], b"keep me");
     assert!(q[0].redelivered);
@@ -300,8 +300,8 @@ fn compaction_does_not_copy_a_corrupt_record_forward() {
     log.close();
     // Recovery cuts segment 1 at the same record: only the first survives,
     // from its copy or its original, and nothing garbled comes back.
-    let (log, rec) = Log::open_with(&dir, 1 << 20).unwrap();
-    let q = &rec.queues[&key("q")];
+    let (log, mut rec) = Log::open_with(&dir, 1 << 20).unwrap();
+    let q = rec.take(&key("q"));
     let bodies: Vec<&[u8]> = q.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, [&b"first"[..]]);
     assert!(rec.truncated > 0);
