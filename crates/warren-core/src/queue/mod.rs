@@ -10,13 +10,15 @@
 //! The concerns of a queue live beside this file: `args` (the `x-`
 //! arguments), `ready` (the priority store, paging its tail to disk beyond
 //! a window), `paged` (the page record), `restore` (messages back from the
-//! log at start-up), `dispatch` (consumers),
+//! log at start-up), `forget` (a purged backlog's removals, logged off the
+//! lock), `dispatch` (consumers),
 //! `ttl` (message expiry and its sweeper) and `expires` (the queue's own
 //! `x-expires` lease); dead-lettering is [`crate::dead_letter`].
 
 mod args;
 mod dispatch;
 mod expires;
+mod forget;
 mod paged;
 mod ready;
 mod restore;
@@ -262,14 +264,6 @@ impl Queue {
         }
     }
 
-    /// This queue no longer holds stored message `id` (one it never read
-    /// back from the log).
-    fn forget_id(&self, id: u64) {
-        if let Some((log, key)) = &self.store {
-            log.append_remove(id, key);
-        }
-    }
-
     /// `d` went to a consumer: after a crash it comes back redelivered.
     fn mark_delivered(&self, d: &Delivery) {
         if let (Some((log, key)), id) = (&self.store, d.message.store_id) {
@@ -445,9 +439,9 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut inner = self.lock();
         let n = inner.ready.len();
-        inner
-            .ready
-            .drain(|d| self.forget(&d.message), |id| self.forget_id(id));
+        let left = inner.ready.drain(|d| self.forget(&d.message));
+        drop(inner);
+        self.forget_later(left);
         n as u32
     }
 
@@ -475,15 +469,14 @@ impl Queue {
 
     /// Mark deleted, drop messages and tell consumers; returns the ready count.
     pub(crate) fn delete(self: &Arc<Self>) -> u32 {
-        let (n, consumers) = {
+        let (n, consumers, left) = {
             let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
-            inner
-                .ready
-                .drain(|d| self.forget(&d.message), |id| self.forget_id(id));
-            (n, std::mem::take(&mut inner.consumers))
+            let left = inner.ready.drain(|d| self.forget(&d.message));
+            (n, std::mem::take(&mut inner.consumers), left)
         };
+        self.forget_later(left);
         for c in consumers {
             c.consumer.queue_deleted(self);
         }

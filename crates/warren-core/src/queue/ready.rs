@@ -22,7 +22,7 @@ use super::Delivery;
 use crate::message::Message;
 
 /// Bytes read back from page files at a time.
-const READ_CHUNK: usize = 256 << 10;
+pub(super) const READ_CHUNK: usize = 256 << 10;
 
 /// What a queue held at start-up, still in the message log: read back
 /// before anything paged since (it is older).
@@ -391,41 +391,49 @@ impl Ready {
         self.paged_bytes = self.paged_bytes.saturating_sub(spill.bytes() as usize);
     }
 
-    /// Empty the store, handing `visit` every message in memory and every
-    /// paged one that is in the message log (`store_id != 0`): the only
-    /// ones whose removal anyone needs to hear of; and `forget` the log id
-    /// of every message still in the log's tail (not read back). Page files
-    /// are deleted.
-    pub(super) fn drain(&mut self, mut visit: impl FnMut(Delivery), mut forget: impl FnMut(u64)) {
-        for l in (0..self.levels.len()).rev() {
-            let level = &mut self.levels[l];
+    /// Empty the store, handing `visit` every message in memory. What is
+    /// on disk and in the message log (the log's tail, page files holding
+    /// persistent messages) is handed back unread, for the caller to log
+    /// its removal off the queue's lock; page files of transient messages
+    /// only are dropped (deleted in the background).
+    pub(super) fn drain(&mut self, mut visit: impl FnMut(Delivery)) -> Leftovers {
+        let mut left = Leftovers::default();
+        for level in self.levels.iter_mut().rev() {
             for d in std::mem::take(&mut level.ram) {
                 visit(d);
             }
-            if let Some(t) = level.log.take() {
-                t.tail.ids().for_each(&mut forget);
-            }
+            left.tails.extend(level.log.take().map(|t| t.tail));
             let stored = std::mem::take(&mut level.paged_stored);
-            let Some(mut spill) = level.paged.take() else {
-                continue;
-            };
-            if stored == 0 {
-                continue;
-            }
-            while let Ok(Some(chunk)) = spill.pop_chunk(READ_CHUNK) {
-                for rec in chunk.records() {
-                    if paged::stored(&rec) {
-                        if let Ok(d) = self.decoder.decode(rec) {
-                            visit(d);
-                        }
-                    }
-                }
+            if let Some(spill) = level.paged.take().filter(|_| stored > 0) {
+                left.spills.push(spill);
             }
         }
         self.len = 0;
         self.ram = 0;
         self.ram_bytes = 0;
         self.paged_bytes = 0;
+        left
+    }
+}
+
+/// What a purge or delete took out of the ready store still unread: log
+/// tails and page files with persistent messages, whose removal from the
+/// message log is still to be logged ([`super::forget`]).
+#[derive(Default)]
+pub(super) struct Leftovers {
+    pub(super) tails: Vec<QueueTail>,
+    pub(super) spills: Vec<Spill>,
+}
+
+impl Leftovers {
+    pub(super) fn is_empty(&self) -> bool {
+        self.tails.is_empty() && self.spills.is_empty()
+    }
+
+    /// Messages in them (stored or not).
+    pub(super) fn len(&self) -> usize {
+        let tails: usize = self.tails.iter().map(|t| t.len()).sum();
+        tails + self.spills.iter().map(|s| s.len() as usize).sum::<usize>()
     }
 }
 

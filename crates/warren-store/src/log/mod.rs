@@ -41,7 +41,7 @@ use tokio::sync::watch;
 
 use crate::StoreError;
 pub use metrics::{FsyncHistogram, FSYNC_BUCKETS};
-use record::{encode_marker, Enqueue, Kind};
+use record::{encode_marker, encode_range_marker, Enqueue, Kind};
 pub use recover::{decode_segment, recover_dir, Recovery};
 pub use state::IdHasher;
 use state::Pending;
@@ -281,6 +281,29 @@ impl Log {
         let mut p = self.pending.lock();
         p.release(id, q);
         self.push(&mut p, &rec)
+    }
+
+    /// Queue `q` let go of every id in `first..end` it held (a purge or
+    /// delete of a backlog): one record per batch of ids, the index updated
+    /// a batch at a time so publishers are not held up for long. Returns the
+    /// sequence number of the last record.
+    pub fn append_remove_range(&self, first: u64, end: u64, q: &QueueKey) -> u64 {
+        /// Ids released per lock.
+        const BATCH: u64 = 1 << 16;
+        let mut seq = 0;
+        let mut at = first;
+        while at < end {
+            let to = end.min(at.saturating_add(BATCH));
+            let mut rec = Vec::with_capacity(40 + q.vhost.len() + q.queue.len());
+            encode_range_marker(&mut rec, at, to, q);
+            let mut p = self.pending.lock();
+            for id in at..to {
+                p.release(id, q);
+            }
+            seq = self.push(&mut p, &rec);
+            at = to;
+        }
+        seq
     }
 
     /// Message `id` was handed to a consumer; after a restart it comes back

@@ -84,6 +84,36 @@ impl IdRanges {
         true
     }
 
+    /// Drop every id in `first..end`.
+    pub fn remove_range(&mut self, first: u64, end: u64) {
+        if first >= end {
+            return;
+        }
+        // Runs overlapping the range: the one starting before it, and
+        // those starting inside it.
+        let mut hit: Vec<(u64, u64)> = self
+            .runs
+            .range(..first)
+            .next_back()
+            .map(|(s, e)| (*s, *e))
+            .filter(|(_, e)| *e > first)
+            .into_iter()
+            .collect();
+        hit.extend(self.runs.range(first..end).map(|(s, e)| (*s, *e)));
+        for (s, e) in hit {
+            self.runs.remove(&s);
+            self.len -= e - s;
+            if s < first {
+                self.runs.insert(s, first);
+                self.len += first - s;
+            }
+            if e > end {
+                self.runs.insert(end, e);
+                self.len += e - end;
+            }
+        }
+    }
+
     /// True when some id in `lo..=hi` is held.
     pub fn any_in(&self, lo: u64, hi: u64) -> bool {
         if self.contains(lo) {
@@ -124,5 +154,14 @@ mod tests {
         assert_eq!(r.len(), 4);
         assert!(r.any_in(4, 5) && !r.any_in(7, 100) && r.any_in(0, 2));
         assert!(!r.insert(u64::MAX), "the last id cannot be held");
+        for id in 10..20 {
+            r.insert(id);
+        }
+        r.remove_range(3, 12);
+        assert_eq!(r.runs().collect::<Vec<_>>(), [(2, 3), (12, 20)]);
+        r.remove_range(15, 16);
+        r.remove_range(30, 10);
+        assert_eq!(r.runs().collect::<Vec<_>>(), [(2, 3), (12, 15), (16, 20)]);
+        assert_eq!(r.len(), 8);
     }
 }

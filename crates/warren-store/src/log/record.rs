@@ -8,6 +8,10 @@
 //!   [copy: u8]`; the optional last byte is 1 in compaction's copies (so
 //!   recovery can tell a copy from the original without an index)
 //! - remove and delivered: `id: u64 | vhost: str16 | queue: str16`
+//! - remove range: `first: u64 | end: u64 | vhost: str16 | queue: str16`,
+//!   one queue letting go of every id in `first..end` it holds (a purge or
+//!   delete of a backlog costs one record per run of ids, not per message).
+//!   A broker from before this record stops reading a segment at it.
 //!
 //! `str16` is a u16 length then that many bytes of UTF-8, `bytes32` a u32
 //! length then the bytes. Bytes after the last field of a payload are ignored.
@@ -34,6 +38,8 @@ pub(crate) enum Kind {
     Remove = 2,
     /// A message was handed to a consumer of one queue.
     Delivered = 3,
+    /// One queue let go of a run of ids.
+    RemoveRange = 4,
 }
 
 /// Why a walk over a segment stopped before its end: where recovery cuts
@@ -208,6 +214,17 @@ pub(crate) fn encode_marker(out: &mut Vec<u8>, kind: Kind, id: u64, q: &QueueKey
     seal(out, start);
 }
 
+/// Append a remove-range record: queue `q` lets go of `first..end`.
+pub(crate) fn encode_range_marker(out: &mut Vec<u8>, first: u64, end: u64, q: &QueueKey) {
+    let start = begin(out);
+    out.push(Kind::RemoveRange as u8);
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&end.to_be_bytes());
+    put_str(out, &q.vhost);
+    put_str(out, &q.queue);
+    seal(out, start);
+}
+
 impl TryFrom<u8> for Kind {
     type Error = RecordError;
 
@@ -216,6 +233,7 @@ impl TryFrom<u8> for Kind {
             1 => Ok(Kind::Enqueue),
             2 => Ok(Kind::Remove),
             3 => Ok(Kind::Delivered),
+            4 => Ok(Kind::RemoveRange),
             k => Err(RecordError::UnknownKind(k)),
         }
     }
@@ -268,6 +286,8 @@ pub(crate) enum Record<'a> {
     Remove(Marker<'a>),
     /// A message was handed to a consumer of a queue.
     Delivered(Marker<'a>),
+    /// A queue let go of the ids `id..end` (`Marker::id` is the first).
+    RemoveRange(Marker<'a>, u64),
 }
 
 /// A decoded enqueue record; every name in it is UTF-8.
@@ -348,6 +368,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record<'_>, RecordError> {
         Kind::Enqueue => Record::Enqueue(decode_enqueue(id, &mut c)?),
         Kind::Remove => Record::Remove(decode_marker(id, &mut c)?),
         Kind::Delivered => Record::Delivered(decode_marker(id, &mut c)?),
+        Kind::RemoveRange => {
+            let end = c.u64()?;
+            Record::RemoveRange(decode_marker(id, &mut c)?, end)
+        }
     })
 }
 

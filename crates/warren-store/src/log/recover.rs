@@ -171,6 +171,12 @@ impl Scan {
             Record::Enqueue(m) => self.enqueue(data, seg, frame, m),
             Record::Remove(m) => self.marker(m, true),
             Record::Delivered(m) => self.marker(m, false),
+            Record::RemoveRange(m, end) => {
+                let k = self.key(m.vhost, m.queue) as usize;
+                let qs = &mut self.queues[k];
+                qs.live.remove_range(m.id, end);
+                qs.delivered.remove_range(m.id, end);
+            }
         }
     }
 

@@ -138,6 +138,14 @@ impl QueueTail {
         self.live.ids().chain(self.early.iter().map(|m| m.id))
     }
 
+    /// The ids not yet read back as runs `first..end`, then the early ones
+    /// one by one (as runs of one).
+    pub fn id_runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.live
+            .runs()
+            .chain(self.early.iter().map(|m| (m.id, m.id + 1)))
+    }
+
     /// The next messages in queue order, about `max` bytes of records read
     /// (at least one message); empty once everything was read back.
     pub fn pop_chunk(&mut self, max: usize) -> io::Result<Vec<Recovered>> {
