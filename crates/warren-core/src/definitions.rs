@@ -79,11 +79,12 @@ impl Broker {
         self.restore_limits(defs);
         self.recovering.store(false, Ordering::Release);
         tracing::info!(
-            "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records in {:.1?}{}",
+            "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records ({} segments from summaries) in {:.1?}{}",
             defs.exchanges.len(),
             defs.queues.len(),
             defs.bindings.len(),
             recovery.records,
+            recovery.summarized,
             recovery.elapsed,
             if recovery.truncated > 0 { format!(" ({} corrupt tail bytes truncated)", recovery.truncated) } else { String::new() }
         );

@@ -13,7 +13,8 @@
 //! Files: `mod.rs` the API, [`record`] the codec and the CRC-checked walk,
 //! [`state`] what the mutex guards, [`live`] the index of live messages,
 //! [`writer`] the writer thread, [`reclaim`] compaction and deletion,
-//! [`recover`] start-up recovery, [`ranges`] the id runs it keeps, [`tail`]
+//! [`recover`] start-up recovery, [`summary`] the per-segment summaries it
+//! reads instead of records, [`ranges`] the id runs it keeps, [`tail`]
 //! a recovered queue's messages read back on demand, [`metrics`] the fsync
 //! histogram.
 
@@ -24,6 +25,7 @@ mod reclaim;
 mod record;
 mod recover;
 mod state;
+mod summary;
 mod tail;
 mod writer;
 

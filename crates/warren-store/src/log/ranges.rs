@@ -68,6 +68,44 @@ impl IdRanges {
         true
     }
 
+    /// Add every id in `first..end`.
+    pub fn insert_run(&mut self, first: u64, end: u64) {
+        if first >= end {
+            return;
+        }
+        let (mut s, mut e) = (first, end);
+        // Runs that overlap or touch `first..end`, merged into one.
+        let touching: Vec<(u64, u64)> = self
+            .runs
+            .range(..=end)
+            .rev()
+            .take_while(|(_, re)| **re >= first)
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        for (a, b) in touching {
+            self.runs.remove(&a);
+            self.len -= b - a;
+            s = s.min(a);
+            e = e.max(b);
+        }
+        self.runs.insert(s, e);
+        self.len += e - s;
+    }
+
+    /// The parts of `first..end` that are held, as runs.
+    pub fn overlapping(&self, first: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        if let Some((s, e)) = self.runs.range(..first).next_back() {
+            if *e > first {
+                out.push((first.max(*s), end.min(*e)));
+            }
+        }
+        for (s, e) in self.runs.range(first..end) {
+            out.push((*s, end.min(*e)));
+        }
+        out
+    }
+
     /// Drop `id`; false when it was not there.
     pub fn remove(&mut self, id: u64) -> bool {
         let Some((s, e)) = self.run_of(id) else {
@@ -163,5 +201,12 @@ mod tests {
         r.remove_range(30, 10);
         assert_eq!(r.runs().collect::<Vec<_>>(), [(2, 3), (12, 15), (16, 20)]);
         assert_eq!(r.len(), 8);
+        r.insert_run(14, 17);
+        assert_eq!(r.runs().collect::<Vec<_>>(), [(2, 3), (12, 20)]);
+        r.insert_run(3, 5);
+        r.insert_run(40, 50);
+        assert_eq!(r.runs().collect::<Vec<_>>(), [(2, 5), (12, 20), (40, 50)]);
+        assert_eq!(r.len(), 21);
+        assert_eq!(r.overlapping(4, 45), [(4, 5), (12, 20), (40, 45)]);
     }
 }

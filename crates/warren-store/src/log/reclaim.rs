@@ -45,6 +45,7 @@ impl Log {
         for seg in dead {
             files.remove(&seg);
             let path = segment_path(&self.dir, seg);
+            let _ = fs::remove_file(super::summary::summary_path(&self.dir, seg));
             match fs::remove_file(&path) {
                 Ok(()) => tracing::debug!(segment = seg, "message store segment reclaimed"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -23,6 +23,7 @@ use super::live::LiveIndex;
 use super::ranges::IdRanges;
 use super::record::{EnqueueView, Marker, Record, RecordError, Records};
 use super::state::{Pending, SegStat};
+use super::summary::Summary;
 use super::tail::{Pins, QueueTail, Span};
 use super::{segment_path, QueueKey, Recovered};
 use crate::StoreError;
@@ -34,8 +35,10 @@ const CLEAN_MARKER: &str = "CLEAN_SHUTDOWN";
 pub struct Recovery {
     /// What each queue holds, to be read back in order.
     pub queues: HashMap<QueueKey, QueueTail>,
-    /// Records read.
+    /// Records read (or applied from summaries).
     pub records: u64,
+    /// Segments recovered from their summaries rather than their records.
+    pub summarized: u64,
     /// Bytes truncated from torn or corrupt tails.
     pub truncated: u64,
     /// Time taken.
@@ -111,6 +114,30 @@ impl Seen {
             }
         }
         true
+    }
+
+    /// True when some id of `first..end` was seen.
+    fn any_in(&self, first: u64, end: u64) -> bool {
+        let before = self.runs.range(..first).next_back();
+        before.is_some_and(|(_, (e, _))| *e > first) || self.runs.range(first..end).next().is_some()
+    }
+
+    /// Note the unseen ids `first..end` in `seg`.
+    fn insert_run(&mut self, first: u64, end: u64, seg: u64) {
+        let (mut s, mut e) = (first, end);
+        if let Some((&ps, &(pe, pseg))) = self.runs.range(..first).next_back() {
+            if pe == first && pseg == seg {
+                self.runs.remove(&ps);
+                s = ps;
+            }
+        }
+        if let Some(&(ne, nseg)) = self.runs.get(&end) {
+            if nseg == seg {
+                self.runs.remove(&end);
+                e = ne;
+            }
+        }
+        self.runs.insert(s, (e, seg));
     }
 
     fn segment_of(&self, id: u64) -> Option<u64> {
@@ -228,6 +255,53 @@ impl Scan {
     }
 }
 
+impl Scan {
+    /// Apply segment `seg`'s summary instead of its records; false (and
+    /// nothing applied) when it names ids already seen (the segment is
+    /// then read record by record, which sorts that out).
+    fn apply_summary(&mut self, seg: u64, sum: &Summary) -> bool {
+        if sum.enqueued.iter().any(|&(a, b)| self.seen.any_in(a, b)) {
+            return false;
+        }
+        for &(a, b) in &sum.enqueued {
+            self.seen.insert_run(a, b, seg);
+        }
+        self.max_id = self.max_id.max(sum.max_id);
+        let keys: Vec<usize> = sum
+            .queues
+            .iter()
+            .map(|q| self.key(q.vhost.as_bytes(), q.queue.as_bytes()) as usize)
+            .collect();
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.ids {
+                qs.live.insert_run(a, b);
+            }
+            if let Some(span) = q.span {
+                qs.spans.push(Span { seg, ..span });
+            }
+            qs.count += q.count;
+            qs.bytes += q.bytes;
+        }
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.removed {
+                qs.live.remove_range(a, b);
+                qs.delivered.remove_range(a, b);
+            }
+        }
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.delivered {
+                for (x, y) in qs.live.overlapping(a, b) {
+                    qs.delivered.insert_run(x, y);
+                }
+            }
+        }
+        true
+    }
+}
+
 impl QueueScan {
     /// One of its records, at `frame` in segment `seg`.
     fn note_span(&mut self, seg: u64, (start, end): (u64, u64), id: u64, body: usize) {
@@ -278,12 +352,23 @@ pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
     let mut scan = Scan::default();
     let mut records = 0u64;
     let mut truncated = 0u64;
+    let mut summarized = 0u64;
     for &seg in &segments {
         let path = segment_path(dir, seg);
+        let len = fs::metadata(&path).map_or(0, |m| m.len());
+        if let Some(sum) = Summary::read(dir, seg, len) {
+            if scan.apply_summary(seg, &sum) {
+                records += sum.records;
+                summarized += 1;
+                continue;
+            }
+        }
         let (n, cut) = read_segment(&path, seg, &mut scan)?;
         records += n;
         truncated += cut;
     }
+    remove_stale_summaries(dir, &segments);
+    tracing::debug!(segments = segments.len(), summarized, "message log scanned");
     let next_id = scan.max_id + 1;
     let segment = segments.last().map_or(1, |s| s + 1);
     // Totals are unknown after a restart; count live ones as the total.
@@ -324,10 +409,30 @@ pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
         recovery: Recovery {
             queues,
             records,
+            summarized,
             truncated,
             elapsed: started.elapsed(),
         },
     })
+}
+
+/// Delete summaries whose segment is gone, and half-written ones.
+fn remove_stale_summaries(dir: &Path, segments: &[u64]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.ends_with(".sum.tmp")
+            || name
+                .strip_suffix(".sum")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| segments.binary_search(&n).is_err());
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// What queue `key` holds, as the reader that brings it back.

@@ -51,7 +51,7 @@ impl Pins {
 
 /// The byte range of a segment holding a queue's records (among others'),
 /// and the ids of its records there.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
     pub seg: u64,
     pub start: u64,
