@@ -25,10 +25,16 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use parking_lot::Mutex;
+
+use super::ranges::IdRanges;
 use super::record::{Record, Records};
 use super::tail::Span;
 
 const MAGIC: &[u8; 8] = b"WSUM\x00\x00\x00\x01";
+
+/// The summarizer drops the pages it walked every this many bytes.
+const DROP_EVERY: usize = 4 << 20;
 
 /// What one queue did in a segment.
 #[derive(Default, Debug, PartialEq, Eq)]
@@ -68,7 +74,14 @@ pub(crate) fn summary_path(dir: &Path, seg: u64) -> PathBuf {
 impl Summary {
     /// Summarize a whole, valid segment; `None` when it holds a compaction
     /// copy or a record that does not hold (it is then always read).
+    #[cfg(test)]
     pub fn of(data: &[u8]) -> Option<Summary> {
+        Summary::of_with(data, |_| {})
+    }
+
+    /// [`Summary::of`], telling `behind` how far the walk got after each
+    /// record (so the caller can drop what was read from memory).
+    pub fn of_with(data: &[u8], mut behind: impl FnMut(usize)) -> Option<Summary> {
         let mut s = Summary {
             len: data.len() as u64,
             ..Summary::default()
@@ -84,14 +97,24 @@ impl Summary {
                 s.queues.len() - 1
             })
         };
+        // Ids enqueued and ids named by markers so far: a second enqueue
+        // of an id, or an enqueue after a marker naming it (neither is
+        // written by the broker), is left to the record walk, whose order
+        // a summary does not keep.
+        let mut ids = IdRanges::default();
+        let mut marked = IdRanges::default();
         let mut walk = Records::new(data);
         let mut from = 0u64;
         while let Some((_, rec)) = walk.next() {
             let end = walk.valid_to() as u64;
+            behind(walk.valid_to());
             s.records += 1;
             match rec {
                 Record::Enqueue(m) if m.copy => return None,
                 Record::Enqueue(m) => {
+                    if !ids.insert(m.id) || marked.contains(m.id) {
+                        return None;
+                    }
                     s.max_id = s.max_id.max(m.id);
                     push_run(&mut s.enqueued, m.id);
                     let mut seen = Vec::with_capacity(m.queues.len());
@@ -118,6 +141,7 @@ impl Summary {
                     }
                 }
                 Record::Remove(m) => {
+                    marked.insert(m.id);
                     let i = queue(&mut s, m.vhost, m.queue);
                     push_run(&mut s.queues[i].removed, m.id);
                 }
@@ -125,9 +149,11 @@ impl Summary {
                     let i = queue(&mut s, m.vhost, m.queue);
                     if m.id < last {
                         s.queues[i].removed.push((m.id, last));
+                        marked.insert_run(m.id, last);
                     }
                 }
                 Record::Delivered(m) => {
+                    marked.insert(m.id);
                     let i = queue(&mut s, m.vhost, m.queue);
                     push_run(&mut s.queues[i].delivered, m.id);
                 }
@@ -216,9 +242,37 @@ impl Summary {
 /// (temporary file, fsync, rename). Failures only cost start-up time, so
 /// they are logged at debug level.
 pub(crate) fn write_summary(dir: &Path, seg: u64) {
+    // One at a time: each walks a whole segment.
+    static ONE: Mutex<()> = Mutex::new(());
+    let _one = ONE.lock();
     let path = super::segment_path(dir, seg);
-    let Ok(data) = fs::read(&path) else { return };
-    let Some(s) = Summary::of(&data) else { return };
+    let Ok(file) = File::open(&path) else { return };
+    // SAFETY: a sealed segment is never written again, and only shrunk by
+    // recovery at start-up, before any summarizer runs.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return;
+    };
+    // Drop the pages walked from the resident set as the walk goes, so a
+    // summary costs a few MiB of RSS, not the segment's size.
+    let mut dropped = 0usize;
+    let s = Summary::of_with(&map, |pos| {
+        let upto = pos & !(DROP_EVERY - 1);
+        if upto > dropped {
+            // SAFETY: a read-only file mapping: DONTNEED only discards
+            // resident pages, which come back from the file if read again.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    dropped,
+                    upto - dropped,
+                )
+            };
+            dropped = upto;
+        }
+    });
+    // SAFETY: as above.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    let Some(s) = s else { return };
     let tmp = dir.join(format!("{seg:010}.sum.tmp"));
     let done = File::create(&tmp)
         .and_then(|mut f| {
