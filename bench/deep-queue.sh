@@ -45,5 +45,7 @@ if [ "$mode" = persistent ]; then
     echo "  idle RSS 5 s later: $(rss)"
   done
   run_bench --persistent --drain-only
+  sleep 3
+  echo "data dir 3 s after the drain: $(du -sm "$dir" | cut -f1) MiB"
 fi
 [ "$mode" = persistent ] || run_bench

@@ -391,6 +391,9 @@ fn a_recovered_queue_reads_back_in_chunks_across_segments() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// A recovered message as compared: id, redelivered, body.
+type Msg = (u64, bool, Vec<u8>);
+
 /// What recovery finds from segment summaries is what it finds reading the
 /// records: the same messages per queue, in the same order, with the same
 /// flags, and the same next id.
@@ -438,7 +441,7 @@ fn summaries_recover_what_the_records_do() {
     }
     let read = |dir: &Path| {
         let (mut rec, next) = recover_dir(dir).unwrap();
-        let mut out: Vec<(String, Vec<(u64, bool, Vec<u8>)>)> = Vec::new();
+        let mut out: Vec<(String, Vec<Msg>)> = Vec::new();
         for k in [key("a"), key("b")] {
             let ms = rec.take(&k);
             out.push((
