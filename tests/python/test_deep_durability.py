@@ -1,7 +1,8 @@
 """Durability of a queue deeper than its in-memory window: kill -9 during a
 fill and during a drain loses no confirmed message, keeps the queue's order
 and sets redelivered flags right; after a restart the backlog is read back
-from the message log (more than one segment of it) as consumers reach it.
+from the message log (more than one segment of it) as consumers reach it,
+and a purge or delete of it is logged without reading it back.
 
 The broker runs with a window of 100 messages; bodies of 8 KiB make 10,000
 messages span two 64 MiB log segments."""
@@ -165,4 +166,48 @@ def test_deep_drain_then_clean_stop_and_kill9_keeps_order_and_flags(deep):
     assert bodies == confirmed[n - len(bodies):]
     assert len(bodies) >= n - 5000
     assert all(r for _, r, _ in rest)
+    c.close()
+
+
+def test_purge_and_delete_of_a_recovered_backlog_last_and_spare_other_queues(deep):
+    """A backlog read from the log after a restart is purged or deleted
+    without being read back; the removals are in the log (a restart brings
+    nothing back), the page directory and log shrink, and another queue
+    keeps its messages."""
+    c = deep.connect()
+    ch = c.channel()
+    for q in ("deep", "gone", "other"):
+        ch.queue_declare(queue=q, durable=True)
+    ch.confirm_delivery()
+    for i in range(3000):
+        for q in ("deep", "gone", "other"):
+            ch.basic_publish("", q, body(0, i)[:64], PERSISTENT)
+    c.close()
+    deep.restart()
+    c = deep.connect()
+    ch = c.channel()
+    assert ch.queue_purge("deep").method.message_count == 3000
+    assert ch.queue_delete("gone").method.message_count == 3000
+    assert ch.queue_declare(queue="other", passive=True).method.message_count == 3000
+    c.close()
+    deep.restart()
+    c = deep.connect()
+    ch = c.channel()
+    assert ch.queue_declare(queue="deep", passive=True).method.message_count == 0
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare(queue="gone", passive=True)
+    assert e.value.reply_code == 404
+    c.close()
+    c = deep.connect()
+    ch = c.channel()
+    ch.basic_qos(prefetch_count=500)
+    bodies = []
+    for method, _props, b in ch.consume("other", inactivity_timeout=5):
+        if method is None:
+            break
+        bodies.append(b)
+        ch.basic_ack(method.delivery_tag)
+        if len(bodies) == 3000:
+            break
+    assert bodies == [body(0, i)[:64] for i in range(3000)]
     c.close()

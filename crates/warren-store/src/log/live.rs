@@ -151,6 +151,51 @@ impl LiveIndex {
         }
     }
 
+    /// Messages `first..end` are in segment `seg`, held by queue `holder`
+    /// alone (recovery's runs): a bitmap operation per block where the
+    /// block is free or agrees, one insert per id elsewhere.
+    pub fn insert_run(&mut self, first: u64, end: u64, seg: u64, holder: u32) {
+        let slot = Slot {
+            seg: u32::try_from(seg).unwrap_or(u32::MAX),
+            holder,
+        };
+        let mut id = first;
+        while id < end {
+            let stop = end.min(id.saturating_add(1 << 16));
+            if self.slot_for(id).is_none() || self.slot_for(stop - 1).is_none() {
+                for x in id..stop {
+                    self.insert(x, seg, vec![holder]);
+                }
+                id = stop;
+                continue;
+            }
+            while id < stop {
+                let (b, bit) = self.pos(id).expect("the window reaches it");
+                let n = (BLOCK - u64::from(bit)).min(stop - id);
+                let mask = if n == BLOCK {
+                    u64::MAX
+                } else {
+                    ((1u64 << n) - 1) << bit
+                };
+                match &mut self.blocks[b] {
+                    Block::Same { slot: s, live }
+                        if *live & mask == 0 && (*live == 0 || *s == slot) =>
+                    {
+                        *s = slot;
+                        *live |= mask;
+                        self.live += n as usize;
+                    }
+                    _ => {
+                        for x in id..id + n {
+                            self.insert(x, seg, vec![holder]);
+                        }
+                    }
+                }
+                id += n;
+            }
+        }
+    }
+
     /// The block and bit of `id`, growing the window to reach it; `None`
     /// when it is too far away.
     fn slot_for(&mut self, id: u64) -> Option<(usize, u32)> {
@@ -351,5 +396,27 @@ mod tests {
             );
         }
         assert_eq!((ix.len(), ix.blocks.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_run_is_what_its_ids_one_by_one_are() {
+        let (mut one, mut run) = (LiveIndex::default(), LiveIndex::default());
+        for (a, b, seg) in [(5u64, 300u64, 1u64), (300, 70_000, 2), (70_000, 70_001, 3)] {
+            for id in a..b {
+                one.insert(id, seg, vec![4]);
+            }
+            run.insert_run(a, b, seg, 4);
+        }
+        run.insert(100, 9, vec![1, 4]);
+        one.insert(100, 9, vec![1, 4]);
+        run.insert_run(90, 110, 1, 4);
+        for id in 90..110 {
+            one.insert(id, 1, vec![4]);
+        }
+        assert_eq!(one.len(), run.len());
+        for seg in 1..=3 {
+            assert_eq!(one.ids_in(seg), run.ids_in(seg));
+        }
+        assert_eq!(run.get(100), Some((1, vec![4])));
     }
 }

@@ -140,6 +140,20 @@ impl Seen {
         self.runs.insert(s, (e, seg));
     }
 
+    /// The parts of `first..end` seen, with their segments.
+    fn segments_in(&self, first: u64, end: u64) -> Vec<(u64, u64, u64)> {
+        let mut out = Vec::new();
+        if let Some((s, (e, seg))) = self.runs.range(..first).next_back() {
+            if *e > first {
+                out.push((first.max(*s), end.min(*e), *seg));
+            }
+        }
+        for (s, (e, seg)) in self.runs.range(first..end) {
+            out.push((*s, end.min(*e), *seg));
+        }
+        out
+    }
+
     fn segment_of(&self, id: u64) -> Option<u64> {
         let (_, (end, seg)) = self.runs.range(..=id).next_back()?;
         (id < *end).then_some(*seg)
@@ -480,8 +494,14 @@ fn rebuild_index(scan: &Scan, segs: &mut BTreeMap<u64, SegStat>) -> LiveIndex {
         .map(|(k, q)| (k, &q.live))
         .collect();
     if let [(k, live)] = held[..] {
-        for id in live.ids() {
-            add(id, vec![k]);
+        drop(add);
+        for (first, end) in live.runs() {
+            for (a, b, seg) in scan.seen.segments_in(first, end) {
+                let st = segs.entry(seg).or_default();
+                st.live += b - a;
+                st.total += b - a;
+                index.insert_run(a, b, seg, k);
+            }
         }
         return index;
     }
