@@ -494,7 +494,6 @@ fn rebuild_index(scan: &Scan, segs: &mut BTreeMap<u64, SegStat>) -> LiveIndex {
         .map(|(k, q)| (k, &q.live))
         .collect();
     if let [(k, live)] = held[..] {
-        drop(add);
         for (first, end) in live.runs() {
             for (a, b, seg) in scan.seen.segments_in(first, end) {
                 let st = segs.entry(seg).or_default();
