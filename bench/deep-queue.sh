@@ -3,13 +3,16 @@
 # and no consumer, idle, drain; prints msg/s, the broker's peak RSS per
 # phase and the data directory's size. With "persistent", the queue is
 # durable and the messages persistent, and the broker is restarted (clean
-# stop, then kill -9) with the backlog in place to show RSS after recovery.
+# stop, then kill -9) with the backlog in place to show RSS after recovery,
+# the time until it accepts connections and until a first message is
+# delivered (a basic.get, needs python3 with pika). WARREN_BENCH names the
+# load generator (default ./target/release/warren-bench).
 # Usage: bench/deep-queue.sh BIN N SIZE [persistent]   (BIN: a warren binary;
 # warren-bench from target/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$1 n=$2 size=$3 mode=${4:-transient}
-bench=./target/release/warren-bench
+bench=${WARREN_BENCH:-./target/release/warren-bench}
 dir=$(mktemp -d /tmp/warren-deep.XXXXXX)
 log=$(mktemp)
 port=5690
@@ -35,8 +38,14 @@ if [ "$mode" = persistent ]; then
     kill -$how $wpid; wait $wpid || true
     start
     t1=$(date +%s.%N)
-    echo "after SIG$how and restart: accepting connections after $(echo "$t1 - $t0" | bc) s; RSS $(rss); $(grep -o 'recovered.*' "$log" | head -1)"
+    python3 -c "import pika; ch = pika.BlockingConnection(pika.ConnectionParameters('127.0.0.1', $port)).channel(); assert ch.basic_get('bench.deep')[2] is not None"
+    t2=$(date +%s.%N)
+    echo "after SIG$how and restart: accepting connections after $(echo "$t1 - $t0" | bc) s, first delivery after $(echo "$t2 - $t0" | bc) s; RSS $(rss); $(grep -o 'recovered.*' "$log" | head -1)"
+    sleep 5
+    echo "  idle RSS 5 s later: $(rss)"
   done
   run_bench --persistent --drain-only
+  sleep 3
+  echo "data dir 3 s after the drain: $(du -sm "$dir" | cut -f1) MiB"
 fi
 [ "$mode" = persistent ] || run_bench

@@ -122,7 +122,9 @@ def test_persistent_paged_messages_survive_a_restart_and_kill9(paged):
     # Transient messages are dropped on restart, paged or not (RabbitMQ does too).
     assert queue_info(paged, "transient-deep")["messages"] == 0
     q = queue_info(paged, "durable-deep")
-    assert q["messages"] == 3000 and q["messages_paged_out"] == 3000 - WINDOW
+    # After a restart the backlog stays in the message log and is read back
+    # as consumers reach it: at most the window is in memory.
+    assert q["messages"] == 3000 and q["messages_paged_out"] >= 3000 - WINDOW
     # Take half (acked), then kill -9: the other half comes back, in order.
     c = paged.connect()
     ch = c.channel()

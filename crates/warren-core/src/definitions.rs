@@ -10,7 +10,7 @@ use warren_store::{
 
 use crate::retained::RETAINED_QUEUE;
 use crate::session_ids::SESSION_IDS_QUEUE;
-use crate::{auth, vhost, Broker, Message};
+use crate::{auth, vhost, Broker};
 
 impl Broker {
     /// Everything durable except messages, as the store keeps it.
@@ -90,11 +90,12 @@ impl Broker {
         self.restore_limits(defs);
         self.recovering.store(false, Ordering::Release);
         tracing::info!(
-            "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records in {:.1?}{}",
+            "recovered {} durable exchanges, {} queues, {} bindings; {messages} messages in {queues} queues from {} log records ({} segments from summaries) in {:.1?}{}",
             defs.exchanges.len(),
             defs.queues.len(),
             defs.bindings.len(),
             recovery.records,
+            recovery.summarized,
             recovery.elapsed,
             if recovery.truncated > 0 { format!(" ({} corrupt tail bytes truncated)", recovery.truncated) } else { String::new() }
         );
@@ -196,13 +197,14 @@ impl Broker {
         }
     }
 
-    /// Stored messages back into their queues; those of unknown queues are
-    /// dropped from the log. Returns how many were restored.
+    /// Stored messages back into their queues (each takes what it held as
+    /// a tail read back on demand); those of unknown queues are dropped
+    /// from the log. Returns how many were restored.
     fn restore_messages(&self, recovery: &mut Recovery) -> usize {
         let mut messages = 0usize;
-        for (key, msgs) in std::mem::take(&mut recovery.queues) {
+        for (key, mut tail) in std::mem::take(&mut recovery.queues) {
             if key.queue == RETAINED_QUEUE || key.queue == SESSION_IDS_QUEUE {
-                self.restore_pseudo_queue(&key, msgs);
+                self.restore_pseudo_queue(&key, tail.read_all());
                 continue;
             }
             let q = self
@@ -211,23 +213,19 @@ impl Broker {
             let Some(q) = q.filter(|q| q.store().is_some()) else {
                 tracing::warn!(
                     "{} stored messages for unknown queue '{}' in vhost '{}' dropped",
-                    msgs.len(),
+                    tail.len(),
                     key.queue,
                     key.vhost
                 );
                 if let Some(s) = &self.store {
-                    for m in &msgs {
-                        s.log.append_remove(m.id, &key);
+                    for id in tail.ids() {
+                        s.log.append_remove(id, &key);
                     }
                 }
                 continue;
             };
-            messages += msgs.len();
-            q.restore(msgs.into_iter().filter_map(|m| {
-                let mut msg = Message::new(m.exchange, m.meta, m.key_len, m.body).ok()?;
-                msg.store_id = m.id;
-                Some((msg, m.redelivered))
-            }));
+            messages += tail.len();
+            q.restore_tail(tail);
         }
         messages
     }

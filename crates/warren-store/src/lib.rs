@@ -27,7 +27,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use log::{Log, QueueKey, Recovered, Recovery, SyncState};
+pub use log::{Log, QueueKey, QueueTail, Recovered, Recovery, SyncState};
 pub use pages::{PageOptions, Pages};
 
 /// Storage failures, naming the file involved.
@@ -328,9 +328,9 @@ mod tests {
             wait_synced(log, last);
             o.store.close();
         }
-        let o = Store::open(&dir).unwrap();
-        let a = &o.recovery.queues[&key("a")];
-        let b = &o.recovery.queues[&key("b")];
+        let mut o = Store::open(&dir).unwrap();
+        let a = o.recovery.take(&key("a"));
+        let b = o.recovery.take(&key("b"));
         assert_eq!(a.len(), 50);
         assert_eq!(b.len(), 99);
         assert!(a.windows(2).all(|w| w[0].id < w[1].id));

@@ -204,6 +204,7 @@ mod tests {
         let nothing = warren_store::Recovery {
             queues: Default::default(),
             records: 0,
+            summarized: 0,
             truncated: 0,
             elapsed: Default::default(),
         };

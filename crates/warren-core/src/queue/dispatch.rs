@@ -23,7 +23,6 @@ impl Queue {
         self.drop_expired(inner);
         'next: while let Some(mut d) = inner.ready.pop_front() {
             if d.expires_at.is_some_and(|at| at <= Instant::now()) {
-                inner.ready_bytes -= d.message.body_len();
                 self.forget(&d.message);
                 self.dead_letter(d.message, DeathReason::Expired);
                 continue;
@@ -68,14 +67,12 @@ impl Queue {
         idx: usize,
         d: Delivery,
     ) -> std::result::Result<(), Delivery> {
-        let len = d.message.body_len();
         let c = &inner.consumers[idx];
         let no_ack = c.no_ack;
         // Log before handing over: afterwards the delivery is gone.
         let stored = d.message.store_id != 0 && self.store.is_some();
         let for_log = stored.then(|| d.clone());
         c.consumer.offer(self, d)?;
-        inner.ready_bytes -= len;
         inner.stats.delivered += 1;
         if no_ack {
             self.acked.fetch_add(1, Ordering::Relaxed);

@@ -9,15 +9,19 @@
 //!
 //! The concerns of a queue live beside this file: `args` (the `x-`
 //! arguments), `ready` (the priority store, paging its tail to disk beyond
-//! a window), `paged` (the page record), `dispatch` (consumers),
+//! a window), `paged` (the page record), `restore` (messages back from the
+//! log at start-up), `forget` (a purged backlog's removals, logged off the
+//! lock), `dispatch` (consumers),
 //! `ttl` (message expiry and its sweeper) and `expires` (the queue's own
 //! `x-expires` lease); dead-lettering is [`crate::dead_letter`].
 
 mod args;
 mod dispatch;
 mod expires;
+mod forget;
 mod paged;
 mod ready;
+mod restore;
 mod ttl;
 
 #[cfg(test)]
@@ -118,7 +122,6 @@ pub struct QueueStats {
 
 struct Inner {
     ready: Ready,
-    ready_bytes: usize,
     /// Sorted by priority, highest first.
     consumers: Vec<ConsumerSpec>,
     /// All consumers have the same priority (the common case: one group).
@@ -215,7 +218,6 @@ impl Queue {
             home: OnceLock::new(),
             inner: Mutex::new(Inner {
                 ready: Ready::new(limits.max_priority),
-                ready_bytes: 0,
                 consumers: Vec::new(),
                 uniform: true,
                 rr: 0,
@@ -271,32 +273,6 @@ impl Queue {
         }
     }
 
-    /// Put recovered messages back, in order, without logging them again.
-    /// TTLs count again from the restart (the log keeps no arrival time).
-    pub fn restore(self: &Arc<Self>, messages: impl IntoIterator<Item = (Message, bool)>) {
-        let mut inner = self.lock();
-        let messages = messages.into_iter();
-        inner.ready.reserve(messages.size_hint().1.unwrap_or(0));
-        for (message, redelivered) in messages {
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
-            inner.ready_bytes += message.body_len();
-            let expires_at = self.expiry_for(&message);
-            inner.ready.push_back(Delivery {
-                message,
-                seq,
-                redelivered,
-                expires_at,
-            });
-        }
-        let sweep = self.limits.dead_letter.is_some()
-            && inner.ready.front().is_some_and(|d| d.expires_at.is_some());
-        drop(inner);
-        if sweep {
-            self.start_ttl_sweeper();
-        }
-    }
-
     /// Mark as internal (not listed to operators).
     pub fn hidden(mut self) -> Self {
         self.hidden = true;
@@ -342,9 +318,9 @@ impl Queue {
         }
         if let Some(max) = self.limits.max_length_bytes {
             let len = message.body_len();
-            if inner.ready_bytes + len > max
+            if inner.ready.bytes() + len > max
                 && !self.make_room(&mut inner, |i| {
-                    !i.ready.is_empty() && i.ready_bytes + len > max
+                    !i.ready.is_empty() && i.ready.bytes() + len > max
                 })
             {
                 return self.refuse(message);
@@ -354,7 +330,6 @@ impl Queue {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.stats.published += 1;
-        inner.ready_bytes += message.body_len();
         inner.ready.push_back(Delivery {
             message,
             seq,
@@ -392,7 +367,6 @@ impl Queue {
         while full(inner) {
             match inner.ready.pop_front() {
                 Some(d) => {
-                    inner.ready_bytes -= d.message.body_len();
                     self.forget(&d.message);
                     self.dead_letter(d.message, DeathReason::MaxLen);
                 }
@@ -420,7 +394,6 @@ impl Queue {
         let mut inner = self.lock();
         self.drop_expired(&mut inner);
         let d = inner.ready.pop_front()?;
-        inner.ready_bytes -= d.message.body_len();
         inner.stats.delivered += 1;
         if no_ack {
             self.acked.fetch_add(1, Ordering::Relaxed);
@@ -456,7 +429,6 @@ impl Queue {
                 continue;
             }
             d.redelivered = true;
-            inner.ready_bytes += d.message.body_len();
             inner.ready.insert_by_seq(d);
         }
         self.unacked.fetch_sub(n, Ordering::Relaxed);
@@ -467,8 +439,9 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut inner = self.lock();
         let n = inner.ready.len();
-        inner.ready.drain(|d| self.forget(&d.message));
-        inner.ready_bytes = 0;
+        let left = inner.ready.drain(|d| self.forget(&d.message));
+        drop(inner);
+        self.forget_later(left);
         n as u32
     }
 
@@ -484,7 +457,7 @@ impl Queue {
         let inner = self.lock();
         QueueStats {
             ready: inner.ready.len(),
-            ready_bytes: inner.ready_bytes,
+            ready_bytes: inner.ready.bytes(),
             ready_ram: inner.ready.in_ram(),
             paged_bytes: inner.ready.paged_bytes(),
             consumers: inner.consumers.len(),
@@ -496,14 +469,14 @@ impl Queue {
 
     /// Mark deleted, drop messages and tell consumers; returns the ready count.
     pub(crate) fn delete(self: &Arc<Self>) -> u32 {
-        let (n, consumers) = {
+        let (n, consumers, left) = {
             let mut inner = self.lock();
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
-            inner.ready.drain(|d| self.forget(&d.message));
-            inner.ready_bytes = 0;
-            (n, std::mem::take(&mut inner.consumers))
+            let left = inner.ready.drain(|d| self.forget(&d.message));
+            (n, std::mem::take(&mut inner.consumers), left)
         };
+        self.forget_later(left);
         for c in consumers {
             c.consumer.queue_deleted(self);
         }

@@ -77,10 +77,12 @@ pub(super) fn header(d: &Delivery) -> [u8; HEADER] {
     h
 }
 
-/// True when the record's message is in the message log (its removal
-/// must be logged), read without decoding the rest.
-pub(super) fn stored(rec: &[u8]) -> bool {
-    rec.get(8..16).is_some_and(|id| id != [0u8; 8])
+/// The message-log id of a record (0: transient), read without decoding
+/// the rest.
+pub(super) fn store_id(rec: &[u8]) -> u64 {
+    rec.get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// Reads records back, reusing the last exchange name so that a chunk of

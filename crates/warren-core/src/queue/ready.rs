@@ -11,18 +11,36 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use warren_store::pages::{Pages, Spill};
+use warren_store::QueueTail;
 
 use super::paged::{self, Decoder, MAX_PAGED_BODY};
+use super::ttl::expiry_from;
 use super::Delivery;
+use crate::message::Message;
 
 /// Bytes read back from page files at a time.
-const READ_CHUNK: usize = 256 << 10;
+pub(super) const READ_CHUNK: usize = 256 << 10;
 
-/// One priority level: the head in memory, the tail (if any) on disk.
+/// What a queue held at start-up, still in the message log: read back
+/// before anything paged since (it is older).
+struct LogTail {
+    tail: QueueTail,
+    /// Queue position of the next message read back (positions were
+    /// reserved for all of them at start-up).
+    next_seq: u64,
+    /// The queue's TTL, counted from `from` (the restart).
+    ttl: Option<Duration>,
+    from: Instant,
+}
+
+/// One priority level: the head in memory, then (if any) the tail left in
+/// the message log at start-up, then the tail paged out since.
 struct Level {
     ram: VecDeque<Delivery>,
+    log: Option<LogTail>,
     paged: Option<Spill>,
     /// Paged messages that are also in the message log.
     paged_stored: usize,
@@ -32,6 +50,7 @@ impl Level {
     fn new() -> Level {
         Level {
             ram: VecDeque::new(),
+            log: None,
             paged: None,
             paged_stored: 0,
         }
@@ -39,6 +58,7 @@ impl Level {
 
     fn paged_len(&self) -> usize {
         self.paged.as_ref().map_or(0, |s| s.len() as usize)
+            + self.log.as_ref().map_or(0, |t| t.tail.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -79,6 +99,29 @@ impl Ready {
         self.pages = pages;
     }
 
+    /// True when the tail beyond the window goes to disk.
+    pub(super) fn pages_out(&self) -> bool {
+        self.pages.is_some()
+    }
+
+    /// Take what the queue held at start-up as a tail read back from the
+    /// log on demand (a FIFO queue: one level), at positions from `seq`.
+    pub(super) fn attach_tail(
+        &mut self,
+        tail: QueueTail,
+        seq: u64,
+        ttl: Option<Duration>,
+        from: Instant,
+    ) {
+        self.len += tail.len();
+        self.levels[0].log = Some(LogTail {
+            tail,
+            next_seq: seq,
+            ttl,
+            from,
+        });
+    }
+
     /// The level of a message: its priority, capped at the queue's maximum.
     #[inline]
     fn level(&self, d: &Delivery) -> usize {
@@ -100,9 +143,25 @@ impl Ready {
         self.ram
     }
 
-    /// Body bytes paged out.
+    /// Body bytes paged out (to page files, or left in the log at
+    /// start-up: an estimate for those).
     pub(super) fn paged_bytes(&self) -> usize {
-        self.paged_bytes
+        self.paged_bytes + self.tail_bytes()
+    }
+
+    /// Body bytes of all ready messages.
+    #[inline]
+    pub(super) fn bytes(&self) -> usize {
+        self.ram_bytes + self.paged_bytes + self.tail_bytes()
+    }
+
+    /// Estimated body bytes still in the log's tail.
+    #[inline]
+    fn tail_bytes(&self) -> usize {
+        match &self.levels[0].log {
+            None => 0,
+            Some(t) => usize::try_from(t.tail.bytes_estimate()).unwrap_or(usize::MAX),
+        }
     }
 
     pub(super) fn reserve(&mut self, n: usize) {
@@ -235,6 +294,13 @@ impl Ready {
     /// or decode failure drops the rest of that level's paged messages
     /// (logged; persistent ones are still in the message log).
     fn refill(&mut self, l: usize) {
+        if self.levels[l]
+            .log
+            .as_ref()
+            .is_some_and(|t| !t.tail.is_empty())
+        {
+            return self.refill_from_log(l);
+        }
         let Some(spill) = self.levels[l].paged.as_mut() else {
             return;
         };
@@ -266,6 +332,50 @@ impl Ready {
         }
     }
 
+    /// Read the next chunk of what level `l` held at start-up into its
+    /// head. A failure drops the rest of that tail from memory (logged; the
+    /// messages stay in the log and come back at the next restart).
+    fn refill_from_log(&mut self, l: usize) {
+        let level = &mut self.levels[l];
+        let Some(t) = level.log.as_mut() else {
+            return;
+        };
+        let chunk = match t.tail.pop_chunk(READ_CHUNK) {
+            Ok(c) => c,
+            Err(e) => {
+                let lost = t.tail.len();
+                self.len -= lost;
+                level.log = None;
+                tracing::error!(
+                    "a queue's recovered messages cannot be read back from the log ({e}): {lost} dropped from memory until the next restart"
+                );
+                return;
+            }
+        };
+        for m in chunk {
+            let body = m.body.len();
+            let Ok(mut message) = Message::new(m.exchange, m.meta, m.key_len, m.body) else {
+                self.len -= 1;
+                continue;
+            };
+            message.store_id = m.id;
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            let expires_at = expiry_from(t.from, t.ttl, &message);
+            self.ram += 1;
+            self.ram_bytes += body;
+            level.ram.push_back(Delivery {
+                message,
+                seq,
+                redelivered: m.redelivered,
+                expires_at,
+            });
+        }
+        if t.tail.is_empty() {
+            level.log = None;
+        }
+    }
+
     /// Give up on level `l`'s page files.
     fn lose_paged(&mut self, l: usize, why: &str) {
         let level = &mut self.levels[l];
@@ -281,36 +391,49 @@ impl Ready {
         self.paged_bytes = self.paged_bytes.saturating_sub(spill.bytes() as usize);
     }
 
-    /// Empty the store, handing `visit` every message in memory and every
-    /// paged one that is in the message log (`store_id != 0`): the only
-    /// ones whose removal anyone needs to hear of. Page files are deleted.
-    pub(super) fn drain(&mut self, mut visit: impl FnMut(Delivery)) {
-        for l in (0..self.levels.len()).rev() {
-            let level = &mut self.levels[l];
+    /// Empty the store, handing `visit` every message in memory. What is
+    /// on disk and in the message log (the log's tail, page files holding
+    /// persistent messages) is handed back unread, for the caller to log
+    /// its removal off the queue's lock; page files of transient messages
+    /// only are dropped (deleted in the background).
+    pub(super) fn drain(&mut self, mut visit: impl FnMut(Delivery)) -> Leftovers {
+        let mut left = Leftovers::default();
+        for level in self.levels.iter_mut().rev() {
             for d in std::mem::take(&mut level.ram) {
                 visit(d);
             }
+            left.tails.extend(level.log.take().map(|t| t.tail));
             let stored = std::mem::take(&mut level.paged_stored);
-            let Some(mut spill) = level.paged.take() else {
-                continue;
-            };
-            if stored == 0 {
-                continue;
-            }
-            while let Ok(Some(chunk)) = spill.pop_chunk(READ_CHUNK) {
-                for rec in chunk.records() {
-                    if paged::stored(&rec) {
-                        if let Ok(d) = self.decoder.decode(rec) {
-                            visit(d);
-                        }
-                    }
-                }
+            if let Some(spill) = level.paged.take().filter(|_| stored > 0) {
+                left.spills.push(spill);
             }
         }
         self.len = 0;
         self.ram = 0;
         self.ram_bytes = 0;
         self.paged_bytes = 0;
+        left
+    }
+}
+
+/// What a purge or delete took out of the ready store still unread: log
+/// tails and page files with persistent messages, whose removal from the
+/// message log is still to be logged ([`super::forget`]).
+#[derive(Default)]
+pub(super) struct Leftovers {
+    pub(super) tails: Vec<QueueTail>,
+    pub(super) spills: Vec<Spill>,
+}
+
+impl Leftovers {
+    pub(super) fn is_empty(&self) -> bool {
+        self.tails.is_empty() && self.spills.is_empty()
+    }
+
+    /// Messages in them (stored or not).
+    pub(super) fn len(&self) -> usize {
+        let tails: usize = self.tails.iter().map(|t| t.len()).sum();
+        tails + self.spills.iter().map(|s| s.len() as usize).sum::<usize>()
     }
 }
 

@@ -13,15 +13,7 @@ impl Queue {
     /// When a message enqueued now expires: the shorter of the queue's
     /// `x-message-ttl` and the message's expiration.
     pub(super) fn expiry_for(&self, message: &Message) -> Option<Instant> {
-        match (self.limits.message_ttl, message.expiration_ms) {
-            (None, None) => None,
-            (a, b) => {
-                let b = b.map(Duration::from_millis);
-                // A TTL too large to represent never expires.
-                Instant::now()
-                    .checked_add(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
-            }
-        }
+        expiry_from(Instant::now(), self.limits.message_ttl, message)
     }
 
     pub(super) fn drop_expired(&self, inner: &mut Inner) {
@@ -33,7 +25,6 @@ impl Queue {
                 break;
             }
             let d = inner.ready.pop_front().expect("front exists");
-            inner.ready_bytes -= d.message.body_len();
             self.forget(&d.message);
             self.dead_letter(d.message, DeathReason::Expired);
         }
@@ -53,6 +44,23 @@ impl Queue {
     pub(super) fn start_ttl_sweeper(self: &Arc<Self>) {
         self.ttl_sweeper
             .spawn(|| Some(sweep_until_empty(Arc::downgrade(self))));
+    }
+}
+
+/// When a message that arrived at `from` expires, under a queue TTL of
+/// `ttl`: the shorter of that and the message's expiration.
+pub(super) fn expiry_from(
+    from: Instant,
+    ttl: Option<Duration>,
+    message: &Message,
+) -> Option<Instant> {
+    match (ttl, message.expiration_ms) {
+        (None, None) => None,
+        (a, b) => {
+            let b = b.map(Duration::from_millis);
+            // A TTL too large to represent never expires.
+            from.checked_add(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))
+        }
     }
 }
 

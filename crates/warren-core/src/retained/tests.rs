@@ -44,7 +44,7 @@ fn reopen(dir: &std::path::Path) -> (Arc<Log>, Retained) {
         vhost: "/".into(),
         queue: RETAINED_QUEUE.into(),
     };
-    r.restore(rec.queues.remove(&key).unwrap_or_default());
+    r.restore(rec.take(&key));
     (log, r)
 }
 

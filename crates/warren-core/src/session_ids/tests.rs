@@ -27,7 +27,7 @@ fn reopen(dir: &std::path::Path) -> (Arc<Log>, SessionIds) {
         vhost: "/".into(),
         queue: SESSION_IDS_QUEUE.into(),
     };
-    s.restore(rec.queues.remove(&key).unwrap_or_default());
+    s.restore(rec.take(&key));
     (log, s)
 }
 

@@ -11,16 +11,22 @@
 //! Space is reclaimed by deleting whole segments (see [`reclaim`]).
 //!
 //! Files: `mod.rs` the API, [`record`] the codec and the CRC-checked walk,
-//! [`state`] what the mutex guards, [`writer`] the writer thread, [`reclaim`]
-//! compaction and deletion, [`recover`] start-up recovery, [`metrics`] the
-//! fsync histogram.
+//! [`state`] what the mutex guards, [`live`] the index of live messages,
+//! [`writer`] the writer thread, [`reclaim`] compaction and deletion,
+//! [`recover`] start-up recovery, [`summary`] the per-segment summaries it
+//! reads instead of records, [`ranges`] the id runs it keeps, [`tail`]
+//! a recovered queue's messages read back on demand, [`metrics`] the fsync
+//! histogram.
 
 mod live;
 mod metrics;
+mod ranges;
 mod reclaim;
 mod record;
 mod recover;
 mod state;
+mod summary;
+mod tail;
 mod writer;
 
 #[cfg(test)]
@@ -37,10 +43,11 @@ use tokio::sync::watch;
 
 use crate::StoreError;
 pub use metrics::{FsyncHistogram, FSYNC_BUCKETS};
-use record::{encode_marker, Enqueue, Kind};
+use record::{encode_marker, encode_range_marker, Enqueue, Kind};
 pub use recover::{decode_segment, recover_dir, Recovery};
 pub use state::IdHasher;
 use state::Pending;
+pub use tail::QueueTail;
 
 /// Segments roll over at this size.
 pub const SEGMENT_SIZE: u64 = 64 << 20;
@@ -127,6 +134,7 @@ pub(crate) fn encode_enqueue(
         meta,
         key_len,
         body,
+        copy: false,
     }
     .encode(out);
 }
@@ -162,8 +170,8 @@ impl Log {
             // Delivered markers are written without waiting for a sync, so
             // after a crash the newest may be missing: every message that
             // may have been delivered is flagged redelivered.
-            for m in recovery.queues.values_mut().flatten() {
-                m.redelivered = true;
+            for q in recovery.queues.values_mut() {
+                q.set_all_redelivered();
             }
         }
         let (state, _) = watch::channel(SyncState::default());
@@ -229,6 +237,7 @@ impl Log {
             meta,
             key_len,
             body,
+            copy: false,
         };
         let framing = rec.framing();
         self.push_message(id, queues, framing.frame_len(), |buf| {
@@ -274,6 +283,29 @@ impl Log {
         let mut p = self.pending.lock();
         p.release(id, q);
         self.push(&mut p, &rec)
+    }
+
+    /// Queue `q` let go of every id in `first..end` it held (a purge or
+    /// delete of a backlog): one record per batch of ids, the index updated
+    /// a batch at a time so publishers are not held up for long. Returns the
+    /// sequence number of the last record.
+    pub fn append_remove_range(&self, first: u64, end: u64, q: &QueueKey) -> u64 {
+        /// Ids released per lock.
+        const BATCH: u64 = 1 << 16;
+        let mut seq = 0;
+        let mut at = first;
+        while at < end {
+            let to = end.min(at.saturating_add(BATCH));
+            let mut rec = Vec::with_capacity(40 + q.vhost.len() + q.queue.len());
+            encode_range_marker(&mut rec, at, to, q);
+            let mut p = self.pending.lock();
+            for id in at..to {
+                p.release(id, q);
+            }
+            seq = self.push(&mut p, &rec);
+            at = to;
+        }
+        seq
     }
 
     /// Message `id` was handed to a consumer; after a restart it comes back

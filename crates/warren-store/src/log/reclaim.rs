@@ -45,6 +45,7 @@ impl Log {
         for seg in dead {
             files.remove(&seg);
             let path = segment_path(&self.dir, seg);
+            let _ = fs::remove_file(super::summary::summary_path(&self.dir, seg));
             match fs::remove_file(&path) {
                 Ok(()) => tracing::debug!(segment = seg, "message store segment reclaimed"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -99,7 +100,11 @@ impl Log {
         let (&seg, st) = p.segs.iter().next()?;
         // A segment found corrupt waits for restart to cut it; checked
         // before the index scan, which holds the lock publishers need.
-        if seg >= p.segment || st.live == 0 || self.corrupt_segment.load(Ordering::Relaxed) == seg {
+        if seg >= p.segment
+            || st.live == 0
+            || self.corrupt_segment.load(Ordering::Relaxed) == seg
+            || p.pins.pinned(seg)
+        {
             return None;
         }
         // Worth it when most of it is dead, or when it pins dead

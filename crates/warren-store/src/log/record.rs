@@ -4,8 +4,14 @@
 //! Frame: `len: u32 | crc32(payload): u32 | payload` (big-endian), where the
 //! payload starts with a [`Kind`] byte:
 //! - enqueue: `id: u64 | n: u16 | n × (vhost: str16, queue: str16) |
-//!   exchange: str16 | key_len: u8 | meta: bytes32 | body: bytes32`
+//!   exchange: str16 | key_len: u8 | meta: bytes32 | body: bytes32 |
+//!   [copy: u8]`; the optional last byte is 1 in compaction's copies (so
+//!   recovery can tell a copy from the original without an index)
 //! - remove and delivered: `id: u64 | vhost: str16 | queue: str16`
+//! - remove range: `first: u64 | end: u64 | vhost: str16 | queue: str16`,
+//!   one queue letting go of every id in `first..end` it holds (a purge or
+//!   delete of a backlog costs one record per run of ids, not per message).
+//!   A broker from before this record stops reading a segment at it.
 //!
 //! `str16` is a u16 length then that many bytes of UTF-8, `bytes32` a u32
 //! length then the bytes. Bytes after the last field of a payload are ignored.
@@ -19,6 +25,9 @@ pub(crate) const HEADER: usize = 8;
 /// record with a higher id is corrupt (and would overflow the next id).
 pub(crate) const ID_LIMIT: u64 = 1 << 63;
 
+/// The trailing byte of an enqueue record that is compaction's copy.
+const COPY: u8 = 1;
+
 /// The kind byte that starts every payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -29,6 +38,8 @@ pub(crate) enum Kind {
     Remove = 2,
     /// A message was handed to a consumer of one queue.
     Delivered = 3,
+    /// One queue let go of a run of ids.
+    RemoveRange = 4,
 }
 
 /// Why a walk over a segment stopped before its end: where recovery cuts
@@ -117,6 +128,8 @@ pub(crate) struct Enqueue<'a> {
     pub meta: &'a [u8],
     pub key_len: u8,
     pub body: &'a [u8],
+    /// Compaction's copy of a message whose original is in an older segment.
+    pub copy: bool,
 }
 
 /// A payload's length and checksum, known before its bytes are written.
@@ -151,6 +164,9 @@ impl Enqueue<'_> {
         s.put(self.meta);
         s.put(&(self.body.len() as u32).to_be_bytes());
         s.put(self.body);
+        if self.copy {
+            s.put(&[COPY]);
+        }
     }
 
     /// Bytes of the whole frame.
@@ -198,6 +214,17 @@ pub(crate) fn encode_marker(out: &mut Vec<u8>, kind: Kind, id: u64, q: &QueueKey
     seal(out, start);
 }
 
+/// Append a remove-range record: queue `q` lets go of `first..end`.
+pub(crate) fn encode_range_marker(out: &mut Vec<u8>, first: u64, end: u64, q: &QueueKey) {
+    let start = begin(out);
+    out.push(Kind::RemoveRange as u8);
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&end.to_be_bytes());
+    put_str(out, &q.vhost);
+    put_str(out, &q.queue);
+    seal(out, start);
+}
+
 impl TryFrom<u8> for Kind {
     type Error = RecordError;
 
@@ -206,6 +233,7 @@ impl TryFrom<u8> for Kind {
             1 => Ok(Kind::Enqueue),
             2 => Ok(Kind::Remove),
             3 => Ok(Kind::Delivered),
+            4 => Ok(Kind::RemoveRange),
             k => Err(RecordError::UnknownKind(k)),
         }
     }
@@ -258,6 +286,8 @@ pub(crate) enum Record<'a> {
     Remove(Marker<'a>),
     /// A message was handed to a consumer of a queue.
     Delivered(Marker<'a>),
+    /// A queue let go of the ids `id..end` (`Marker::id` is the first).
+    RemoveRange(Marker<'a>, u64),
 }
 
 /// A decoded enqueue record; every name in it is UTF-8.
@@ -269,6 +299,8 @@ pub(crate) struct EnqueueView<'a> {
     pub key_len: u8,
     pub meta: &'a [u8],
     pub body: &'a [u8],
+    /// A compaction copy (see [`Enqueue::copy`]).
+    pub copy: bool,
 }
 
 impl<'a> EnqueueView<'a> {
@@ -285,6 +317,7 @@ impl<'a> EnqueueView<'a> {
             meta: self.meta,
             key_len: self.key_len,
             body: self.body,
+            copy: true,
         }
     }
 }
@@ -335,6 +368,10 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record<'_>, RecordError> {
         Kind::Enqueue => Record::Enqueue(decode_enqueue(id, &mut c)?),
         Kind::Remove => Record::Remove(decode_marker(id, &mut c)?),
         Kind::Delivered => Record::Delivered(decode_marker(id, &mut c)?),
+        Kind::RemoveRange => {
+            let end = c.u64()?;
+            Record::RemoveRange(decode_marker(id, &mut c)?, end)
+        }
     })
 }
 
@@ -363,13 +400,18 @@ fn decode_enqueue<'a>(id: u64, c: &mut Cur<'a>) -> Result<EnqueueView<'a>, Recor
         bytes: &c.b[names_at..c.p],
     };
     let exchange = std::str::from_utf8(c.name()?).map_err(|_| RecordError::NotUtf8)?;
+    let key_len = c.u8()?;
+    let meta = c.bytes32()?;
+    let body = c.bytes32()?;
+    let copy = c.b.get(c.p) == Some(&COPY);
     Ok(EnqueueView {
         id,
         queues,
         exchange,
-        key_len: c.u8()?,
-        meta: c.bytes32()?,
-        body: c.bytes32()?,
+        key_len,
+        meta,
+        body,
+        copy,
     })
 }
 

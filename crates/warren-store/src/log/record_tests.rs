@@ -17,6 +17,7 @@ fn sample<'a>(queues: &'a [QueueKey], body: &'a [u8]) -> Enqueue<'a> {
         meta: b"a.b\x90\x00props",
         key_len: 3,
         body,
+        copy: false,
     }
 }
 
@@ -35,6 +36,7 @@ fn encoding_is_unchanged() {
         meta: b"",
         key_len: 0,
         body: b"",
+        copy: false,
     }
     .encode(&mut out);
     assert_eq!(out, OLD_ID_1);

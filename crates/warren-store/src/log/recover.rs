@@ -1,8 +1,17 @@
 //! Recovery: read every segment at start-up through the CRC-checked
 //! [`Records`] walk, cut each file at its first torn or corrupt record, and
-//! rebuild the live messages per queue and the log's index.
+//! rebuild which messages each queue holds and the log's index, without
+//! keeping the messages themselves.
+//!
+//! What a queue holds is kept as runs of ids ([`IdRanges`]) plus the byte
+//! spans of its records in each segment; the messages are read back later,
+//! a chunk at a time, by the queue's [`QueueTail`]. So recovery's memory
+//! follows the number of runs and segments, not of messages. Only a
+//! compaction copy whose original segment is gone is kept as a message
+//! (`early`): its place in the queue is by id, not where the copy sits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,51 +20,151 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::live::LiveIndex;
+use super::ranges::IdRanges;
 use super::record::{EnqueueView, Marker, Record, RecordError, Records};
-use super::state::{IdMap, Pending, SegStat};
+use super::state::{Pending, SegStat};
+use super::summary::Summary;
+use super::tail::{Pins, QueueTail, Span};
 use super::{segment_path, QueueKey, Recovered};
 use crate::StoreError;
-
-/// How far past twice the number of entries it holds the recovery vector
-/// may grow for one id; ids further out go to the map.
-const DENSE_SLACK: usize = 4096;
 
 /// Written after a clean close; its absence at start-up means a crash.
 const CLEAN_MARKER: &str = "CLEAN_SHUTDOWN";
 
 /// What recovery found.
 pub struct Recovery {
-    /// Live messages per queue, in id order.
-    pub queues: HashMap<QueueKey, Vec<Recovered>>,
-    /// Records read.
+    /// What each queue holds, to be read back in order.
+    pub queues: HashMap<QueueKey, QueueTail>,
+    /// Records read (or applied from summaries).
     pub records: u64,
+    /// Segments recovered from their summaries rather than their records.
+    pub summarized: u64,
     /// Bytes truncated from torn or corrupt tails.
     pub truncated: u64,
     /// Time taken.
     pub elapsed: Duration,
 }
 
-struct Entry {
-    seg: u64,
-    /// Interned queue keys still holding the message.
-    queues: Vec<u32>,
-    delivered: Vec<u32>,
-    msg: Recovered,
+impl Recovery {
+    /// Every message queue `key` holds, read back at once: for the small
+    /// stores (retained messages, session ids) and tests; a queue takes its
+    /// [`QueueTail`] instead and reads it a chunk at a time.
+    pub fn take(&mut self, key: &QueueKey) -> Vec<Recovered> {
+        self.queues
+            .remove(key)
+            .map(|mut t| t.read_all())
+            .unwrap_or_default()
+    }
 }
 
-/// Recovery state: live entries and interned names.
+/// What one queue holds, as the scan goes.
+#[derive(Default)]
+struct QueueScan {
+    /// Ids held.
+    live: IdRanges,
+    /// Held ids handed to a consumer before the stop.
+    delivered: IdRanges,
+    /// Where its records are, per segment in log order.
+    spans: Vec<Span>,
+    /// Compaction copies seen first (their originals are gone).
+    early: Vec<Recovered>,
+    /// Body bytes and count of the records in `spans`.
+    bytes: u64,
+    count: u64,
+}
+
+/// Which segment each id was first seen in: runs of consecutive ids of
+/// one segment (`start -> (end, segment)`).
+#[derive(Default)]
+struct Seen {
+    runs: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Seen {
+    /// Note `id` in `seg`; false when it was seen before.
+    fn insert(&mut self, id: u64, seg: u64) -> bool {
+        let Some(next) = id.checked_add(1) else {
+            return false;
+        };
+        let mut extended = false;
+        if let Some((_, (end, s))) = self.runs.range_mut(..=id).next_back() {
+            if id < *end {
+                return false;
+            }
+            if *end == id && *s == seg {
+                *end = next;
+                extended = true;
+            }
+        }
+        let after = self.runs.get(&next).copied().filter(|(_, s)| *s == seg);
+        match (extended, after) {
+            (true, Some((e, _))) => {
+                self.runs.remove(&next);
+                if let Some((_, (end, _))) = self.runs.range_mut(..=id).next_back() {
+                    *end = e;
+                }
+            }
+            (true, None) => {}
+            (false, Some((e, _))) => {
+                self.runs.remove(&next);
+                self.runs.insert(id, (e, seg));
+            }
+            (false, None) => {
+                self.runs.insert(id, (next, seg));
+            }
+        }
+        true
+    }
+
+    /// True when some id of `first..end` was seen.
+    fn any_in(&self, first: u64, end: u64) -> bool {
+        let before = self.runs.range(..first).next_back();
+        before.is_some_and(|(_, (e, _))| *e > first) || self.runs.range(first..end).next().is_some()
+    }
+
+    /// Note the unseen ids `first..end` in `seg`.
+    fn insert_run(&mut self, first: u64, end: u64, seg: u64) {
+        let (mut s, mut e) = (first, end);
+        if let Some((&ps, &(pe, pseg))) = self.runs.range(..first).next_back() {
+            if pe == first && pseg == seg {
+                self.runs.remove(&ps);
+                s = ps;
+            }
+        }
+        if let Some(&(ne, nseg)) = self.runs.get(&end) {
+            if nseg == seg {
+                self.runs.remove(&end);
+                e = ne;
+            }
+        }
+        self.runs.insert(s, (e, seg));
+    }
+
+    /// The parts of `first..end` seen, with their segments.
+    fn segments_in(&self, first: u64, end: u64) -> Vec<(u64, u64, u64)> {
+        let mut out = Vec::new();
+        if let Some((s, (e, seg))) = self.runs.range(..first).next_back() {
+            if *e > first {
+                out.push((first.max(*s), end.min(*e), *seg));
+            }
+        }
+        for (s, (e, seg)) in self.runs.range(first..end) {
+            out.push((*s, end.min(*e), *seg));
+        }
+        out
+    }
+
+    fn segment_of(&self, id: u64) -> Option<u64> {
+        let (_, (end, seg)) = self.runs.range(..=id).next_back()?;
+        (id < *end).then_some(*seg)
+    }
+}
+
+/// Recovery state: what each queue holds and interned names.
 #[derive(Default)]
 struct Scan {
-    /// Entries by `id - base`: ids are handed out sequentially, so a vector
-    /// beats a map.
-    entries: Vec<Option<Entry>>,
-    /// Entries ever put in `entries`: bounds its length (see [`Scan::insert`]).
-    filled: usize,
-    base: u64,
-    /// Entries with ids below `base` (compaction copies of old messages) or
-    /// too far above the vector's end (an id gap, or a corrupt record that
-    /// passed the checksum): an id must not size the vector.
-    sparse: IdMap<Entry>,
+    queues: Vec<QueueScan>,
+    seen: Seen,
     keys: Vec<QueueKey>,
     key_ids: HashMap<Box<[u8]>, u32>,
     exchanges: HashMap<Box<[u8]>, Arc<str>>,
@@ -64,56 +173,6 @@ struct Scan {
 }
 
 impl Scan {
-    /// Keep the message of an enqueue record. A second copy of a message
-    /// (compaction) is ignored: the first one plus the removals after it say
-    /// which queues hold it.
-    fn insert(&mut self, id: u64, entry: Entry) {
-        if self.entries.is_empty() {
-            self.base = id;
-        }
-        if self.sparse.contains_key(&id) {
-            return;
-        }
-        // The vector grows to at most twice the entries put in it plus
-        // DENSE_SLACK, so its size follows the records read, not the ids.
-        let dense = id
-            .checked_sub(self.base)
-            .and_then(|d| usize::try_from(d).ok())
-            .filter(|&i| i <= 2 * self.filled + DENSE_SLACK);
-        match dense {
-            Some(i) => {
-                if i >= self.entries.len() {
-                    self.entries.resize_with(i + 1, || None);
-                }
-                let slot = &mut self.entries[i];
-                if slot.is_none() {
-                    *slot = Some(entry);
-                    self.filled += 1;
-                }
-            }
-            None => {
-                self.sparse.insert(id, entry);
-            }
-        }
-    }
-
-    /// Apply a removal or delivered marker to message `id`, wherever it is
-    /// kept; `f` says whether the entry is now dead.
-    fn mark(&mut self, id: u64, f: impl FnOnce(&mut Entry) -> bool) {
-        let dense = id
-            .checked_sub(self.base)
-            .and_then(|d| usize::try_from(d).ok())
-            .and_then(|i| self.entries.get_mut(i))
-            .filter(|slot| slot.is_some());
-        if let Some(slot) = dense {
-            if slot.as_mut().is_some_and(f) {
-                *slot = None;
-            }
-        } else if self.sparse.get_mut(&id).is_some_and(f) {
-            self.sparse.remove(&id);
-        }
-    }
-
     /// Intern a queue name; `vhost` and `queue` are UTF-8 (checked by the
     /// record decoder), so the conversion below loses nothing.
     fn key(&mut self, vhost: &[u8], queue: &[u8]) -> u32 {
@@ -133,6 +192,7 @@ impl Scan {
         };
         let id = self.keys.len() as u32;
         self.keys.push(k);
+        self.queues.push(QueueScan::default());
         self.key_ids.insert(self.lookup.as_slice().into(), id);
         id
     }
@@ -146,16 +206,29 @@ impl Scan {
         x
     }
 
-    /// Apply one record of segment `seg`, whose bytes are `data`.
-    fn apply(&mut self, data: &Bytes, seg: u64, rec: Record<'_>) {
+    /// Apply one record of segment `seg`, whose frame is `frame` in `data`.
+    fn apply(&mut self, data: &Bytes, seg: u64, frame: (u64, u64), rec: Record<'_>) {
         match rec {
-            Record::Enqueue(m) => self.enqueue(data, seg, m),
+            Record::Enqueue(m) => self.enqueue(data, seg, frame, m),
             Record::Remove(m) => self.marker(m, true),
             Record::Delivered(m) => self.marker(m, false),
+            Record::RemoveRange(m, end) => {
+                let k = self.key(m.vhost, m.queue) as usize;
+                let qs = &mut self.queues[k];
+                qs.live.remove_range(m.id, end);
+                qs.delivered.remove_range(m.id, end);
+            }
         }
     }
 
-    fn enqueue(&mut self, data: &Bytes, seg: u64, m: EnqueueView<'_>) {
+    /// Keep the message of an enqueue record. A second record of a
+    /// message (a compaction copy) is ignored: the first one plus the
+    /// removals after it say which queues hold it.
+    fn enqueue(&mut self, data: &Bytes, seg: u64, frame: (u64, u64), m: EnqueueView<'_>) {
+        self.max_id = self.max_id.max(m.id);
+        if !self.seen.insert(m.id, seg) {
+            return;
+        }
         let mut queues = Vec::with_capacity(m.queues.len());
         for (vhost, queue) in m.queues.iter() {
             queues.push(self.key(vhost, queue));
@@ -166,33 +239,102 @@ impl Scan {
             queues.sort_unstable();
             queues.dedup();
         }
-        self.max_id = self.max_id.max(m.id);
-        let entry = Entry {
-            seg,
-            queues,
-            delivered: Vec::new(),
-            msg: Recovered {
-                id: m.id,
-                redelivered: false,
-                exchange: self.exchange(m.exchange),
-                meta: data.slice_ref(m.meta),
-                key_len: m.key_len,
-                body: data.slice_ref(m.body),
-            },
-        };
-        self.insert(m.id, entry);
+        let early = m.copy.then(|| Recovered {
+            id: m.id,
+            redelivered: false,
+            exchange: self.exchange(m.exchange),
+            meta: data.slice_ref(m.meta),
+            key_len: m.key_len,
+            body: data.slice_ref(m.body),
+        });
+        for q in queues {
+            let qs = &mut self.queues[q as usize];
+            qs.live.insert(m.id);
+            match &early {
+                Some(e) => qs.early.push(e.clone()),
+                None => qs.note_span(seg, frame, m.id, m.body.len()),
+            }
+        }
     }
 
     fn marker(&mut self, m: Marker<'_>, remove: bool) {
-        let q = self.key(m.vhost, m.queue);
-        self.mark(m.id, |e: &mut Entry| {
-            if remove {
-                e.queues.retain(|x| *x != q);
-            } else if !e.delivered.contains(&q) {
-                e.delivered.push(q);
+        let q = self.key(m.vhost, m.queue) as usize;
+        let qs = &mut self.queues[q];
+        if remove {
+            qs.live.remove(m.id);
+            qs.delivered.remove(m.id);
+        } else if qs.live.contains(m.id) {
+            qs.delivered.insert(m.id);
+        }
+    }
+}
+
+impl Scan {
+    /// Apply segment `seg`'s summary instead of its records; false (and
+    /// nothing applied) when it names ids already seen (the segment is
+    /// then read record by record, which sorts that out).
+    fn apply_summary(&mut self, seg: u64, sum: &Summary) -> bool {
+        if sum.enqueued.iter().any(|&(a, b)| self.seen.any_in(a, b)) {
+            return false;
+        }
+        for &(a, b) in &sum.enqueued {
+            self.seen.insert_run(a, b, seg);
+        }
+        self.max_id = self.max_id.max(sum.max_id);
+        let keys: Vec<usize> = sum
+            .queues
+            .iter()
+            .map(|q| self.key(q.vhost.as_bytes(), q.queue.as_bytes()) as usize)
+            .collect();
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.ids {
+                qs.live.insert_run(a, b);
             }
-            remove && e.queues.is_empty()
-        });
+            if let Some(span) = q.span {
+                qs.spans.push(Span { seg, ..span });
+            }
+            qs.count += q.count;
+            qs.bytes += q.bytes;
+        }
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.removed {
+                qs.live.remove_range(a, b);
+                qs.delivered.remove_range(a, b);
+            }
+        }
+        for (q, &k) in sum.queues.iter().zip(&keys) {
+            let qs = &mut self.queues[k];
+            for &(a, b) in &q.delivered {
+                for (x, y) in qs.live.overlapping(a, b) {
+                    qs.delivered.insert_run(x, y);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl QueueScan {
+    /// One of its records, at `frame` in segment `seg`.
+    fn note_span(&mut self, seg: u64, (start, end): (u64, u64), id: u64, body: usize) {
+        self.count += 1;
+        self.bytes += body as u64;
+        match self.spans.last_mut() {
+            Some(s) if s.seg == seg => {
+                s.end = end;
+                s.min_id = s.min_id.min(id);
+                s.max_id = s.max_id.max(id);
+            }
+            _ => self.spans.push(Span {
+                seg,
+                start,
+                end,
+                min_id: id,
+                max_id: id,
+            }),
+        }
     }
 }
 
@@ -216,7 +358,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 }
 
 /// Read every segment of `dir` (truncating torn or corrupt tails) and
-/// rebuild the index and the live messages per queue.
+/// rebuild the index and what each queue holds.
 pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
     fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let started = Instant::now();
@@ -224,29 +366,45 @@ pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
     let mut scan = Scan::default();
     let mut records = 0u64;
     let mut truncated = 0u64;
+    let mut summarized = 0u64;
     for &seg in &segments {
         let path = segment_path(dir, seg);
+        let len = fs::metadata(&path).map_or(0, |m| m.len());
+        if let Some(sum) = Summary::read(dir, seg, len) {
+            if scan.apply_summary(seg, &sum) {
+                records += sum.records;
+                summarized += 1;
+                continue;
+            }
+        }
         let (n, cut) = read_segment(&path, seg, &mut scan)?;
         records += n;
         truncated += cut;
     }
+    remove_stale_summaries(dir, &segments);
+    tracing::debug!(segments = segments.len(), summarized, "message log scanned");
     let next_id = scan.max_id + 1;
     let segment = segments.last().map_or(1, |s| s + 1);
     // Totals are unknown after a restart; count live ones as the total.
     let mut segs: BTreeMap<u64, SegStat> =
         segments.iter().map(|s| (*s, SegStat::default())).collect();
-    let (index, by_key) = rebuild(&mut scan, &mut segs);
+    let index = rebuild_index(&scan, &mut segs);
     let key_names = scan.keys.clone();
     let keys: HashMap<QueueKey, u32> = key_names
         .iter()
         .enumerate()
         .map(|(i, k)| (k.clone(), i as u32))
         .collect();
+    let pins = Arc::new(Pins::default());
     let queues = scan
         .keys
         .into_iter()
-        .zip(by_key)
-        .filter(|(_, v)| !v.is_empty())
+        .zip(scan.queues)
+        .filter(|(_, q)| !q.live.is_empty())
+        .map(|(k, q)| {
+            let tail = into_tail(dir, &k, q, &pins);
+            (k, tail)
+        })
         .collect();
     Ok(Rebuilt {
         pending: Pending {
@@ -259,52 +417,119 @@ pub(super) fn recover(dir: &Path) -> Result<Rebuilt, StoreError> {
             keys,
             key_names,
             closed: false,
+            pins: pins.clone(),
         },
         next_id,
         recovery: Recovery {
             queues,
             records,
+            summarized,
             truncated,
             elapsed: started.elapsed(),
         },
     })
 }
 
-/// Visit the surviving entries in id order: fill the index and the live
-/// counts in `segs`, and return the index with the messages per interned
-/// queue key (each list sorted, since entries come in id order).
-fn rebuild(scan: &mut Scan, segs: &mut BTreeMap<u64, SegStat>) -> (LiveIndex, Vec<Vec<Recovered>>) {
-    let mut index = LiveIndex::default();
-    let mut by_key: Vec<Vec<Recovered>> = vec![Vec::new(); scan.keys.len()];
-    // Entries kept in the map (ids below the first segment's first id,
-    // copies made by compaction, or far above it) merge in id order.
-    let mut sparse: Vec<Entry> = std::mem::take(&mut scan.sparse).into_values().collect();
-    sparse.sort_unstable_by_key(|e| e.msg.id);
-    let mut sparse = sparse.into_iter().peekable();
-    let mut dense = std::mem::take(&mut scan.entries)
-        .into_iter()
-        .flatten()
-        .peekable();
-    let in_order = std::iter::from_fn(|| match (sparse.peek(), dense.peek()) {
-        (Some(a), Some(b)) if a.msg.id > b.msg.id => dense.next(),
-        (Some(_), _) => sparse.next(),
-        (None, _) => dense.next(),
-    });
-    for e in in_order {
-        if e.queues.is_empty() {
-            continue;
-        }
-        let st = segs.entry(e.seg).or_default();
-        st.live += 1;
-        st.total += 1;
-        index.insert(e.msg.id, e.seg, e.queues.clone());
-        for &q in &e.queues {
-            let mut m = e.msg.clone();
-            m.redelivered = e.delivered.contains(&q);
-            by_key[q as usize].push(m);
+/// Delete summaries whose segment is gone, and half-written ones.
+fn remove_stale_summaries(dir: &Path, segments: &[u64]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.ends_with(".sum.tmp")
+            || name
+                .strip_suffix(".sum")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| segments.binary_search(&n).is_err());
+        if stale {
+            let _ = fs::remove_file(e.path());
         }
     }
-    (index, by_key)
+}
+
+/// What queue `key` holds, as the reader that brings it back.
+fn into_tail(dir: &Path, key: &QueueKey, mut q: QueueScan, pins: &Arc<Pins>) -> QueueTail {
+    let live = &mut q.live;
+    q.early.retain(|m| live.contains(m.id));
+    for m in &mut q.early {
+        live.remove(m.id);
+        m.redelivered = q.delivered.contains(m.id);
+    }
+    q.early.sort_unstable_by_key(|m| m.id);
+    q.spans.retain(|s| live.any_in(s.min_id, s.max_id));
+    let bytes = match q.count {
+        0 => 0,
+        n => (q.bytes as u128 * u128::from(live.len()) / u128::from(n)) as u64,
+    };
+    QueueTail::new(
+        dir,
+        key.clone(),
+        q.spans,
+        q.live,
+        q.delivered,
+        q.early,
+        bytes,
+        pins.clone(),
+    )
+}
+
+/// Every message some queue holds, in id order, into the log's index and
+/// the live counts of `segs`.
+fn rebuild_index(scan: &Scan, segs: &mut BTreeMap<u64, SegStat>) -> LiveIndex {
+    let mut index = LiveIndex::default();
+    let mut add = |id: u64, holders: Vec<u32>| {
+        let Some(seg) = scan.seen.segment_of(id) else {
+            return;
+        };
+        let st = segs.entry(seg).or_default();
+        st.live += 1;
+        st.total += 1;
+        index.insert(id, seg, holders);
+    };
+    let held: Vec<(u32, &IdRanges)> = (0u32..)
+        .zip(&scan.queues)
+        .filter(|(_, q)| !q.live.is_empty())
+        .map(|(k, q)| (k, &q.live))
+        .collect();
+    if let [(k, live)] = held[..] {
+        for (first, end) in live.runs() {
+            for (a, b, seg) in scan.seen.segments_in(first, end) {
+                let st = segs.entry(seg).or_default();
+                st.live += b - a;
+                st.total += b - a;
+                index.insert_run(a, b, seg, k);
+            }
+        }
+        return index;
+    }
+    // Several queues: merge their ids, collecting each id's holders.
+    let mut iters: Vec<_> = held.iter().map(|(_, l)| l.ids()).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(id) = it.next() {
+            heap.push(Reverse((id, i)));
+        }
+    }
+    while let Some(Reverse((id, i))) = heap.pop() {
+        let mut holders = vec![held[i].0];
+        if let Some(n) = iters[i].next() {
+            heap.push(Reverse((n, i)));
+        }
+        while let Some(Reverse((same, j))) = heap.peek().copied() {
+            if same != id {
+                break;
+            }
+            heap.pop();
+            holders.push(held[j].0);
+            if let Some(n) = iters[j].next() {
+                heap.push(Reverse((n, j)));
+            }
+        }
+        add(id, holders);
+    }
+    index
 }
 
 /// A read-only mapping of a sealed segment. Recovered message bodies are
@@ -360,8 +585,11 @@ fn read_segment(path: &Path, seg: u64, scan: &mut Scan) -> Result<(u64, u64), St
 fn scan_records(data: &Bytes, seg: u64, scan: &mut Scan) -> (u64, usize, Option<RecordError>) {
     let mut walk = Records::new(data);
     let mut records = 0u64;
-    for (_, rec) in walk.by_ref() {
-        scan.apply(data, seg, rec);
+    let mut at = 0u64;
+    while let Some((_, rec)) = walk.next() {
+        let end = walk.valid_to() as u64;
+        scan.apply(data, seg, (at, end), rec);
+        at = end;
         records += 1;
     }
     (records, walk.valid_to(), walk.stopped())

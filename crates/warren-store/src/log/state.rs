@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::sync::Arc;
+
 use super::live::LiveIndex;
+use super::tail::Pins;
 use super::QueueKey;
 
 /// Hashes message ids (sequential u64s) with one multiply instead of SipHash.
@@ -50,6 +53,8 @@ pub(crate) struct Pending {
     pub keys: HashMap<QueueKey, u32>,
     pub key_names: Vec<QueueKey>,
     pub closed: bool,
+    /// Segments recovered queues still read back (not to be compacted).
+    pub pins: Arc<Pins>,
 }
 
 impl Pending {

@@ -142,8 +142,13 @@ impl Log {
     /// A new segment: make the previous ones durable and closed, then
     /// create `seg` and make its directory entry durable.
     fn open_segment(&self, files: &mut Files, seg: u64) -> Result<(), StoreError> {
-        for (_, f) in std::mem::take(files) {
+        for (n, f) in std::mem::take(files) {
             f.sync_data().map_err(|e| StoreError::io(&self.dir, e))?;
+            // Sealed: summarize it off this thread.
+            let dir = self.dir.clone();
+            let _ = std::thread::Builder::new()
+                .name("warren-summary".into())
+                .spawn(move || super::summary::write_summary(&dir, n));
         }
         let path = segment_path(&self.dir, seg);
         let f = OpenOptions::new()
