@@ -8,7 +8,7 @@ import struct
 import mqtt_raw as r
 from conftest import Broker
 from mqtt_raw import Raw
-from test_mqtt5 import QOS1, QOS2, amqp_publish
+from test_mqtt5 import QOS1, QOS2, amqp_publish, wait_closed
 
 
 def test_pubrel_is_sent_again_when_the_session_resumes(broker):
@@ -203,3 +203,82 @@ def test_inbound_qos2_state_survives_kill9_once_pubrec_was_sent(tmp_path):
         pub.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
     finally:
         b.stop()
+
+
+def retain(broker, topic, payload, pkid):
+    """Publish a retained QoS 1 message (PUBACK after it is stored)."""
+    c = Raw(broker.mqtt_port, b"ord-retainer")
+    c.publish(topic, payload, qos=QOS1, pkid=pkid, retain=True)
+    c.expect(r.PUBACK)
+    c.disconnect()
+
+
+def clear_retained(broker, *topics):
+    c = Raw(broker.mqtt_port, b"ord-retainer")
+    for t in topics:
+        c.publish(t, b"", retain=True)
+    c.disconnect()
+
+
+def test_resends_on_resume_keep_the_order_first_sent(broker):
+    """MQTT-4.6.0-1 with MQTT-4.4.0-1: the PUBLISHes a resumed session sends
+    again come in the order they were first sent, retained deliveries and
+    queue deliveries interleaved (retained r1, queued q1, retained r2,
+    queued q2), each with its packet id and DUP=1."""
+    retain(broker, "ord1/r1", b"r1", 1)
+    retain(broker, "ord2/r2", b"r2", 2)
+    expiry = [(r.SESSION_EXPIRY, 300)]
+    c = Raw(broker.mqtt_port, b"ord-sub", connect_props=expiry)
+    assert c.subscribe(1, ("ord1/#", QOS1)) == [QOS1]
+    first = [c.publish_in()]  # r1, retained
+    amqp_publish(broker, "ord1.q1", b"q1")
+    first.append(c.publish_in())
+    assert c.subscribe(2, ("ord2/#", QOS1)) == [QOS1]
+    first.append(c.publish_in())  # r2, retained
+    amqp_publish(broker, "ord2.q2", b"q2")
+    first.append(c.publish_in())
+    assert [(p.payload, p.retain) for p in first] == [
+        (b"r1", True), (b"q1", False), (b"r2", True), (b"q2", False)]
+    c.close()  # none acknowledged
+    c = Raw(broker.mqtt_port, b"ord-sub", clean=False, connect_props=expiry)
+    assert c.session_present
+    again = [c.publish_in() for _ in first]
+    assert [(p.payload, p.pkid, p.dup, p.retain) for p in again] == [
+        (p.payload, p.pkid, True, p.retain) for p in first]
+    for p in again:
+        c.ack(r.PUBACK, p.pkid)
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+    clear_retained(broker, "ord1/r1", "ord2/r2")
+
+
+def test_retained_resends_still_go_when_the_queued_ones_are_gone(broker):
+    """MQTT-4.4.0-1: when the session queue no longer has the requeued
+    deliveries between them (purged from AMQP meanwhile), the retained
+    deliveries left unacknowledged are still sent again, in their order."""
+    retain(broker, "ordp1/r1", b"r1", 1)
+    retain(broker, "ordp2/r2", b"r2", 2)
+    expiry = [(r.SESSION_EXPIRY, 300)]
+    c = Raw(broker.mqtt_port, b"ordp-sub", connect_props=expiry)
+    assert c.subscribe(1, ("ordp1/#", QOS1)) == [QOS1]
+    r1 = c.publish_in()
+    amqp_publish(broker, "ordp1.q1", b"q1")
+    assert c.publish_in().payload == b"q1"
+    assert c.subscribe(2, ("ordp2/#", QOS1)) == [QOS1]
+    r2 = c.publish_in()
+    c.close()
+    # Gone from the listing once its deliveries are back in the queue.
+    assert wait_closed(broker, "ordp-sub")
+    status, _ = broker.api("/api/queues/%2F/mqtt-subscription-ordp-sub/contents", method="DELETE")
+    assert status in (200, 204)
+    c = Raw(broker.mqtt_port, b"ordp-sub", clean=False, connect_props=expiry)
+    assert c.session_present
+    again = [c.publish_in(), c.publish_in()]
+    assert [(p.payload, p.pkid, p.dup) for p in again] == [
+        (b"r1", r1.pkid, True), (b"r2", r2.pkid, True)]
+    for p in again:
+        c.ack(r.PUBACK, p.pkid)
+    # Nothing else comes: the next packet is the answer to a ping.
+    c.send(b"\xc0\x00")
+    c.expect(r.PINGRESP)
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
+    clear_retained(broker, "ordp1/r1", "ordp2/r2")

@@ -7,7 +7,7 @@
 //! queue, so its subscriptions and queued messages survive disconnects and
 //! restarts.
 //!
-//! `connect.rs` is the CONNECT handshake, `read_loop.rs` the session loop,
+//! `connect.rs` is the CONNECT handshake (`login.rs` its credentials), `read_loop.rs` the session loop,
 //! `dispatch.rs` hands each packet to `publish.rs` or `subscribe.rs`,
 //! `consumer.rs` writes deliveries back out, and `retained.rs` sends the
 //! retained messages of new subscriptions.
@@ -38,6 +38,7 @@ mod aliases;
 mod connect;
 mod consumer;
 mod dispatch;
+mod login;
 mod pending;
 mod publish;
 mod read_loop;
