@@ -61,13 +61,20 @@ pub(super) struct Inflight {
     sent: u64,
     /// By packet id: waiting for PUBACK / PUBREC, or (QoS 2) for PUBCOMP.
     by_id: HashMap<u16, Entry>,
+    /// What few connections need (boxed: the consumer of every idle
+    /// connection would carry it).
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of [`Inflight`] most connections never use.
+#[derive(Default)]
+struct Rare {
     /// Told when slots may have freed up; made by the first retained
-    /// stream that waits on it (few connections ever have one).
+    /// stream that waits on it.
     freed: Option<Arc<Notify>>,
     /// What the last connection left unacknowledged and this one has not
     /// sent again yet, in the order first sent; their ids are kept for
-    /// them (MQTT-4.4.0-1). At most Receive Maximum entries, and empty
-    /// (no allocation) for most connections.
+    /// them (MQTT-4.4.0-1). At most Receive Maximum entries.
     resends: Resends,
 }
 
@@ -79,7 +86,7 @@ impl Inflight {
         loop {
             self.next = self.next.wrapping_add(1).max(1);
             let n = self.next;
-            let kept = self.resends.iter().any(|r| r.id() == n);
+            let kept = self.resends().iter().any(|r| r.id() == n);
             if !self.by_id.contains_key(&n) && !kept {
                 return n;
             }
@@ -123,7 +130,18 @@ impl Inflight {
 
     /// Hold what the last connection left for this one to send again.
     pub(super) fn keep_resends(&mut self, resends: Resends) {
-        self.resends = resends;
+        if !resends.is_empty() {
+            *self.resends_mut() = resends;
+        }
+    }
+
+    /// The resends still to make, in order.
+    fn resends(&self) -> &[Resend] {
+        self.rare.as_ref().map_or(&[], |r| &r.resends)
+    }
+
+    fn resends_mut(&mut self) -> &mut Resends {
+        &mut self.rare.get_or_insert_with(Box::default).resends
     }
 
     /// The id the session queue's requeued delivery at position `seq` had,
@@ -131,8 +149,8 @@ impl Inflight {
     /// before it (taken out, in order: they go first).
     fn resend_of(&mut self, seq: u64) -> Option<(u16, Due)> {
         let at = |r: &Resend| matches!(r, Resend::Queued { seq: s, .. } if *s == seq);
-        let k = self.resends.iter().position(at)?;
-        let id = self.resends[k].id();
+        let k = self.resends().iter().position(at)?;
+        let id = self.resends()[k].id();
         Some((id, self.retained_before(k)))
     }
 
@@ -141,8 +159,8 @@ impl Inflight {
         let mut due = Vec::new();
         let mut i = 0;
         while i < k {
-            if matches!(self.resends[i], Resend::Retained { .. }) {
-                if let Resend::Retained { id, sent } = self.resends.remove(i) {
+            if matches!(self.resends()[i], Resend::Retained { .. }) {
+                if let Resend::Retained { id, sent } = self.resends_mut().remove(i) {
                     due.push((id, sent));
                 }
                 k -= 1;
@@ -157,10 +175,10 @@ impl Inflight {
     /// (taken out, in order).
     pub(super) fn leading_retained(&mut self) -> Due {
         let k = self
-            .resends
+            .resends()
             .iter()
             .position(|r| matches!(r, Resend::Queued { .. }))
-            .unwrap_or(self.resends.len());
+            .unwrap_or(self.resends().len());
         self.retained_before(k)
     }
 
@@ -170,22 +188,23 @@ impl Inflight {
         let Some(seq) = seq else {
             return;
         };
-        self.resends
-            .retain(|r| !matches!(r, Resend::Queued { seq: s, .. } if *s == seq));
-        if self.resends.is_empty() {
+        let resends = self.resends_mut();
+        resends.retain(|r| !matches!(r, Resend::Queued { seq: s, .. } if *s == seq));
+        if resends.is_empty() {
             // Its buffer goes too: most connections never need one.
-            self.resends = Vec::new();
+            *resends = Vec::new();
         }
     }
 
     /// What a retained stream waits on for free slots.
     pub(super) fn freed(&mut self) -> Arc<Notify> {
-        self.freed.get_or_insert_with(Arc::default).clone()
+        let rare = self.rare.get_or_insert_with(Box::default);
+        rare.freed.get_or_insert_with(Arc::default).clone()
     }
 
     /// Wake a waiting retained stream, if there is one.
     fn notify_freed(&self) {
-        if let Some(n) = &self.freed {
+        if let Some(n) = self.rare.as_ref().and_then(|r| r.freed.as_ref()) {
             n.notify_waiters();
         }
     }
@@ -315,7 +334,7 @@ impl MqttConsumer {
         qos: u8,
     ) -> (u16, Option<u64>) {
         let again = d.redelivered
-            && !inf.resends.is_empty()
+            && !inf.resends().is_empty()
             && queue.name.starts_with(SESSION_QUEUE_PREFIX);
         let resend = again.then(|| inf.resend_of(d.seq)).flatten();
         let Some((id, due)) = resend else {
@@ -367,10 +386,10 @@ impl MqttConsumer {
     /// delivery, or before one the queue no longer has) go now.
     pub(super) fn flush_resends(&self) {
         let mut inf = self.inflight.lock();
-        if inf.resends.is_empty() {
+        if inf.resends().is_empty() {
             return;
         }
-        let n = inf.resends.len();
+        let n = inf.resends().len();
         for (id, r) in inf.retained_before(n) {
             self.write_resent(&mut inf, id, r);
         }
@@ -516,7 +535,8 @@ impl Conn {
         let mut back = Vec::new();
         let (mut kept, all) = {
             let mut inf = self.consumer.inflight.lock();
-            (std::mem::take(&mut inf.resends), inf.take_in_order())
+            let left = inf.rare.as_mut().map(|r| std::mem::take(&mut r.resends));
+            (left.unwrap_or_default(), inf.take_in_order())
         };
         for (id, sent) in all {
             match sent {
@@ -595,7 +615,7 @@ mod tests {
         inf.resent_if(Some(11));
         let rest: Vec<u16> = inf.retained_before(1).iter().map(|(id, _)| *id).collect();
         assert_eq!(rest, vec![9]);
-        assert!(inf.resends.is_empty());
+        assert!(inf.resends().is_empty());
     }
 
     #[test]

@@ -4,17 +4,34 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use warren_core::auth::{Access, Resource};
 use warren_core::registry::ConnStats;
 use warren_core::session_ids::IdKind;
 use warren_core::vhost::Routed;
-use warren_core::{CoreError, DecodeError, Message};
+use warren_core::{CoreError, DecodeError, Exchange, RouteScratch, SyncState};
 
 use super::{Conn, End};
 use crate::codec::{self, AckKind, Publish};
 use crate::mapping;
 use crate::reason::ReasonCode;
 use crate::topic::{matches, publish_refusal, valid_topic, Refusal};
+
+/// What publishing needs, made at a connection's first PUBLISH: devices
+/// that sit idle or only subscribe do without (in `Conn` its 170 bytes
+/// would be part of every connection).
+pub(super) struct Publisher {
+    /// Routing scratch space.
+    scratch: RouteScratch,
+    /// The MQTT exchange, looked up once.
+    exchange: Option<Arc<Exchange>>,
+    /// Permission generation at which publishing was last found allowed.
+    publish_ok: Option<u64>,
+    /// (store sequence, PUBACK or PUBREC, packet id, code) to send once synced.
+    pub(super) ack_after_sync: Option<(u64, AckKind, u16, ReasonCode)>,
+    /// The store's sync progress (none without a store).
+    pub(super) sync_rx: Option<watch::Receiver<SyncState>>,
+}
 
 /// Why a PUBLISH could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +112,7 @@ impl Conn {
         let kind = AckKind::for_qos(p.qos);
         if let Some(seq) = sync {
             // QoS 1/2 acknowledgement only once the message is on disk.
-            self.ack_after_sync = Some((seq, kind, p.pkid, code));
+            self.publisher().ack_after_sync = Some((seq, kind, p.pkid, code));
             return None;
         }
         self.out
@@ -199,49 +216,59 @@ impl Conn {
         }
     }
 
+    /// The publishing state, made at the first PUBLISH.
+    fn publisher(&mut self) -> &mut Publisher {
+        let sync = &self.shared.sync;
+        self.publisher.get_or_insert_with(|| {
+            Box::new(Publisher {
+                scratch: RouteScratch::default(),
+                exchange: None,
+                publish_ok: None,
+                ack_after_sync: None,
+                sync_rx: sync.clone(),
+            })
+        })
+    }
+
     /// Write permission on the MQTT exchange, re-checked when permissions change.
     fn may_publish(&mut self) -> warren_core::Result<()> {
         let generation = self.guard.generation();
-        if self.publish_ok == Some(generation) {
+        if self.publisher().publish_ok == Some(generation) {
             return Ok(());
         }
         self.guard
             .check(Access::Write, Resource::Exchange, &self.cfg.exchange)?;
-        self.publish_ok = Some(generation);
+        self.publisher().publish_ok = Some(generation);
         Ok(())
     }
 
-    /// The AMQP message for `p`, with the no-local header when one of this
-    /// connection's no-local subscriptions matches.
-    fn message(&self, p: &Publish) -> Result<Message, DecodeError> {
-        let own = self
-            .extras
+    /// This connection's id when one of its no-local subscriptions matches
+    /// `p` (the message then carries it in the no-local header).
+    fn no_local_owner(&self, p: &Publish) -> Option<u64> {
+        self.extras
             .iter()
             .flat_map(|e| e.no_local.iter())
             .any(|f| matches(f, &p.topic))
-            .then_some(self.conn_id);
-        let exchange: Arc<str> = match &self.exchange {
-            Some(x) => x.name.clone(),
-            None => Arc::from(self.cfg.exchange.as_str()),
-        };
-        mapping::message(exchange, p, own)
+            .then_some(self.conn_id)
     }
 
     /// Route a PUBLISH (and keep it if retained); returns the store
     /// sequence to wait for, if any, and the acknowledgement's code.
     fn route(&mut self, p: &Publish) -> Result<(Option<u64>, ReasonCode), PublishError> {
+        let own = self.no_local_owner(p);
+        self.publisher();
+        let pb = self.publisher.as_deref_mut().expect("made above");
         // The MQTT exchange is looked up once, not per message (the lookup
         // takes the vhost's topology lock).
-        if self.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
-            self.exchange = Some(self.vhost.exchange(&self.cfg.exchange)?);
+        if pb.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
+            pb.exchange = Some(self.vhost.exchange(&self.cfg.exchange)?);
         }
-        let msg = self.message(p)?;
+        let x = pb.exchange.as_ref().expect("looked up above");
+        let msg = mapping::message(x.name.clone(), p, own)?;
         ConnStats::add(&self.registration.info.stats.published, 1);
         // A clone is two reference counts; taken only for RETAIN=1.
         let retained = p.retain.then(|| msg.clone());
-        let x = self.exchange.as_ref().expect("looked up above");
-        let scratch = self.scratch.get_or_insert_with(Box::default);
-        let routed = self.vhost.publish(x, msg, scratch)?;
+        let routed = self.vhost.publish(x, msg, &mut pb.scratch)?;
         self.backlogged |= routed.backlogged;
         // The retained copy is stored too (every QoS, as mosquitto and
         // RabbitMQ do); the acknowledgement waits for the later record.

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
 use warren_core::auth::login::CREDENTIAL_EXPIRED;
 use warren_core::registry::{ConnStats, ConnectionInfo};
+use warren_core::SyncState;
 
 use super::{Conn, End};
 use crate::codec::{self, CodecError};
@@ -30,59 +32,72 @@ impl Conn {
     /// The session loop. Keep-alive, takeover, operator closes and server
     /// shutdown all arrive as close requests, so an idle connection waits
     /// on two futures only: its read and its close request.
-    pub(super) async fn run(
-        &mut self,
-        rd: &mut (impl AsyncRead + Unpin),
-        buf: &mut BytesMut,
-    ) -> End {
-        // Small while idle; doubles while a busy client keeps filling it.
-        let mut read_hint = 64usize;
-        let info = self.registration.info.clone();
-        loop {
-            match self.drain(buf) {
-                Step::End(end) => return end,
-                Step::Sync => {
-                    self.ack_when_synced().await;
-                    continue;
-                }
-                Step::Read => {}
-            }
-            if self.blocked() {
-                // Boxed, as the other rare waits: the task of every idle
-                // connection would otherwise reserve room for it.
-                if let Some(end) = Box::pin(self.wait_unblocked(&info)).await {
-                    return end;
-                }
-                continue;
-            }
-            warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
-            // The read size doubles while a busy client keeps filling it;
-            // idle clients keep a small buffer.
-            if buf.capacity() - buf.len() < read_hint / 2 {
-                buf.reserve(read_hint);
-            }
-            let spare = buf.capacity() - buf.len();
-            tokio::select! {
-                r = rd.read_buf(buf) => match r {
-                    Ok(0) => return End::Abnormal("socket closed without DISCONNECT".into()),
-                    Err(e) => return End::Abnormal(e.to_string()),
-                    Ok(n) => {
-                        if self.keepalive.is_some() {
-                            self.shared.keepalive.touch(&info);
-                        }
-                        if n >= spare {
-                            read_hint = (read_hint * 2).min(256 * 1024);
-                        }
+    ///
+    /// Not an `async fn`, which would keep a copy of its arguments beside
+    /// the ones the loop uses: this future is most of every idle
+    /// connection's task, so the rare waits in it are boxed too.
+    // Written so on purpose (see above); clippy would make it an async fn.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        rd: &'a mut R,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = End> + 'a {
+        async move {
+            // Small while idle; doubles while a busy client keeps filling it.
+            let mut read_hint = 64usize;
+            let info = self.registration.info.clone();
+            loop {
+                match self.drain(buf) {
+                    Step::End(end) => return end,
+                    Step::Sync => {
+                        self.ack_when_synced().await;
+                        continue;
                     }
-                },
-                reason = info.close_requested() => {
-                    // What the client sent before it was asked to go still
-                    // counts: a DISCONNECT there (say, with session expiry
-                    // 0) must not lose to the takeover it raced with.
-                    if let Some(end) = Box::pin(self.read_what_is_there(rd, buf)).await {
+                    Step::Read => {}
+                }
+                if self.blocked() {
+                    // Boxed, as the other rare waits: the task of every idle
+                    // connection would otherwise reserve room for it.
+                    if let Some(end) = Box::pin(self.wait_unblocked(&info)).await {
                         return end;
                     }
-                    return self.close_requested(&reason);
+                    continue;
+                }
+                if std::mem::take(&mut self.backlogged) {
+                    // Boxed: its timer would be part of every task.
+                    Box::pin(warren_net::pace_publisher(true)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                // The read size doubles while a busy client keeps filling it;
+                // idle clients keep a small buffer.
+                if buf.capacity() - buf.len() < read_hint / 2 {
+                    buf.reserve(read_hint);
+                }
+                let spare = buf.capacity() - buf.len();
+                tokio::select! {
+                    r = rd.read_buf(buf) => match r {
+                        Ok(0) => return End::Abnormal("socket closed without DISCONNECT".into()),
+                        Err(e) => return End::Abnormal(e.to_string()),
+                        Ok(n) => {
+                            if self.keepalive.is_some() {
+                                self.shared.keepalive.touch(&info);
+                            }
+                            if n >= spare {
+                                read_hint = (read_hint * 2).min(256 * 1024);
+                            }
+                        }
+                    },
+                    reason = info.close_requested() => {
+                        // What the client sent before it was asked to go still
+                        // counts: a DISCONNECT there (say, with session expiry
+                        // 0) must not lose to the takeover it raced with.
+                        if let Some(end) = Box::pin(self.read_what_is_there(rd, buf)).await {
+                            return end;
+                        }
+                        return self.close_requested(&reason);
+                    }
                 }
             }
         }
@@ -123,14 +138,15 @@ impl Conn {
     /// Send the acknowledgement left in `ack_after_sync` once the store has
     /// synced up to its sequence.
     async fn ack_when_synced(&mut self) {
-        if let Some((seq, kind, pkid, code)) = self.ack_after_sync.take() {
-            if let Some(rx) = self.sync_rx.as_mut() {
-                // A plain `changed` loop: `wait_for`'s future is larger, and
-                // this one is part of every connection's task.
-                while rx.borrow_and_update().synced < seq {
-                    if rx.changed().await.is_err() {
-                        break;
-                    }
+        let Some(pb) = self.publisher.as_deref_mut() else {
+            return;
+        };
+        if let Some((seq, kind, pkid, code)) = pb.ack_after_sync.take() {
+            if let Some(rx) = pb.sync_rx.as_mut() {
+                if rx.borrow_and_update().synced < seq {
+                    // Boxed: the wait's future would be part of every
+                    // connection's task.
+                    Box::pin(wait_synced(rx, seq)).await;
                 }
             }
             let level = self.level;
@@ -203,7 +219,11 @@ impl Conn {
                     if let Some(end) = self.on_packet(p) {
                         return Step::End(end);
                     }
-                    if self.ack_after_sync.is_some() {
+                    if self
+                        .publisher
+                        .as_ref()
+                        .is_some_and(|p| p.ack_after_sync.is_some())
+                    {
                         return Step::Sync;
                     }
                 }
@@ -230,5 +250,14 @@ impl Conn {
             self.out.push(|o| codec::write_disconnect(o, code, &text));
         }
         End::Abnormal(e.to_string())
+    }
+}
+
+/// Until the store has synced up to `seq` (or is gone).
+async fn wait_synced(rx: &mut watch::Receiver<SyncState>, seq: u64) {
+    while rx.borrow_and_update().synced < seq {
+        if rx.changed().await.is_err() {
+            break;
+        }
     }
 }
