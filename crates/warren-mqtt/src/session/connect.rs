@@ -311,7 +311,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     // Authenticated: the connection this one replaces ends first (and
     // gives back its connection-limit lease).
     if !c.client_id.is_empty() {
-        let key = (vhost.name.to_string(), c.client_id.clone());
+        let key = crate::takeover::Key::new(&vhost.name, &c.client_id);
         ctx.shared.takeover.take_over(&key).await;
     }
     let user = user.unwrap_or_else(|| ctx.cfg.anonymous_user.clone());

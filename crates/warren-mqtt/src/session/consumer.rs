@@ -483,7 +483,7 @@ impl Conn {
             // Kept through the log: a resumed session, after a restart
             // too, sends this PUBREL again (MQTT-4.4.0-1).
             let ids = &self.vhost.session_ids;
-            ids.add(&self.client_id, IdKind::Released, pkid);
+            ids.add(self.client_id(), IdKind::Released, pkid);
         }
         match taken {
             Sent::Queued(q, d) => {
@@ -514,7 +514,7 @@ impl Conn {
         };
         if freed && self.persistent {
             let ids = &self.vhost.session_ids;
-            ids.remove(&self.client_id, IdKind::Released, pkid);
+            ids.remove(self.client_id(), IdKind::Released, pkid);
         }
         if freed {
             let shared = self.extras.iter().flat_map(|e| e.shared_subs.values());

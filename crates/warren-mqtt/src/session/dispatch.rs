@@ -69,7 +69,7 @@ impl Conn {
             .is_some_and(|e| e.qos2_seen.remove(&pkid));
         if known && self.persistent {
             let ids = &self.vhost.session_ids;
-            ids.remove(&self.client_id, IdKind::Received, pkid);
+            ids.remove(self.client_id(), IdKind::Received, pkid);
         }
         let code = if known {
             ReasonCode::Success
@@ -134,7 +134,7 @@ impl Conn {
     /// End the connection for `why`: v5 gets a DISCONNECT with `code`,
     /// 3.1.1 (which has none) is just closed.
     pub(super) fn disconnect(&self, code: ReasonCode, why: &str) -> End {
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; disconnecting");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; disconnecting");
         if self.level == 5 {
             // The reason string is left out where it would make the packet
             // larger than the client accepts (3.14.2.2.3).

@@ -107,7 +107,6 @@ struct Conn {
     out: Arc<Outbox>,
     level: u8,
     vhost: Arc<VHost>,
-    client_id: String,
     queue: Option<Arc<Queue>>,
     /// The session outlives the connection (durable queue).
     persistent: bool,
@@ -117,7 +116,6 @@ struct Conn {
     /// How long the session lives after disconnect (None: forever).
     expiry: Option<Duration>,
     consumer: Arc<MqttConsumer>,
-    conn_id: u64,
     /// What publishing needs, made at the first PUBLISH.
     publisher: Option<Box<publish::Publisher>>,
     /// A publish reached a queue whose consumers are far behind: pause
@@ -202,7 +200,7 @@ impl Conn {
     fn start(&mut self, keep_alive: u16) {
         let shared = self.shared.clone();
         self.epoch = shared.takeover.attach(
-            (self.vhost.name.to_string(), self.client_id.clone()),
+            crate::takeover::Key::new(&self.vhost.name, self.client_id()),
             &self.registration.info,
         );
         if keep_alive > 0 {
@@ -220,7 +218,7 @@ impl Conn {
             shared.keepalive.unwatch(w);
         }
         // Built again rather than kept: an idle connection holds less.
-        let key = (self.vhost.name.to_string(), self.client_id.clone());
+        let key = crate::takeover::Key::new(&self.vhost.name, self.client_id());
         // The session is left as it should be found before anyone is told.
         let resends = self.cleanup();
         if self.persistent && self.expiry != Some(Duration::ZERO) {
@@ -228,18 +226,18 @@ impl Conn {
         } else {
             // The session ends with this connection (a clean one, or
             // DISCONNECT set its expiry to 0): so do the ids it held.
-            self.vhost.session_ids.clear(&self.client_id);
+            self.vhost.session_ids.clear(self.client_id());
         }
         let epoch = self.epoch;
         shared.takeover.detach(&key, epoch);
         let mut timers = false;
         let peer = self.peer();
         if let End::Abnormal(why) = &end {
-            tracing::info!(peer = %peer, client_id = %self.client_id, "MQTT connection closed abnormally: {why}");
+            tracing::info!(peer = %peer, client_id = %self.client_id(), "MQTT connection closed abnormally: {why}");
             if let Some(w) = self.will.take() {
                 let owner = will::Owner {
                     vhost: self.vhost.clone(),
-                    client_id: self.client_id.clone(),
+                    client_id: self.client_id().to_string(),
                     expiry: self.expiry,
                     key: key.clone(),
                     epoch,
@@ -247,7 +245,7 @@ impl Conn {
                 timers = will::on_abnormal_end(w, owner, &cfg, &shared);
             }
         } else {
-            tracing::info!(peer = %peer, client_id = %self.client_id, "MQTT connection closed");
+            tracing::info!(peer = %peer, client_id = %self.client_id(), "MQTT connection closed");
         }
         if !timers {
             shared.takeover.forget(&key, epoch);
@@ -260,6 +258,16 @@ impl Conn {
 }
 
 impl Conn {
+    /// The client id (kept once, in the registry entry).
+    fn client_id(&self) -> &str {
+        &self.registration.info.client
+    }
+
+    /// The broker-unique connection id (the registry entry's).
+    fn conn_id(&self) -> u64 {
+        self.registration.info.id
+    }
+
     /// The client's address (kept once, in the registry entry).
     fn peer(&self) -> SocketAddr {
         self.registration.info.peer
@@ -275,7 +283,7 @@ impl Conn {
         if let Some(q) = &self.queue {
             return Ok(q.clone());
         }
-        let name = session_queue_name(&self.client_id);
+        let name = session_queue_name(self.client_id());
         // A persistent session's expiry is the queue's x-expires, so the
         // core deletes it when unused that long, also after a restart.
         let expires = self.expiry.filter(|_| self.persistent);
@@ -306,7 +314,7 @@ impl Conn {
         let consumer = self.consumer.clone();
         q.add_consumer(ConsumerSpec {
             tag: self.shared.consumer_tag.clone(),
-            channel_id: self.conn_id,
+            channel_id: self.conn_id(),
             no_ack: false,
             exclusive: false,
             priority: 0,
@@ -331,7 +339,7 @@ impl Conn {
             self.leave_shared(&q, &filter);
         }
         if let Some(q) = &self.queue {
-            q.remove_consumer(self.conn_id, &self.shared.consumer_tag);
+            q.remove_consumer(self.conn_id(), &self.shared.consumer_tag);
         }
         let resends = self.requeue_inflight();
         let Some(q) = self.queue.take() else {

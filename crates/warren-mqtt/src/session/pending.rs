@@ -77,7 +77,7 @@ pub(crate) mod tests {
     #[test]
     fn resends_are_kept_once_per_session() {
         let p = PendingResends::default();
-        let k = ("/".to_string(), "c".to_string());
+        let k = Key::new("/", "c");
         let kept = vec![
             Resend::Retained {
                 id: 9,

@@ -106,7 +106,7 @@ impl Conn {
             let held = self
                 .vhost
                 .session_ids
-                .add(&self.client_id, IdKind::Received, p.pkid);
+                .add(self.client_id(), IdKind::Received, p.pkid);
             sync = sync.max(held);
         }
         let kind = AckKind::for_qos(p.qos);
@@ -168,7 +168,7 @@ impl Conn {
         if p.qos == 0 {
             return Some(Some(self.disconnect(ReasonCode::PayloadFormatInvalid, why)));
         }
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; PUBLISH refused");
         let (level, kind) = (self.level, AckKind::for_qos(p.qos));
         self.out
             .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::PayloadFormatInvalid));
@@ -203,7 +203,7 @@ impl Conn {
         let why = format!("topic of {} bytes is longer than 255", p.topic.len());
         match r {
             Refusal::Ack(kind, code) => {
-                tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+                tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; PUBLISH refused");
                 let level = self.level;
                 self.out
                     .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
@@ -249,7 +249,7 @@ impl Conn {
             .iter()
             .flat_map(|e| e.no_local.iter())
             .any(|f| matches(f, &p.topic))
-            .then_some(self.conn_id)
+            .then_some(self.conn_id())
     }
 
     /// Route a PUBLISH (and keep it if retained); returns the store

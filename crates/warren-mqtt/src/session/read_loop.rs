@@ -106,7 +106,7 @@ impl Conn {
     /// An alarm is on and this connection publishes: it is not read (nor
     /// is its keep-alive counted) until the alarm clears or it is closed.
     async fn wait_unblocked(&mut self, info: &ConnectionInfo) -> Option<End> {
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
         let mut alarms = self.shared.alarms.subscribe();
         self.shared.keepalive.pause(info);
         tokio::select! {
@@ -114,7 +114,7 @@ impl Conn {
             reason = info.close_requested() => return Some(self.close_requested(&reason)),
         }
         self.shared.keepalive.touch(info);
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "unblocking MQTT publisher");
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "unblocking MQTT publisher");
         None
     }
 
@@ -160,7 +160,7 @@ impl Conn {
     /// sweeper, server shutdown, or an operator.
     fn close_requested(&self, reason: &str) -> End {
         if reason == KEEP_ALIVE_TIMEOUT {
-            tracing::info!(peer = %self.peer(), client_id = %self.client_id, "MQTT keep-alive timeout");
+            tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "MQTT keep-alive timeout");
             if self.level == 5 {
                 self.out.push(|o| {
                     codec::write_disconnect(o, ReasonCode::KeepAliveTimeout, "keep alive timeout")
@@ -198,7 +198,7 @@ impl Conn {
             }
             return End::Abnormal("session taken over by a new connection".into());
         }
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "closing MQTT connection: {reason}");
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "closing MQTT connection: {reason}");
         if self.level == 5 {
             self.out
                 .push(|o| codec::write_disconnect(o, ReasonCode::AdministrativeAction, reason));
@@ -239,7 +239,7 @@ impl Conn {
     }
 
     fn protocol_error(&self, e: &CodecError) -> End {
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT protocol error: {e}");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT protocol error: {e}");
         if self.level == 5 {
             let code = match e {
                 CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,

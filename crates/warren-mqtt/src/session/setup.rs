@@ -69,7 +69,7 @@ pub(super) fn new_conn(
             (ctx.peer, ctx.local),
             guard.user.clone(),
             guard.vhost.clone(),
-            client_id.clone(),
+            client_id,
         )
         .over_tls(ctx.tls),
     );
@@ -92,13 +92,11 @@ pub(super) fn new_conn(
         out: ctx.out.clone(),
         level,
         vhost,
-        client_id,
         queue: None,
         persistent: expiry != Some(Duration::ZERO),
         extras: None,
         expiry,
         consumer,
-        conn_id,
         publisher: None,
         backlogged: false,
         published: false,
@@ -118,17 +116,17 @@ impl Conn {
     /// session ids, through restarts) and the PUBLISHes left
     /// unacknowledged. A session not present starts with none of them.
     pub(super) fn resume(&mut self, present: bool) {
-        let key = (self.vhost.name.to_string(), self.client_id.clone());
+        let key = crate::takeover::Key::new(&self.vhost.name, self.client_id());
         let resends = self.shared.pending.take(&key);
         let vhost = self.vhost.clone();
         let ids = &vhost.session_ids;
         if !present {
-            ids.clear(&self.client_id);
+            ids.clear(self.client_id());
             return;
         }
         self.restore_subscriptions();
-        self.resend_pubrels(ids.ids(&self.client_id, IdKind::Released));
-        let received = ids.ids(&self.client_id, IdKind::Received);
+        self.resend_pubrels(ids.ids(self.client_id(), IdKind::Released));
+        let received = ids.ids(self.client_id(), IdKind::Received);
         if !received.is_empty() {
             self.ext().qos2_seen.extend(received);
         }
@@ -159,7 +157,7 @@ impl Conn {
     /// A persistent session delivers with the options its subscriptions
     /// were granted, kept on their bindings.
     pub(super) fn restore_subscriptions(&self) {
-        let qname = session_queue_name(&self.client_id);
+        let qname = session_queue_name(self.client_id());
         let (Ok(q), Ok(x)) = (
             self.vhost.queue(&qname),
             self.vhost.exchange(&self.cfg.exchange),
