@@ -16,7 +16,7 @@ const DISCONNECT_OVERHEAD: usize = 8;
 impl Conn {
     /// Handle one packet. Not async, so the session loop's future stays
     /// small; a QoS 1/2 publish whose acknowledgement must wait for the
-    /// store leaves it in `ack_after_sync` for the loop to send.
+    /// store leaves it in `Publisher::pending` for the loop to send.
     pub(super) fn on_packet(&mut self, p: Packet) -> Option<End> {
         match p {
             Packet::Connect(_) => {

@@ -27,8 +27,12 @@ pub(super) struct Publisher {
     exchange: Option<Arc<Exchange>>,
     /// Permission generation at which publishing was last found allowed.
     publish_ok: Option<u64>,
-    /// (store sequence, PUBACK or PUBREC, packet id, code) to send once synced.
-    pub(super) ack_after_sync: Option<(u64, AckKind, u16, ReasonCode)>,
+    /// Acknowledgements (PUBACK or PUBREC, packet id, code) to send, in
+    /// order, once the store has synced up to `sync_seq`: every publish
+    /// already read waits for one sync, not one each.
+    pub(super) pending: Vec<(AckKind, u16, ReasonCode)>,
+    /// The store sequence `pending` waits for.
+    pub(super) sync_seq: u64,
     /// The store's sync progress (none without a store).
     pub(super) sync_rx: Option<watch::Receiver<SyncState>>,
 }
@@ -72,8 +76,7 @@ impl Conn {
             // 5.0 answers QoS 1/2 with 0x87 and keeps the connection.
             if level == 5 && p.qos > 0 {
                 let kind = AckKind::for_qos(p.qos);
-                self.out
-                    .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::NotAuthorized));
+                self.ack(kind, p.pkid, ReasonCode::NotAuthorized, None);
                 return None;
             }
             return Some(self.disconnect(ReasonCode::NotAuthorized, &e.to_string()));
@@ -83,8 +86,7 @@ impl Conn {
         }
         if p.qos == 2 && !self.ext().qos2_seen.insert(p.pkid) {
             // A resent QoS 2 publish before PUBREL: route it once only.
-            self.out
-                .push(|o| codec::write_ack(o, level, AckKind::PubRec, p.pkid, ReasonCode::Success));
+            self.ack(AckKind::PubRec, p.pkid, ReasonCode::Success, None);
             return None;
         }
         let (mut sync, code) = match self.route(&p) {
@@ -109,16 +111,29 @@ impl Conn {
                 .add(self.client_id(), IdKind::Received, p.pkid);
             sync = sync.max(held);
         }
-        let kind = AckKind::for_qos(p.qos);
-        if let Some(seq) = sync {
-            // QoS 1/2 acknowledgement only once the message is on disk.
-            self.publisher().ack_after_sync = Some((seq, kind, p.pkid, code));
-            return None;
-        }
-        self.out
-            .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
-        ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        self.ack(AckKind::for_qos(p.qos), p.pkid, code, sync);
         None
+    }
+
+    /// Acknowledge a publish: now, or (when it waits for the store sync
+    /// `sync`, or an earlier one waits) after the pending ones, so that
+    /// acknowledgements keep the order of the publishes.
+    fn ack(&mut self, kind: AckKind, pkid: u16, code: ReasonCode, sync: Option<u64>) {
+        let waiting = self
+            .publisher
+            .as_ref()
+            .is_some_and(|p| !p.pending.is_empty());
+        if sync.is_none() && !waiting {
+            let level = self.level;
+            self.out
+                .push(|o| codec::write_ack(o, level, kind, pkid, code));
+            ConnStats::add(&self.registration.info.stats.confirmed, 1);
+            return;
+        }
+        // QoS 1/2 acknowledgement only once the message is on disk.
+        let pb = self.publisher();
+        pb.pending.push((kind, pkid, code));
+        pb.sync_seq = pb.sync_seq.max(sync.unwrap_or(0));
     }
 
     /// The 5.0 rules a PUBLISH from a client breaks with a DISCONNECT:
@@ -224,7 +239,8 @@ impl Conn {
                 scratch: RouteScratch::default(),
                 exchange: None,
                 publish_ok: None,
-                ack_after_sync: None,
+                pending: Vec::new(),
+                sync_seq: 0,
                 sync_rx: sync.clone(),
             })
         })

@@ -22,7 +22,7 @@ use crate::takeover::{SHUTTING_DOWN, TAKEOVER};
 enum Step {
     /// Read more from the socket.
     Read,
-    /// Wait for the store, then acknowledge (`ack_after_sync`).
+    /// Wait for the store, then acknowledge (`Publisher::pending`).
     Sync,
     /// The connection ends.
     End(End),
@@ -135,25 +135,32 @@ impl Conn {
         }
     }
 
-    /// Send the acknowledgement left in `ack_after_sync` once the store has
-    /// synced up to its sequence.
+    /// Send the acknowledgements left in `Publisher::pending` once the
+    /// store has synced up to their sequence.
     async fn ack_when_synced(&mut self) {
         let Some(pb) = self.publisher.as_deref_mut() else {
             return;
         };
-        if let Some((seq, kind, pkid, code)) = pb.ack_after_sync.take() {
-            if let Some(rx) = pb.sync_rx.as_mut() {
-                if rx.borrow_and_update().synced < seq {
-                    // Boxed: the wait's future would be part of every
-                    // connection's task.
-                    Box::pin(wait_synced(rx, seq)).await;
-                }
-            }
-            let level = self.level;
-            self.out
-                .push(|o| codec::write_ack(o, level, kind, pkid, code));
-            ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        if pb.pending.is_empty() {
+            return;
         }
+        let seq = pb.sync_seq;
+        if let Some(rx) = pb.sync_rx.as_mut() {
+            if rx.borrow_and_update().synced < seq {
+                // Boxed: the wait's future would be part of every
+                // connection's task.
+                Box::pin(wait_synced(rx, seq)).await;
+            }
+        }
+        let level = self.level;
+        let n = pb.pending.len() as u64;
+        self.out.push(|o| {
+            for &(kind, pkid, code) in &pb.pending {
+                codec::write_ack(o, level, kind, pkid, code);
+            }
+        });
+        pb.pending.clear();
+        ConnStats::add(&self.registration.info.stats.confirmed, n);
     }
 
     /// The connection was asked to close: by a takeover, the keep-alive
@@ -207,11 +214,13 @@ impl Conn {
     }
 
     /// Handle the complete packets in `buf`, without awaiting (so that no
-    /// packet is held in the session loop's future).
+    /// packet is held in the session loop's future). Acknowledgements
+    /// that wait for the store collect while packets are there, so that
+    /// the publishes of one read wait for one sync.
     fn drain(&mut self, buf: &mut BytesMut) -> Step {
         loop {
             if self.blocked() {
-                return Step::Read;
+                return self.read_or_sync();
             }
             match codec::read(buf, self.level, self.cfg.max_packet_size) {
                 Ok(p) => {
@@ -219,17 +228,18 @@ impl Conn {
                     if let Some(end) = self.on_packet(p) {
                         return Step::End(end);
                     }
-                    if self
-                        .publisher
-                        .as_ref()
-                        .is_some_and(|p| p.ack_after_sync.is_some())
-                    {
-                        return Step::Sync;
-                    }
                 }
-                Err(CodecError::Incomplete) => return Step::Read,
+                Err(CodecError::Incomplete) => return self.read_or_sync(),
                 Err(e) => return Step::End(self.protocol_error(&e)),
             }
+        }
+    }
+
+    /// Wait for the store first when acknowledgements are pending.
+    fn read_or_sync(&self) -> Step {
+        match &self.publisher {
+            Some(p) if !p.pending.is_empty() => Step::Sync,
+            _ => Step::Read,
         }
     }
 
