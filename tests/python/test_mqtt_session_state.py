@@ -310,3 +310,34 @@ def test_unacked_delivery_of_a_persistent_session_survives_kill9(tmp_path):
         c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
     finally:
         b.stop()
+
+
+def test_acknowledgements_waiting_for_the_disk_keep_the_publish_order(broker):
+    """MQTT-4.3.2 / 4.3.3 with the fsync rule: QoS 1 and QoS 2 publishes of a
+    persistent session to a durable queue, written in one go, are
+    acknowledged after the store's sync, all of them, each once, in the
+    order they were published (the acknowledgements of one read wait for
+    one sync together)."""
+    ch = broker.connect().channel()
+    ch.queue_declare("ack-order", durable=True)
+    ch.queue_bind("ack-order", "amq.topic", "ackord.t")
+    c = Raw(broker.mqtt_port, b"ack-order", connect_props=[(r.SESSION_EXPIRY, 300)])
+    burst = b""
+    for i in range(1, 41):
+        qos = QOS2 if i % 4 == 0 else QOS1
+        first = (r.PUBLISH << 4) | (qos << 1)
+        body = r.string("ackord/t") + struct.pack(">H", i) + b"\x00" + b"m%d" % i
+        burst += r.packet(first, body)
+    c.send(burst)
+    acks = []
+    for _ in range(40):
+        kind, _, body = c.read()
+        acks.append((kind, struct.unpack(">H", body[:2])[0]))
+    assert acks == [(r.PUBREC if i % 4 == 0 else r.PUBACK, i) for i in range(1, 41)]
+    for i in range(4, 41, 4):
+        c.ack(r.PUBREL, i)
+        c.expect(r.PUBCOMP)
+    assert ch.queue_declare("ack-order", passive=True).method.message_count == 40
+    ch.queue_delete("ack-order")
+    ch.connection.close()
+    c.disconnect(disc_props=[(r.SESSION_EXPIRY, 0)])
