@@ -37,33 +37,57 @@ def raw_socket(broker, data):
     return s
 
 
+def answer(s):
+    """Every byte the server sends until it closes."""
+    data = b""
+    try:
+        while chunk := s.recv(256):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    s.close()
+    return data
+
+
 def closed_silently(s):
     """True when the server closes without sending a byte (no CONNACK)."""
-    try:
-        data = s.recv(64)
-    except ConnectionResetError:
-        data = b""
-    s.close()
-    return data == b""
+    return answer(s) == b""
 
 
 def closed_after_connack(s):
     """The CONNACK's return code (3.1.1) once the server has also closed."""
-    ack = s.recv(4)
-    assert ack[:3] == b"\x20\x02\x00", ack  # Session Present 0 with a refusal
-    rest = s.recv(16)
-    s.close()
-    assert rest == b""
-    return ack[3]
+    data = answer(s)
+    assert data[:3] == b"\x20\x02\x00" and len(data) == 4, data  # Session Present 0
+    return data[3]
+
+
+def refused(s, level):
+    """How a bad CONNECT of `level` is answered before the close: None for
+    no CONNACK (3.1.1, MQTT-3.1.4-1), else the v5 CONNACK's reason code
+    (MQTT-3.1.4-1 with 4.13.1: the server MAY send CONNACK 0x80 or more
+    first; Session Present 0 by MQTT-3.2.2-6, no properties)."""
+    data = answer(s)
+    if level != 5:
+        assert data == b"", data
+        return None
+    assert data[:3] == b"\x20\x03\x00" and data[4:] == b"\x00", data
+    return data[3]
+
+
+def bad_connect(level, code):
+    """What a bad CONNECT of `level` must get: v5 CONNACK `code`, 3.1.1 a close."""
+    return code if level == 5 else None
 
 
 @pytest.mark.parametrize("level", [4, 5])
 def test_connect_reserved_flag_and_fixed_header_flags_are_malformed(broker, level):
     """MQTT-3.1.2-3: the reserved Connect Flag must be 0; MQTT-2.1.3-1 (3.1.1:
     MQTT-2.2.2-1/2): the CONNECT fixed-header flags are 0. Either makes the
-    CONNECT malformed: the connection is closed without CONNACK."""
-    assert closed_silently(raw_socket(broker, connect_packet(b"rsv-flag", level, flags=0x03)))
-    assert closed_silently(raw_socket(broker, connect_packet(b"rsv-hdr", level, first=0x11)))
+    CONNECT malformed: v5 CONNACK 0x81 then close, 3.1.1 closed without
+    CONNACK (its MQTT-3.1.4-1)."""
+    want = bad_connect(level, MALFORMED)
+    assert refused(raw_socket(broker, connect_packet(b"rsv-flag", level, flags=0x03)), level) == want
+    assert refused(raw_socket(broker, connect_packet(b"rsv-hdr", level, first=0x11)), level) == want
     # The same CONNECT without the bits is accepted.
     Raw(broker.mqtt_port, b"rsv-ok", level=level).close()
 
@@ -71,19 +95,83 @@ def test_connect_reserved_flag_and_fixed_header_flags_are_malformed(broker, leve
 @pytest.mark.parametrize("level", [4, 5])
 def test_will_flags_must_agree_with_the_will_flag(broker, level):
     """MQTT-3.1.2-11/-13/-15: without the Will Flag, Will QoS and Will Retain are
-    0; MQTT-3.1.2-12: Will QoS 3 is malformed. Closed without CONNACK."""
+    0; MQTT-3.1.2-12: Will QoS 3 is malformed. v5 CONNACK 0x81, 3.1.1 closed."""
+    want = bad_connect(level, MALFORMED)
     for flags in (0x02 | 0x08, 0x02 | 0x20):  # QoS 1 bit / retain, no will flag
-        assert closed_silently(raw_socket(broker, connect_packet(b"will-flags", level, flags)))
+        assert refused(raw_socket(broker, connect_packet(b"will-flags", level, flags)), level) == want
     will = (b"\x00", b"w/t", b"bye")
     bad_qos = connect_packet(b"will-qos3", level, flags=0x02 | 0x04 | 0x18, will=will)
-    assert closed_silently(raw_socket(broker, bad_qos))
+    assert refused(raw_socket(broker, bad_qos), level) == want
 
 
 @pytest.mark.parametrize("level", [4, 5])
 def test_bytes_after_the_connect_payload_are_malformed(broker, level):
     """3.1.3 / MQTT-1.5.5-1 framing: the payload holds exactly the fields the
-    flags announce; trailing bytes make the CONNECT malformed (closed)."""
-    assert closed_silently(raw_socket(broker, connect_packet(b"tail", level, tail=b"\x00\x01x")))
+    flags announce; trailing bytes make the CONNECT malformed (v5 0x81)."""
+    tail = connect_packet(b"tail", level, tail=b"\x00\x01x")
+    assert refused(raw_socket(broker, tail), level) == bad_connect(level, MALFORMED)
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_invalid_utf8_or_a_misplaced_property_in_connect_is_malformed(broker, level):
+    """MQTT-1.5.4-1: a UTF-8 string (here the client id) that is not valid
+    UTF-8 is malformed; 2.2.2.2: a property not defined for CONNECT (Topic
+    Alias) too (v5 only). v5 CONNACK 0x81, 3.1.1 closed."""
+    bad_id = connect_packet(b"\xff\xfe", level)
+    assert refused(raw_socket(broker, bad_id), level) == bad_connect(level, MALFORMED)
+    if level == 5:
+        alias = connect_packet(b"conn-alias", connect_props=props((r.TOPIC_ALIAS, 1)))
+        assert refused(raw_socket(broker, alias), 5) == MALFORMED
+
+
+@pytest.mark.parametrize("bad", [
+    ((r.SESSION_EXPIRY, 1), (r.SESSION_EXPIRY, 2)),
+    ((r.RECEIVE_MAXIMUM, 0),),
+    ((r.MAXIMUM_PACKET_SIZE, 0),),
+    ((0x19, 2),),
+], ids=["property-twice", "receive-maximum-0", "maximum-packet-size-0", "request-response-2"])
+def test_v5_connect_property_rules_are_protocol_errors_answered_0x82(broker, bad):
+    """2.2.2.2: a property given twice; MQTT-3.1.2 (3.1.2.11.3/.4/.6): Receive
+    Maximum 0, Maximum Packet Size 0, Request Response Information other than
+    0/1 are protocol errors: CONNACK 0x82 (4.13.1), then the close
+    (MQTT-3.1.4-1). With 1 the server may answer without Response
+    Information, which Warren does (it offers none)."""
+    s = raw_socket(broker, connect_packet(b"conn-proto", connect_props=props(*bad)))
+    assert refused(s, 5) == PROTOCOL_ERROR
+    c = Raw(broker.mqtt_port, b"rri-1", connect_props=[(0x19, 1)])
+    assert 0x1A not in c.connack_props
+    c.close()
+
+
+def test_v5_connect_over_the_maximum_packet_size_is_0x95(broker):
+    """3.2.2.2: CONNACK 0x95 (Packet too large) for a CONNECT over the
+    server's limit (16 MiB here), told from its fixed header and first
+    bytes, before the rest is read; 3.1.1 is closed."""
+    start = string(b"MQTT") + bytes([5, 0x02]) + struct.pack(">H", 60)
+    big = bytes([0x10]) + r.varint(17 << 20) + start
+    assert refused(raw_socket(broker, big), 5) == 0x95
+    start4 = string(b"MQTT") + bytes([4, 0x02]) + struct.pack(">H", 60)
+    assert refused(raw_socket(broker, bytes([0x10]) + r.varint(17 << 20) + start4), 4) is None
+
+
+@pytest.mark.parametrize("name,level", [(b"MQTT", 3), (b"MQTT", 6), (b"MQTT", 0), (b"MQIsdp", 4)])
+def test_unsupported_protocol_level_gets_return_code_1(broker, name, level):
+    """3.1.1 MQTT-3.1.2-2: an unsupported Protocol Level gets CONNACK 0x01
+    (unacceptable protocol level), then the close; 5.0 MQTT-3.1.2-2 allows
+    a CONNACK before the close, and the 3.1.1 form is what a client of an
+    unknown level can read (as mosquitto 2.0 answers). MQIsdp goes only
+    with level 3."""
+    body = string(name) + bytes([level, 0x02]) + struct.pack(">H", 60) + string(b"lvl")
+    assert closed_after_connack(raw_socket(broker, packet(0x10, body))) == 0x01
+
+
+def test_unknown_protocol_name_is_closed_without_connack(broker):
+    """MQTT-3.1.2-1 (3.1.1 MQTT-3.1.2-1): a Protocol Name other than MQTT
+    (or MQIsdp for 3.1) is not processed further; nothing is answered."""
+    for level in (4, 5):
+        body = string(b"XYZW") + bytes([level, 0x02]) + struct.pack(">H", 60)
+        body += (b"\x00" if level == 5 else b"") + string(b"name")
+        assert closed_silently(raw_socket(broker, packet(0x10, body)))
 
 
 def test_v311_password_without_user_name_is_malformed(broker):
@@ -127,17 +215,6 @@ def test_second_connect_is_a_protocol_error(broker):
     c.send(connect_packet(b"twice-4", 4))
     with pytest.raises((EOFError, ConnectionResetError)):
         c.read()
-
-
-def test_request_response_information_must_be_0_or_1(broker):
-    """3.1.2.11.6: Request Response Information other than 0 or 1 is a protocol
-    error (closed without CONNACK). With 1 the server may answer without
-    Response Information, which Warren does (it offers none)."""
-    bad = connect_packet(b"rri-2", connect_props=props((0x19, 2)))
-    assert closed_silently(raw_socket(broker, bad))
-    c = Raw(broker.mqtt_port, b"rri-1", connect_props=[(0x19, 1)])
-    assert 0x1A not in c.connack_props
-    c.close()
 
 
 def test_request_problem_information_0_keeps_reason_strings_off_acks(broker):

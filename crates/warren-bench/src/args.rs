@@ -33,6 +33,9 @@ pub struct Args {
     /// Speak MQTT (3.1.1) instead of AMQP: runs the mqtt-* scenarios.
     #[arg(long)]
     pub mqtt: bool,
+    /// Publisher connections of the mqtt-qos2-* scenarios (named only).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
     /// Retained topics the `retained` MQTT scenario fills.
     #[arg(long, default_value_t = 1_000_000)]
     pub retained: u64,

@@ -9,6 +9,7 @@ mod common;
 mod deep;
 mod fill;
 mod mqtt;
+mod mqtt_qos2;
 mod mqtt_transport;
 mod proc_stats;
 mod report;
@@ -88,6 +89,17 @@ async fn run_mqtt(args: &Args) -> Result<()> {
                 Ok(o) => report::mqtt_row(&label, &spec, &o),
                 Err(e) => report::failed_labelled(&label, spec.name, &e),
             }
+        }
+    }
+    for (name, persistent) in [("mqtt-qos2-clean", false), ("mqtt-qos2-persistent", true)] {
+        if !wanted.0.contains(&name) {
+            continue;
+        }
+        let label = report::label(args, &targets[0]);
+        let shape = (args.seconds, args.publishers, persistent);
+        match mqtt_qos2::run(&targets[0], (user, pass), args.pid, shape).await {
+            Ok(o) => report::mqtt_qos2(&label, name, args.publishers, &o),
+            Err(e) => report::failed_labelled(&label, name, &e),
         }
     }
     // Only when named: it leaves a million retained topics behind.

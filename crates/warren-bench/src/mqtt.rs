@@ -64,13 +64,23 @@ pub(crate) struct Conn {
 }
 
 /// Write and flush (a WebSocket sends its message on flush; free on TCP).
-async fn send(wr: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn send(wr: &mut Writer, bytes: &[u8]) -> std::io::Result<()> {
     wr.write_all(bytes).await?;
     wr.flush().await
 }
 
 impl Conn {
     pub(crate) async fn connect(target: &Target, id: &str, user: &str, pass: &str) -> Result<Conn> {
+        Conn::connect_session(target, id, (user, pass), true).await
+    }
+
+    /// CONNECT with clean session `clean` (false: a persistent session).
+    pub(crate) async fn connect_session(
+        target: &Target,
+        id: &str,
+        (user, pass): (&str, &str),
+        clean: bool,
+    ) -> Result<Conn> {
         let (rd, wr) = target.connect().await?;
         let mut c = Conn {
             rd,
@@ -80,7 +90,8 @@ impl Conn {
         let mut b = BytesMut::new();
         put_str(&mut b, b"MQTT");
         b.put_u8(LEVEL_3_1_1);
-        b.put_u8(CLEAN_SESSION | USER_NAME | PASSWORD);
+        let clean = if clean { CLEAN_SESSION } else { 0 };
+        b.put_u8(clean | USER_NAME | PASSWORD);
         b.put_u16(0); // no keep-alive
         put_str(&mut b, id.as_bytes());
         put_str(&mut b, user.as_bytes());
@@ -143,7 +154,7 @@ pub(crate) fn peek(b: &[u8]) -> Option<(u8, usize, usize)> {
     (b.len() >= i + len).then_some((b[0], i, len))
 }
 
-fn put_publish(out: &mut BytesMut, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
+pub(crate) fn put_publish(out: &mut BytesMut, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
     out.put_u8(PUBLISH << 4 | (qos << 1));
     let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
     put_len(out, len);

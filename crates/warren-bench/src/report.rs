@@ -119,6 +119,17 @@ pub fn mqtt_idle(label: &str, args: &Args, kib: Option<f64>) {
     }
 }
 
+/// A QoS 2 publish-rate row: completed flows per second and broker CPU.
+pub fn mqtt_qos2(label: &str, name: &str, publishers: usize, o: &crate::mqtt_qos2::Outcome) {
+    let cpu = o
+        .broker
+        .map_or("-".to_string(), |(c, _)| format!("{:.0}%", c * 100.0));
+    println!(
+        "| {label} | {name} | {publishers} publishers | {:.0} msg/s | broker CPU {cpu} |",
+        o.rate
+    );
+}
+
 /// The `retained` scenario: fill rate, exact-topic latency, `#` stream rate.
 pub fn retained(args: &Args, o: &crate::retained::Outcome) {
     let mib = |b: u64| b as f64 / 1048576.0;

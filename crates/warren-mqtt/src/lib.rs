@@ -95,7 +95,10 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let shared = Arc::new(session::Shared::new(broker.alarms.clone()));
+    let shared = Arc::new(session::Shared::new(
+        broker.alarms.clone(),
+        broker.sync_watch(),
+    ));
     let mut others = Vec::new();
     if let Some(ws) = listeners.ws {
         let (broker, cfg, shared) = (broker.clone(), cfg.clone(), shared.clone());

@@ -165,6 +165,12 @@ impl ConnackCode {
         ConnackCode { v4, v5 }
     }
 
+    /// A refusal only a v5 client can be told (its 3.1.1 half, server
+    /// unavailable, is never sent).
+    pub const fn v5_only(v5: ReasonCode) -> ConnackCode {
+        ConnackCode::new(ConnectReturn::ServerUnavailable, v5)
+    }
+
     /// The byte a client of protocol `level` gets.
     pub fn for_level(self, level: u8) -> u8 {
         if level == 5 {

@@ -17,7 +17,7 @@ mod write;
 mod tests;
 
 pub use props::{Props, SessionProps};
-pub use read::read;
+pub use read::{connect_level, read};
 pub use write::{
     write_ack, write_connack, write_delivery, write_disconnect, write_pingresp, write_publish,
     write_suback, write_unsuback,

@@ -120,6 +120,28 @@ pub fn read(buf: &mut BytesMut, level: u8, max_size: usize) -> Result<Packet, Co
     parse(first, body, level)
 }
 
+/// The protocol level a CONNECT at the start of `buf` announces (3.1 is
+/// reported as 4, as [`read`] does), when its first bytes are there and
+/// name MQTT or MQIsdp: what a refusal of a CONNECT that could not be read
+/// may answer in (a v5 CONNACK needs to know the client speaks v5).
+pub fn connect_level(buf: &[u8]) -> Option<u8> {
+    if buf.first()? >> 4 != kind::CONNECT {
+        return None;
+    }
+    // Skip the remaining length (at most 4 bytes, checked by `read`).
+    let len_bytes = buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    let rest = buf.get(1 + len_bytes..)?;
+    let name_len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+    let name = rest.get(2..2 + name_len)?;
+    let level = *rest.get(2 + name_len)?;
+    match name {
+        b"MQTT" if level == 5 => Some(5),
+        // Other levels are answered the 3.1.1 way (0x01), as mosquitto does.
+        b"MQTT" | b"MQIsdp" => Some(4),
+        _ => None,
+    }
+}
+
 /// Packets at least this large keep their payload in the read buffer.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 

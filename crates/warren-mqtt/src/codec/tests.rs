@@ -220,3 +220,16 @@ fn a_property_of_another_packet_type_is_malformed() {
     let ok = b"\x30\x08\x00\x01t\x03\x03\x00\x00x";
     assert!(matches!(read_bytes(ok, 5), Ok(Packet::Publish(_))));
 }
+
+#[test]
+fn connect_level_is_read_from_the_first_bytes() {
+    // Fixed header, then "MQTT" and the level; enough for a refusal.
+    assert_eq!(connect_level(b"\x10\x10\x00\x04MQTT\x05"), Some(5));
+    assert_eq!(connect_level(b"\x10\x10\x00\x04MQTT\x04\x02"), Some(4));
+    assert_eq!(connect_level(b"\x11\x80\x01\x00\x06MQIsdp\x03"), Some(4));
+    assert_eq!(connect_level(b"\x10\x10\x00\x04MQTT\x07"), Some(4));
+    // Not yet there, another protocol, another packet.
+    assert_eq!(connect_level(b"\x10\x10\x00\x04MQT"), None);
+    assert_eq!(connect_level(b"\x10\x10\x00\x04XYZW\x05"), None);
+    assert_eq!(connect_level(b"\x82\x10\x00\x04MQTT\x05"), None);
+}

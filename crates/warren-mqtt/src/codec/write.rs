@@ -114,8 +114,12 @@ pub fn write_delivery(
         // two-byte length always holds it.
         debug_assert!(routing_key.len() <= warren_core::message::MAX_KEY);
         out.put_u16(routing_key.len() as u16);
-        for b in routing_key.bytes() {
-            out.put_u8(swap_byte(b));
+        // Copied, then swapped in place: `put_u8` per byte re-checked the
+        // capacity each time (about 15 instructions a byte in callgrind).
+        let start = out.len();
+        out.put_slice(routing_key.as_bytes());
+        for b in &mut out[start..] {
+            *b = swap_byte(*b);
         }
         if qos > 0 {
             out.put_u16(pkid);

@@ -9,13 +9,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use warren_core::auth::login::ExpiryTimer;
-use warren_core::auth::oauth2::TokenGrant;
 use warren_core::auth::{Access, Guard, Resource};
 use warren_core::message::MAX_KEY;
 use warren_core::{Broker, CoreError, VHost};
 use warren_net::outbox::Outbox;
 use warren_net::transport::{Kind, Opened, Transport};
 
+use super::login::authenticate;
 use super::setup::new_conn;
 use super::{session_queue_name, Conn, Shared, SESSION_QUEUE_PREFIX};
 use crate::codec::{self, CodecError, Connect, Packet, Props};
@@ -35,9 +35,10 @@ pub(super) struct Accepted<R> {
 /// Why no CONNECT could be read.
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
-    /// The bytes were not a packet.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
+    /// The bytes were not a packet; `level` is what its first bytes
+    /// announced, when they did (see [`codec::connect_level`]).
+    #[error("{err}")]
+    Codec { err: CodecError, level: Option<u8> },
     /// The client went away first.
     #[error("closed before CONNECT")]
     Closed,
@@ -45,7 +46,7 @@ enum ReadError {
 
 /// Why a CONNECT is refused.
 #[derive(Debug, thiserror::Error)]
-enum Refused {
+pub(super) enum Refused {
     /// Answered with CONNACK `code`.
     #[error("{why}")]
     Connack { code: ConnackCode, why: String },
@@ -62,7 +63,7 @@ enum Refused {
 }
 
 impl Refused {
-    fn connack(v4: ConnectReturn, v5: ReasonCode, why: impl Into<String>) -> Refused {
+    pub(super) fn connack(v4: ConnectReturn, v5: ReasonCode, why: impl Into<String>) -> Refused {
         Refused::Connack {
             code: ConnackCode::new(v4, v5),
             why: why.into(),
@@ -77,10 +78,10 @@ impl Refused {
 const LIMIT: ConnackCode =
     ConnackCode::new(ConnectReturn::ServerUnavailable, ReasonCode::QuotaExceeded);
 /// Not authorized (3.1.1: 5).
-const NOT_AUTHORIZED: (ConnectReturn, ReasonCode) =
+pub(super) const NOT_AUTHORIZED: (ConnectReturn, ReasonCode) =
     (ConnectReturn::NotAuthorized, ReasonCode::NotAuthorized);
 /// Bad user name or password (3.1.1: 4).
-const BAD_CREDENTIALS: (ConnectReturn, ReasonCode) = (
+pub(super) const BAD_CREDENTIALS: (ConnectReturn, ReasonCode) = (
     ConnectReturn::BadUserNameOrPassword,
     ReasonCode::BadUserNameOrPassword,
 );
@@ -137,17 +138,20 @@ pub(super) async fn handshake<T: Transport>(
             return None;
         }
         Ok(Err(e)) => {
-            tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; closing");
-            if let ReadError::Codec(CodecError::BadProtocol(_)) = e {
-                // 3.1.1 answer: unacceptable protocol version.
-                let code = ConnackCode::new(
-                    ConnectReturn::UnacceptableProtocolVersion,
-                    ReasonCode::UnsupportedProtocolVersion,
-                );
-                out.push(|o| codec::write_connack(o, 4, false, code, &Props::default()));
+            let answer = match &e {
+                ReadError::Codec { err, level } => bad_connect_answer(err, *level),
+                ReadError::Closed => None,
+            };
+            match answer {
+                Some((level, code)) => {
+                    let byte = code.for_level(level);
+                    tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; CONNACK {byte:#04x}, closing");
+                    out.push(|o| codec::write_connack(o, level, false, code, &Props::default()));
+                }
+                None => tracing::warn!(peer = %peer, "MQTT: bad CONNECT: {e}; closing"),
             }
             out.close();
-            let _ = out.flushed().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), out.flushed()).await;
             return None;
         }
         Err(_) => {
@@ -190,15 +194,45 @@ async fn read_connect(
     max_packet_size: usize,
 ) -> Result<Packet, ReadError> {
     loop {
+        // Looked at before `read`, which consumes a packet it fails on.
+        let level = codec::connect_level(buf);
         match codec::read(buf, 0, max_packet_size) {
             Err(CodecError::Incomplete) => {}
-            other => return Ok(other?),
+            Err(err) => return Err(ReadError::Codec { err, level }),
+            Ok(p) => return Ok(p),
         }
         match rd.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(ReadError::Closed),
             Ok(_) => {}
         }
     }
+}
+
+/// The CONNACK (protocol level to write it in, code) for a CONNECT that
+/// could not be read, or None to close without one. An unsupported
+/// protocol level gets the 3.1.1 return code 0x01 (3.1.1 MQTT-3.1.2-2;
+/// 5.0 MQTT-3.1.2-2 allows it, and mosquitto answers so). A v5 CONNECT
+/// that is malformed or breaks a protocol rule gets 0x81 / 0x82 (0x95 when
+/// too large) before the close that MQTT-3.1.4-1 requires, as 4.13.1
+/// allows (mosquitto 2.0 closes without one). 3.1.1 must close without
+/// CONNACK (its MQTT-3.1.4-1), and a packet that names no MQTT protocol
+/// level cannot be answered in one.
+fn bad_connect_answer(e: &CodecError, level: Option<u8>) -> Option<(u8, ConnackCode)> {
+    let v5 = match e {
+        CodecError::BadProtocol(_) => {
+            let code = ConnackCode::new(
+                ConnectReturn::UnacceptableProtocolVersion,
+                ReasonCode::UnsupportedProtocolVersion,
+            );
+            return Some((4, code));
+        }
+        _ if level != Some(5) => return None,
+        CodecError::Malformed(_) | CodecError::BadLength => ReasonCode::MalformedPacket,
+        CodecError::Protocol(_) => ReasonCode::ProtocolError,
+        CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,
+        _ => return None,
+    };
+    Some((5, ConnackCode::v5_only(v5)))
 }
 
 /// Admit the connection, or answer the refusal (and log it).
@@ -247,9 +281,9 @@ fn choose_client_id(c: &Connect, vhost: &VHost, props: &mut Props) -> Result<Str
         return Ok(c.client_id.clone());
     }
     if !c.clean {
-        // 3.1.1: MQTT-3.1.3-8. 5.0 would allow it, but a session under a
-        // name the client does not know yet could never be resumed, so it
-        // is refused with 0x85 as mosquitto does.
+        // 3.1.1: MQTT-3.1.3-8. 5.0 allows either answer (3.1.3.1; mosquitto
+        // 2.0 assigns an id), but a session under a name the client does
+        // not know yet could never be resumed, so it is refused with 0x85.
         return Err(Refused::connack(
             ConnectReturn::IdentifierRejected,
             ReasonCode::ClientIdentifierNotValid,
@@ -277,7 +311,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
     // Authenticated: the connection this one replaces ends first (and
     // gives back its connection-limit lease).
     if !c.client_id.is_empty() {
-        let key = (vhost.name.to_string(), c.client_id.clone());
+        let key = crate::takeover::Key::new(&vhost.name, &c.client_id);
         ctx.shared.takeover.take_over(&key).await;
         if let Some(cluster) = ctx.broker.cluster() {
             cluster.broadcast(warren_core::replicate::Notice::MqttClientConnected {
@@ -341,6 +375,7 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
             )
         })?;
     }
+    conn.consumer.flush_resends();
     Ok(conn)
 }
 
@@ -391,87 +426,10 @@ fn check_will(c: &Connect) -> Result<(), Refused> {
     match will_refusal(c.level, &w.topic) {
         None => Ok(()),
         Some(Refusal::Connack(code)) => Err(Refused::Connack {
-            // Only v5 clients get a code; the 3.1.1 one is never sent.
-            code: ConnackCode::new(ConnectReturn::ServerUnavailable, code),
+            code: ConnackCode::v5_only(code),
             why: why(),
         }),
         Some(_) => Err(Refused::Close(why())),
-    }
-}
-
-/// The vhost, the user (None for anonymous) and, for a token login, the
-/// token.
-type Login = (Arc<VHost>, Option<String>, Option<TokenGrant>);
-
-/// Check the credentials (username may carry the vhost as `vhost:user`, as
-/// in RabbitMQ; the password may be an OAuth 2 token, whose user wins).
-/// As RabbitMQ: a user name and password win; without either,
-/// `ssl_cert_login` takes the user from the verified client certificate's CN.
-fn authenticate(ctx: &Ctx<'_>, c: &Connect) -> Result<Login, Refused> {
-    let cert_user = match (&c.username, &c.password, &ctx.cert_name) {
-        (None, None, Some(cn)) if ctx.cfg.ssl_cert_login => Some(cn),
-        _ => None,
-    };
-    if let Some(u) = cert_user {
-        return cert_login(ctx, u);
-    }
-    let (vhost_name, mut user) = match &c.username {
-        Some(u) => match u.split_once(':') {
-            Some((v, u)) => (v.to_string(), Some(u.to_string())),
-            None => ("/".to_string(), Some(u.clone())),
-        },
-        None => ("/".to_string(), None),
-    };
-    let (peer, cfg) = (ctx.peer, ctx.cfg);
-    let (na4, na5) = NOT_AUTHORIZED;
-    let (bad4, bad5) = BAD_CREDENTIALS;
-    let mut token = None;
-    match (&user, &c.password) {
-        (Some(u), Some(p)) => {
-            let password = String::from_utf8_lossy(p);
-            let who = ctx.broker.login(u, &password).map_err(|e| {
-                tracing::warn!(peer = %peer, user = %u, "MQTT authentication failed: {e}");
-                Refused::connack(bad4, bad5, "bad user name or password")
-            })?;
-            let u = who.name().to_string();
-            token = who.token().cloned();
-            if cfg.loopback_users.contains(&u) && !peer.ip().is_loopback() {
-                let why = format!("user '{u}' can only connect via localhost");
-                return Err(Refused::connack(na4, na5, why));
-            }
-            user = Some(u);
-        }
-        (None, None) if cfg.allow_anonymous_loopback && peer.ip().is_loopback() => {}
-        (None, None) => {
-            let why = "anonymous access is only allowed from loopback";
-            return Err(Refused::connack(na4, na5, why));
-        }
-        _ => {
-            let why = "password without user name or the reverse";
-            return Err(Refused::connack(bad4, bad5, why));
-        }
-    }
-    match ctx.broker.vhost(&vhost_name) {
-        Some(v) => Ok((v, user, token)),
-        None => Err(Refused::connack(
-            na4,
-            na5,
-            format!("vhost '{vhost_name}' not found"),
-        )),
-    }
-}
-
-/// `ssl_cert_login`: the certificate's CN must name a user (no password;
-/// the CA vouched for it), who gets vhost `/`.
-fn cert_login(ctx: &Ctx<'_>, user: &str) -> Result<Login, Refused> {
-    let (na4, na5) = NOT_AUTHORIZED;
-    if ctx.broker.users.get(user).is_none() {
-        let why = format!("certificate user '{user}' is not a user");
-        return Err(Refused::connack(na4, na5, why));
-    }
-    match ctx.broker.vhost("/") {
-        Some(v) => Ok((v, Some(user.to_string()), None)),
-        None => Err(Refused::connack(na4, na5, "vhost '/' not found")),
     }
 }
 
@@ -531,6 +489,19 @@ fn prepare_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_connect_is_answered_by_level() {
+        let v5 = |e, l| bad_connect_answer(&e, l).map(|(lv, c)| (lv, c.for_level(lv)));
+        assert_eq!(v5(CodecError::Malformed("x"), Some(5)), Some((5, 0x81)));
+        assert_eq!(v5(CodecError::BadLength, Some(5)), Some((5, 0x81)));
+        assert_eq!(v5(CodecError::Protocol("x"), Some(5)), Some((5, 0x82)));
+        assert_eq!(v5(CodecError::TooLarge(9), Some(5)), Some((5, 0x95)));
+        assert_eq!(v5(CodecError::BadProtocol(6), Some(4)), Some((4, 0x01)));
+        assert_eq!(v5(CodecError::Malformed("x"), Some(4)), None);
+        assert_eq!(v5(CodecError::Malformed("x"), None), None);
+        assert_eq!(v5(CodecError::UnknownType(0), Some(5)), None);
+    }
 
     fn connect(level: u8, clean: bool, expiry: Option<u32>, will_topic: Option<&str>) -> Connect {
         Connect {

@@ -16,7 +16,7 @@ const DISCONNECT_OVERHEAD: usize = 8;
 impl Conn {
     /// Handle one packet. Not async, so the session loop's future stays
     /// small; a QoS 1/2 publish whose acknowledgement must wait for the
-    /// store leaves it in `ack_after_sync` for the loop to send.
+    /// store leaves it in `Publisher::pending` for the loop to send.
     pub(super) fn on_packet(&mut self, p: Packet) -> Option<End> {
         match p {
             Packet::Connect(_) => {
@@ -69,7 +69,7 @@ impl Conn {
             .is_some_and(|e| e.qos2_seen.remove(&pkid));
         if known && self.persistent {
             let ids = &self.vhost.session_ids;
-            ids.remove(&self.client_id, IdKind::Received, pkid);
+            ids.remove(self.client_id(), IdKind::Received, pkid);
         }
         let code = if known {
             ReasonCode::Success
@@ -134,7 +134,7 @@ impl Conn {
     /// End the connection for `why`: v5 gets a DISCONNECT with `code`,
     /// 3.1.1 (which has none) is just closed.
     pub(super) fn disconnect(&self, code: ReasonCode, why: &str) -> End {
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; disconnecting");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; disconnecting");
         if self.level == 5 {
             // The reason string is left out where it would make the packet
             // larger than the client accepts (3.14.2.2.3).

@@ -7,7 +7,7 @@
 //! queue, so its subscriptions and queued messages survive disconnects and
 //! restarts.
 //!
-//! `connect.rs` is the CONNECT handshake, `read_loop.rs` the session loop,
+//! `connect.rs` is the CONNECT handshake (`login.rs` its credentials), `read_loop.rs` the session loop,
 //! `dispatch.rs` hands each packet to `publish.rs` or `subscribe.rs`,
 //! `consumer.rs` writes deliveries back out, and `retained.rs` sends the
 //! retained messages of new subscriptions.
@@ -26,7 +26,7 @@ use warren_core::limits::ConnectionLease;
 use warren_core::queue::ConsumerSpec;
 use warren_core::registry::Registration;
 use warren_core::vhost::QueueDeclare;
-use warren_core::{Broker, Queue, RouteScratch, Table, VHost, Value};
+use warren_core::{Broker, Queue, SyncState, Table, VHost, Value};
 use warren_net::outbox::Outbox;
 use warren_net::transport::Transport;
 
@@ -38,6 +38,7 @@ mod aliases;
 mod connect;
 mod consumer;
 mod dispatch;
+mod login;
 mod pending;
 mod publish;
 mod read_loop;
@@ -63,13 +64,20 @@ pub struct Shared {
     no_heartbeat: Arc<Mutex<Option<Duration>>>,
     /// The broker's memory and disk alarms: publishers are not read while one is on.
     alarms: Arc<Alarms>,
+    /// The store's sync progress, cloned for each publishing connection.
+    sync: Option<watch::Receiver<SyncState>>,
+    /// The consumer tag of every session (one allocation, not one each).
+    consumer_tag: Arc<str>,
 }
 
 impl Shared {
-    /// State for one listener, watching the broker's alarms.
-    pub fn new(alarms: Arc<Alarms>) -> Self {
+    /// State for one listener, watching the broker's alarms and (for the
+    /// acknowledgements of persistent messages) its store's syncs.
+    pub fn new(alarms: Arc<Alarms>, sync: Option<watch::Receiver<SyncState>>) -> Self {
         Shared {
             alarms,
+            sync,
+            consumer_tag: Arc::from("mqtt"),
             ..Default::default()
         }
     }
@@ -99,7 +107,6 @@ struct Conn {
     out: Arc<Outbox>,
     level: u8,
     vhost: Arc<VHost>,
-    client_id: String,
     queue: Option<Arc<Queue>>,
     /// The session outlives the connection (durable queue).
     persistent: bool,
@@ -109,23 +116,13 @@ struct Conn {
     /// How long the session lives after disconnect (None: forever).
     expiry: Option<Duration>,
     consumer: Arc<MqttConsumer>,
-    consumer_tag: Arc<str>,
-    conn_id: u64,
-    /// Routing scratch space, made at the first PUBLISH (subscribers that
-    /// never publish do without its 104 bytes).
-    scratch: Option<Box<RouteScratch>>,
+    /// What publishing needs, made at the first PUBLISH.
+    publisher: Option<Box<publish::Publisher>>,
     /// A publish reached a queue whose consumers are far behind: pause
     /// reading briefly (the same flow control as AMQP publishers get).
     backlogged: bool,
-    sync_rx: Option<watch::Receiver<warren_core::SyncState>>,
     guard: Guard,
-    /// Permission generation at which publishing was last found allowed.
-    publish_ok: Option<u64>,
     registration: Registration,
-    /// (store sequence, PUBACK or PUBREC, packet id, code) to send once synced.
-    ack_after_sync: Option<(u64, crate::codec::AckKind, u16, crate::reason::ReasonCode)>,
-    /// The MQTT exchange, looked up at the first publish.
-    exchange: Option<Arc<warren_core::Exchange>>,
     /// The session's place in the node, vhost and user connection counts
     /// (RabbitMQ counts MQTT connections too), until cleanup.
     lease: Option<ConnectionLease>,
@@ -185,54 +182,11 @@ pub fn handle<T: Transport>(
         else {
             return;
         };
-        conn.epoch = shared.takeover.attach(
-            (conn.vhost.name.to_string(), conn.client_id.clone()),
-            &conn.registration.info,
-        );
-        if keep_alive > 0 {
-            let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
-            conn.keepalive = Some(shared.keepalive.watch(&conn.registration.info, limit));
-        }
+        conn.start(keep_alive);
         let end = conn.run(&mut rd, &mut buf).await;
-        if let Some(w) = conn.keepalive.take() {
-            shared.keepalive.unwatch(w);
-        }
-        // Built again rather than kept: an idle connection holds less.
-        let key = (conn.vhost.name.to_string(), conn.client_id.clone());
-        // The session is left as it should be found before anyone is told.
-        let resends = conn.cleanup();
-        if conn.persistent && conn.expiry != Some(Duration::ZERO) {
-            shared.pending.keep(key.clone(), resends);
-        } else {
-            // The session ends with this connection (a clean one, or
-            // DISCONNECT set its expiry to 0): so do the ids it held.
-            conn.vhost.session_ids.clear(&conn.client_id);
-        }
-        let epoch = conn.epoch;
-        shared.takeover.detach(&key, epoch);
-        let mut timers = false;
-        let peer = conn.peer();
-        if let End::Abnormal(why) = &end {
-            tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed abnormally: {why}");
-            if let Some(w) = conn.will.take() {
-                let owner = will::Owner {
-                    vhost: conn.vhost.clone(),
-                    client_id: conn.client_id.clone(),
-                    expiry: conn.expiry,
-                    key: key.clone(),
-                    epoch,
-                };
-                timers = will::on_abnormal_end(w, owner, &cfg, &shared);
-            }
-        } else {
-            tracing::info!(peer = %peer, client_id = %conn.client_id, "MQTT connection closed");
-        }
-        if !timers {
-            shared.takeover.forget(&key, epoch);
-        }
-        let out = conn.out.clone();
-        drop(conn);
-        out.close();
+        // Nothing but the flush is kept across the last wait.
+        drop((rd, buf));
+        let out = conn.finish(end);
         // Boxed so its timer is not part of every idle connection's task.
         let flushing = Box::pin(tokio::time::timeout(Duration::from_secs(5), async move {
             out.flushed().await
@@ -242,6 +196,78 @@ pub fn handle<T: Transport>(
 }
 
 impl Conn {
+    /// After CONNACK: the takeover entry and the keep-alive watch.
+    fn start(&mut self, keep_alive: u16) {
+        let shared = self.shared.clone();
+        self.epoch = shared.takeover.attach(
+            crate::takeover::Key::new(&self.vhost.name, self.client_id()),
+            &self.registration.info,
+        );
+        if keep_alive > 0 {
+            let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+            self.keepalive = Some(shared.keepalive.watch(&self.registration.info, limit));
+        }
+    }
+
+    /// The session loop ended with `end`: clean up, keep what a resumed
+    /// session needs, publish the will if due, and close the outbox (its
+    /// flush is awaited by the caller).
+    fn finish(mut self: Box<Conn>, end: End) -> Arc<Outbox> {
+        let (shared, cfg) = (self.shared.clone(), self.cfg.clone());
+        if let Some(w) = self.keepalive.take() {
+            shared.keepalive.unwatch(w);
+        }
+        // Built again rather than kept: an idle connection holds less.
+        let key = crate::takeover::Key::new(&self.vhost.name, self.client_id());
+        // The session is left as it should be found before anyone is told.
+        let resends = self.cleanup();
+        if self.persistent && self.expiry != Some(Duration::ZERO) {
+            shared.pending.keep(key.clone(), resends);
+        } else {
+            // The session ends with this connection (a clean one, or
+            // DISCONNECT set its expiry to 0): so do the ids it held.
+            self.vhost.session_ids.clear(self.client_id());
+        }
+        let epoch = self.epoch;
+        shared.takeover.detach(&key, epoch);
+        let mut timers = false;
+        let peer = self.peer();
+        if let End::Abnormal(why) = &end {
+            tracing::info!(peer = %peer, client_id = %self.client_id(), "MQTT connection closed abnormally: {why}");
+            if let Some(w) = self.will.take() {
+                let owner = will::Owner {
+                    vhost: self.vhost.clone(),
+                    client_id: self.client_id().to_string(),
+                    expiry: self.expiry,
+                    key: key.clone(),
+                    epoch,
+                };
+                timers = will::on_abnormal_end(w, owner, &cfg, &shared);
+            }
+        } else {
+            tracing::info!(peer = %peer, client_id = %self.client_id(), "MQTT connection closed");
+        }
+        if !timers {
+            shared.takeover.forget(&key, epoch);
+        }
+        let out = self.out.clone();
+        drop(self);
+        out.close();
+        out
+    }
+}
+
+impl Conn {
+    /// The client id (kept once, in the registry entry).
+    fn client_id(&self) -> &str {
+        &self.registration.info.client
+    }
+
+    /// The broker-unique connection id (the registry entry's).
+    fn conn_id(&self) -> u64 {
+        self.registration.info.id
+    }
+
     /// The client's address (kept once, in the registry entry).
     fn peer(&self) -> SocketAddr {
         self.registration.info.peer
@@ -257,7 +283,7 @@ impl Conn {
         if let Some(q) = &self.queue {
             return Ok(q.clone());
         }
-        let name = session_queue_name(&self.client_id);
+        let name = session_queue_name(self.client_id());
         // A persistent session's expiry is the queue's x-expires, so the
         // core deletes it when unused that long, also after a restart.
         let expires = self.expiry.filter(|_| self.persistent);
@@ -287,8 +313,8 @@ impl Conn {
         self.vhost.watch_expiry(&q);
         let consumer = self.consumer.clone();
         q.add_consumer(ConsumerSpec {
-            tag: self.consumer_tag.clone(),
-            channel_id: self.conn_id,
+            tag: self.shared.consumer_tag.clone(),
+            channel_id: self.conn_id(),
             no_ack: false,
             exclusive: false,
             priority: 0,
@@ -313,7 +339,7 @@ impl Conn {
             self.leave_shared(&q, &filter);
         }
         if let Some(q) = &self.queue {
-            q.remove_consumer(self.conn_id, &self.consumer_tag);
+            q.remove_consumer(self.conn_id(), &self.shared.consumer_tag);
         }
         let resends = self.requeue_inflight();
         let Some(q) = self.queue.take() else {

@@ -4,17 +4,38 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use warren_core::auth::{Access, Resource};
 use warren_core::registry::ConnStats;
 use warren_core::session_ids::IdKind;
 use warren_core::vhost::Routed;
-use warren_core::{CoreError, DecodeError, Message};
+use warren_core::{CoreError, DecodeError, Exchange, RouteScratch, SyncState};
 
 use super::{Conn, End};
 use crate::codec::{self, AckKind, Publish};
 use crate::mapping;
 use crate::reason::ReasonCode;
 use crate::topic::{matches, publish_refusal, valid_topic, Refusal};
+
+/// What publishing needs, made at a connection's first PUBLISH: devices
+/// that sit idle or only subscribe do without (in `Conn` its 170 bytes
+/// would be part of every connection).
+pub(super) struct Publisher {
+    /// Routing scratch space.
+    scratch: RouteScratch,
+    /// The MQTT exchange, looked up once.
+    exchange: Option<Arc<Exchange>>,
+    /// Permission generation at which publishing was last found allowed.
+    publish_ok: Option<u64>,
+    /// Acknowledgements (PUBACK or PUBREC, packet id, code) to send, in
+    /// order, once the store has synced up to `sync_seq`: every publish
+    /// already read waits for one sync, not one each.
+    pub(super) pending: Vec<(AckKind, u16, ReasonCode)>,
+    /// The store sequence `pending` waits for.
+    pub(super) sync_seq: u64,
+    /// The store's sync progress (none without a store).
+    pub(super) sync_rx: Option<watch::Receiver<SyncState>>,
+}
 
 /// Why a PUBLISH could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +76,7 @@ impl Conn {
             // 5.0 answers QoS 1/2 with 0x87 and keeps the connection.
             if level == 5 && p.qos > 0 {
                 let kind = AckKind::for_qos(p.qos);
-                self.out
-                    .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::NotAuthorized));
+                self.ack(kind, p.pkid, ReasonCode::NotAuthorized, None);
                 return None;
             }
             return Some(self.disconnect(ReasonCode::NotAuthorized, &e.to_string()));
@@ -66,8 +86,7 @@ impl Conn {
         }
         if p.qos == 2 && !self.ext().qos2_seen.insert(p.pkid) {
             // A resent QoS 2 publish before PUBREL: route it once only.
-            self.out
-                .push(|o| codec::write_ack(o, level, AckKind::PubRec, p.pkid, ReasonCode::Success));
+            self.ack(AckKind::PubRec, p.pkid, ReasonCode::Success, None);
             return None;
         }
         let (mut sync, code) = match self.route(&p) {
@@ -89,19 +108,32 @@ impl Conn {
             let held = self
                 .vhost
                 .session_ids
-                .add(&self.client_id, IdKind::Received, p.pkid);
+                .add(self.client_id(), IdKind::Received, p.pkid);
             sync = sync.max(held);
         }
-        let kind = AckKind::for_qos(p.qos);
-        if let Some(seq) = sync {
-            // QoS 1/2 acknowledgement only once the message is on disk.
-            self.ack_after_sync = Some((seq, kind, p.pkid, code));
-            return None;
-        }
-        self.out
-            .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
-        ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        self.ack(AckKind::for_qos(p.qos), p.pkid, code, sync);
         None
+    }
+
+    /// Acknowledge a publish: now, or (when it waits for the store sync
+    /// `sync`, or an earlier one waits) after the pending ones, so that
+    /// acknowledgements keep the order of the publishes.
+    fn ack(&mut self, kind: AckKind, pkid: u16, code: ReasonCode, sync: Option<u64>) {
+        let waiting = self
+            .publisher
+            .as_ref()
+            .is_some_and(|p| !p.pending.is_empty());
+        if sync.is_none() && !waiting {
+            let level = self.level;
+            self.out
+                .push(|o| codec::write_ack(o, level, kind, pkid, code));
+            ConnStats::add(&self.registration.info.stats.confirmed, 1);
+            return;
+        }
+        // QoS 1/2 acknowledgement only once the message is on disk.
+        let pb = self.publisher();
+        pb.pending.push((kind, pkid, code));
+        pb.sync_seq = pb.sync_seq.max(sync.unwrap_or(0));
     }
 
     /// The 5.0 rules a PUBLISH from a client breaks with a DISCONNECT:
@@ -151,7 +183,7 @@ impl Conn {
         if p.qos == 0 {
             return Some(Some(self.disconnect(ReasonCode::PayloadFormatInvalid, why)));
         }
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; PUBLISH refused");
         let (level, kind) = (self.level, AckKind::for_qos(p.qos));
         self.out
             .push(|o| codec::write_ack(o, level, kind, p.pkid, ReasonCode::PayloadFormatInvalid));
@@ -186,7 +218,7 @@ impl Conn {
         let why = format!("topic of {} bytes is longer than 255", p.topic.len());
         match r {
             Refusal::Ack(kind, code) => {
-                tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT: {why}; PUBLISH refused");
+                tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT: {why}; PUBLISH refused");
                 let level = self.level;
                 self.out
                     .push(|o| codec::write_ack(o, level, kind, p.pkid, code));
@@ -199,49 +231,60 @@ impl Conn {
         }
     }
 
+    /// The publishing state, made at the first PUBLISH.
+    fn publisher(&mut self) -> &mut Publisher {
+        let sync = &self.shared.sync;
+        self.publisher.get_or_insert_with(|| {
+            Box::new(Publisher {
+                scratch: RouteScratch::default(),
+                exchange: None,
+                publish_ok: None,
+                pending: Vec::new(),
+                sync_seq: 0,
+                sync_rx: sync.clone(),
+            })
+        })
+    }
+
     /// Write permission on the MQTT exchange, re-checked when permissions change.
     fn may_publish(&mut self) -> warren_core::Result<()> {
         let generation = self.guard.generation();
-        if self.publish_ok == Some(generation) {
+        if self.publisher().publish_ok == Some(generation) {
             return Ok(());
         }
         self.guard
             .check(Access::Write, Resource::Exchange, &self.cfg.exchange)?;
-        self.publish_ok = Some(generation);
+        self.publisher().publish_ok = Some(generation);
         Ok(())
     }
 
-    /// The AMQP message for `p`, with the no-local header when one of this
-    /// connection's no-local subscriptions matches.
-    fn message(&self, p: &Publish) -> Result<Message, DecodeError> {
-        let own = self
-            .extras
+    /// This connection's id when one of its no-local subscriptions matches
+    /// `p` (the message then carries it in the no-local header).
+    fn no_local_owner(&self, p: &Publish) -> Option<u64> {
+        self.extras
             .iter()
             .flat_map(|e| e.no_local.iter())
             .any(|f| matches(f, &p.topic))
-            .then_some(self.conn_id);
-        let exchange: Arc<str> = match &self.exchange {
-            Some(x) => x.name.clone(),
-            None => Arc::from(self.cfg.exchange.as_str()),
-        };
-        mapping::message(exchange, p, own)
+            .then_some(self.conn_id())
     }
 
     /// Route a PUBLISH (and keep it if retained); returns the store
     /// sequence to wait for, if any, and the acknowledgement's code.
     fn route(&mut self, p: &Publish) -> Result<(Option<u64>, ReasonCode), PublishError> {
+        let own = self.no_local_owner(p);
+        self.publisher();
+        let pb = self.publisher.as_deref_mut().expect("made above");
         // The MQTT exchange is looked up once, not per message (the lookup
         // takes the vhost's topology lock).
-        if self.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
-            self.exchange = Some(self.vhost.exchange(&self.cfg.exchange)?);
+        if pb.exchange.as_ref().is_none_or(|x| x.is_deleted()) {
+            pb.exchange = Some(self.vhost.exchange(&self.cfg.exchange)?);
         }
-        let msg = self.message(p)?;
+        let x = pb.exchange.as_ref().expect("looked up above");
+        let msg = mapping::message(x.name.clone(), p, own)?;
         ConnStats::add(&self.registration.info.stats.published, 1);
         // A clone is two reference counts; taken only for RETAIN=1.
         let retained = p.retain.then(|| msg.clone());
-        let x = self.exchange.as_ref().expect("looked up above");
-        let scratch = self.scratch.get_or_insert_with(Box::default);
-        let routed = self.vhost.publish(x, msg, scratch)?;
+        let routed = self.vhost.publish(x, msg, &mut pb.scratch)?;
         self.backlogged |= routed.backlogged;
         // The retained copy is stored too (every QoS, as mosquitto and
         // RabbitMQ do); the acknowledgement waits for the later record.

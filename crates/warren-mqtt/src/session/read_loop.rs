@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
 use warren_core::auth::login::CREDENTIAL_EXPIRED;
 use warren_core::registry::{ConnStats, ConnectionInfo};
+use warren_core::SyncState;
 
 use super::{Conn, End};
 use crate::codec::{self, CodecError};
@@ -20,7 +22,7 @@ use crate::takeover::{SHUTTING_DOWN, TAKEOVER};
 enum Step {
     /// Read more from the socket.
     Read,
-    /// Wait for the store, then acknowledge (`ack_after_sync`).
+    /// Wait for the store, then acknowledge (`Publisher::pending`).
     Sync,
     /// The connection ends.
     End(End),
@@ -30,59 +32,72 @@ impl Conn {
     /// The session loop. Keep-alive, takeover, operator closes and server
     /// shutdown all arrive as close requests, so an idle connection waits
     /// on two futures only: its read and its close request.
-    pub(super) async fn run(
-        &mut self,
-        rd: &mut (impl AsyncRead + Unpin),
-        buf: &mut BytesMut,
-    ) -> End {
-        // Small while idle; doubles while a busy client keeps filling it.
-        let mut read_hint = 64usize;
-        let info = self.registration.info.clone();
-        loop {
-            match self.drain(buf) {
-                Step::End(end) => return end,
-                Step::Sync => {
-                    self.ack_when_synced().await;
-                    continue;
-                }
-                Step::Read => {}
-            }
-            if self.blocked() {
-                // Boxed, as the other rare waits: the task of every idle
-                // connection would otherwise reserve room for it.
-                if let Some(end) = Box::pin(self.wait_unblocked(&info)).await {
-                    return end;
-                }
-                continue;
-            }
-            warren_net::pace_publisher(std::mem::take(&mut self.backlogged)).await;
-            // The read size doubles while a busy client keeps filling it;
-            // idle clients keep a small buffer.
-            if buf.capacity() - buf.len() < read_hint / 2 {
-                buf.reserve(read_hint);
-            }
-            let spare = buf.capacity() - buf.len();
-            tokio::select! {
-                r = rd.read_buf(buf) => match r {
-                    Ok(0) => return End::Abnormal("socket closed without DISCONNECT".into()),
-                    Err(e) => return End::Abnormal(e.to_string()),
-                    Ok(n) => {
-                        if self.keepalive.is_some() {
-                            self.shared.keepalive.touch(&info);
-                        }
-                        if n >= spare {
-                            read_hint = (read_hint * 2).min(256 * 1024);
-                        }
+    ///
+    /// Not an `async fn`, which would keep a copy of its arguments beside
+    /// the ones the loop uses: this future is most of every idle
+    /// connection's task, so the rare waits in it are boxed too.
+    // Written so on purpose (see above); clippy would make it an async fn.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        rd: &'a mut R,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = End> + 'a {
+        async move {
+            // Small while idle; doubles while a busy client keeps filling it.
+            let mut read_hint = 64usize;
+            let info = self.registration.info.clone();
+            loop {
+                match self.drain(buf) {
+                    Step::End(end) => return end,
+                    Step::Sync => {
+                        self.ack_when_synced().await;
+                        continue;
                     }
-                },
-                reason = info.close_requested() => {
-                    // What the client sent before it was asked to go still
-                    // counts: a DISCONNECT there (say, with session expiry
-                    // 0) must not lose to the takeover it raced with.
-                    if let Some(end) = Box::pin(self.read_what_is_there(rd, buf)).await {
+                    Step::Read => {}
+                }
+                if self.blocked() {
+                    // Boxed, as the other rare waits: the task of every idle
+                    // connection would otherwise reserve room for it.
+                    if let Some(end) = Box::pin(self.wait_unblocked(&info)).await {
                         return end;
                     }
-                    return self.close_requested(&reason);
+                    continue;
+                }
+                if std::mem::take(&mut self.backlogged) {
+                    // Boxed: its timer would be part of every task.
+                    Box::pin(warren_net::pace_publisher(true)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                // The read size doubles while a busy client keeps filling it;
+                // idle clients keep a small buffer.
+                if buf.capacity() - buf.len() < read_hint / 2 {
+                    buf.reserve(read_hint);
+                }
+                let spare = buf.capacity() - buf.len();
+                tokio::select! {
+                    r = rd.read_buf(buf) => match r {
+                        Ok(0) => return End::Abnormal("socket closed without DISCONNECT".into()),
+                        Err(e) => return End::Abnormal(e.to_string()),
+                        Ok(n) => {
+                            if self.keepalive.is_some() {
+                                self.shared.keepalive.touch(&info);
+                            }
+                            if n >= spare {
+                                read_hint = (read_hint * 2).min(256 * 1024);
+                            }
+                        }
+                    },
+                    reason = info.close_requested() => {
+                        // What the client sent before it was asked to go still
+                        // counts: a DISCONNECT there (say, with session expiry
+                        // 0) must not lose to the takeover it raced with.
+                        if let Some(end) = Box::pin(self.read_what_is_there(rd, buf)).await {
+                            return end;
+                        }
+                        return self.close_requested(&reason);
+                    }
                 }
             }
         }
@@ -91,7 +106,7 @@ impl Conn {
     /// An alarm is on and this connection publishes: it is not read (nor
     /// is its keep-alive counted) until the alarm clears or it is closed.
     async fn wait_unblocked(&mut self, info: &ConnectionInfo) -> Option<End> {
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "blocking MQTT publisher: {}", self.shared.alarms.current().reason());
         let mut alarms = self.shared.alarms.subscribe();
         self.shared.keepalive.pause(info);
         tokio::select! {
@@ -99,7 +114,7 @@ impl Conn {
             reason = info.close_requested() => return Some(self.close_requested(&reason)),
         }
         self.shared.keepalive.touch(info);
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "unblocking MQTT publisher");
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "unblocking MQTT publisher");
         None
     }
 
@@ -120,31 +135,39 @@ impl Conn {
         }
     }
 
-    /// Send the acknowledgement left in `ack_after_sync` once the store has
-    /// synced up to its sequence.
+    /// Send the acknowledgements left in `Publisher::pending` once the
+    /// store has synced up to their sequence.
     async fn ack_when_synced(&mut self) {
-        if let Some((seq, kind, pkid, code)) = self.ack_after_sync.take() {
-            if let Some(rx) = self.sync_rx.as_mut() {
-                // A plain `changed` loop: `wait_for`'s future is larger, and
-                // this one is part of every connection's task.
-                while rx.borrow_and_update().synced < seq {
-                    if rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            }
-            let level = self.level;
-            self.out
-                .push(|o| codec::write_ack(o, level, kind, pkid, code));
-            ConnStats::add(&self.registration.info.stats.confirmed, 1);
+        let Some(pb) = self.publisher.as_deref_mut() else {
+            return;
+        };
+        if pb.pending.is_empty() {
+            return;
         }
+        let seq = pb.sync_seq;
+        if let Some(rx) = pb.sync_rx.as_mut() {
+            if rx.borrow_and_update().synced < seq {
+                // Boxed: the wait's future would be part of every
+                // connection's task.
+                Box::pin(wait_synced(rx, seq)).await;
+            }
+        }
+        let level = self.level;
+        let n = pb.pending.len() as u64;
+        self.out.push(|o| {
+            for &(kind, pkid, code) in &pb.pending {
+                codec::write_ack(o, level, kind, pkid, code);
+            }
+        });
+        pb.pending.clear();
+        ConnStats::add(&self.registration.info.stats.confirmed, n);
     }
 
     /// The connection was asked to close: by a takeover, the keep-alive
     /// sweeper, server shutdown, or an operator.
     fn close_requested(&self, reason: &str) -> End {
         if reason == KEEP_ALIVE_TIMEOUT {
-            tracing::info!(peer = %self.peer(), client_id = %self.client_id, "MQTT keep-alive timeout");
+            tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "MQTT keep-alive timeout");
             if self.level == 5 {
                 self.out.push(|o| {
                     codec::write_disconnect(o, ReasonCode::KeepAliveTimeout, "keep alive timeout")
@@ -182,7 +205,7 @@ impl Conn {
             }
             return End::Abnormal("session taken over by a new connection".into());
         }
-        tracing::info!(peer = %self.peer(), client_id = %self.client_id, "closing MQTT connection: {reason}");
+        tracing::info!(peer = %self.peer(), client_id = %self.client_id(), "closing MQTT connection: {reason}");
         if self.level == 5 {
             self.out
                 .push(|o| codec::write_disconnect(o, ReasonCode::AdministrativeAction, reason));
@@ -191,11 +214,13 @@ impl Conn {
     }
 
     /// Handle the complete packets in `buf`, without awaiting (so that no
-    /// packet is held in the session loop's future).
+    /// packet is held in the session loop's future). Acknowledgements
+    /// that wait for the store collect while packets are there, so that
+    /// the publishes of one read wait for one sync.
     fn drain(&mut self, buf: &mut BytesMut) -> Step {
         loop {
             if self.blocked() {
-                return Step::Read;
+                return self.read_or_sync();
             }
             match codec::read(buf, self.level, self.cfg.max_packet_size) {
                 Ok(p) => {
@@ -203,13 +228,18 @@ impl Conn {
                     if let Some(end) = self.on_packet(p) {
                         return Step::End(end);
                     }
-                    if self.ack_after_sync.is_some() {
-                        return Step::Sync;
-                    }
                 }
-                Err(CodecError::Incomplete) => return Step::Read,
+                Err(CodecError::Incomplete) => return self.read_or_sync(),
                 Err(e) => return Step::End(self.protocol_error(&e)),
             }
+        }
+    }
+
+    /// Wait for the store first when acknowledgements are pending.
+    fn read_or_sync(&self) -> Step {
+        match &self.publisher {
+            Some(p) if !p.pending.is_empty() => Step::Sync,
+            _ => Step::Read,
         }
     }
 
@@ -219,7 +249,7 @@ impl Conn {
     }
 
     fn protocol_error(&self, e: &CodecError) -> End {
-        tracing::warn!(peer = %self.peer(), client_id = %self.client_id, "MQTT protocol error: {e}");
+        tracing::warn!(peer = %self.peer(), client_id = %self.client_id(), "MQTT protocol error: {e}");
         if self.level == 5 {
             let code = match e {
                 CodecError::TooLarge(_) => ReasonCode::PacketTooLarge,
@@ -230,5 +260,14 @@ impl Conn {
             self.out.push(|o| codec::write_disconnect(o, code, &text));
         }
         End::Abnormal(e.to_string())
+    }
+}
+
+/// Until the store has synced up to `seq` (or is gone).
+async fn wait_synced(rx: &mut watch::Receiver<SyncState>, seq: u64) {
+    while rx.borrow_and_update().synced < seq {
+        if rx.changed().await.is_err() {
+            break;
+        }
     }
 }

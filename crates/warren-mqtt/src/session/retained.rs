@@ -136,7 +136,7 @@ impl Stream {
         let props = (level == 5).then(|| retained_props(m, h.remaining, self.id));
         let mut inf = c.inflight.lock();
         let pkid = if qos > 0 {
-            if inf.by_id.len() >= c.receive_max {
+            if inf.len() >= c.receive_max {
                 return Err(Step::Slot);
             }
             let id = inf.next_id();
@@ -145,7 +145,7 @@ impl Stream {
                 qos,
                 sub_id: self.id,
             };
-            inf.by_id.insert(id, Sent::Retained(Box::new(sent)));
+            inf.insert(id, Sent::Retained(Box::new(sent)));
             id
         } else {
             0
@@ -166,7 +166,7 @@ impl Stream {
         if !fits {
             // Larger than the client's Maximum Packet Size: not for it.
             if qos > 0 {
-                inf.by_id.remove(&pkid);
+                inf.remove(pkid);
             }
             return Ok(());
         }

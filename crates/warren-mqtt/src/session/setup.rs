@@ -2,7 +2,7 @@
 //! by what the client announced (Receive Maximum, Maximum Packet Size,
 //! Topic Alias Maximum), and what a resumed session gets back (its
 //! subscriptions' options, the PUBRELs left unanswered, the QoS 2 ids it
-//! received, the retained deliveries left unacknowledged).
+//! received, the PUBLISHes left unacknowledged).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,15 +11,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use warren_core::auth::Guard;
 use warren_core::registry::ConnectionInfo;
-use warren_core::retained::time_left;
 use warren_core::session_ids::IdKind;
 use warren_core::VHost;
 use warren_net::transport::Kind;
 
 use super::aliases::OutAliases;
 use super::connect::Ctx;
-use super::consumer::{Inflight, MqttConsumer, RetainedSent, Sent};
-use super::retained::retained_props;
+use super::consumer::{Inflight, MqttConsumer, Sent};
 use super::subscriptions::{Sub, Subs};
 use super::{session_queue_name, Conn};
 use crate::codec::{self, AckKind, Connect};
@@ -71,7 +69,7 @@ pub(super) fn new_conn(
             (ctx.peer, ctx.local),
             guard.user.clone(),
             guard.vhost.clone(),
-            client_id.clone(),
+            client_id,
         )
         .over_tls(ctx.tls),
     );
@@ -94,23 +92,16 @@ pub(super) fn new_conn(
         out: ctx.out.clone(),
         level,
         vhost,
-        client_id,
         queue: None,
         persistent: expiry != Some(Duration::ZERO),
         extras: None,
         expiry,
         consumer,
-        consumer_tag: Arc::from("mqtt"),
-        conn_id,
-        scratch: None,
+        publisher: None,
         backlogged: false,
         published: false,
-        sync_rx: broker.sync_watch(),
         guard,
-        publish_ok: None,
         registration,
-        ack_after_sync: None,
-        exchange: None,
         lease: None,
         expiry_timer: None,
         keepalive: None,
@@ -122,58 +113,32 @@ pub(super) fn new_conn(
 impl Conn {
     /// What a session gets back when it resumes (`present`): its
     /// subscriptions' options, the QoS 2 ids it holds (in the vhost's
-    /// session ids, through restarts) and the retained deliveries left
+    /// session ids, through restarts) and the PUBLISHes left
     /// unacknowledged. A session not present starts with none of them.
     pub(super) fn resume(&mut self, present: bool) {
-        let key = (self.vhost.name.to_string(), self.client_id.clone());
+        let key = crate::takeover::Key::new(&self.vhost.name, self.client_id());
         let resends = self.shared.pending.take(&key);
         let vhost = self.vhost.clone();
         let ids = &vhost.session_ids;
         if !present {
-            ids.clear(&self.client_id);
+            ids.clear(self.client_id());
             return;
         }
         self.restore_subscriptions();
-        self.resend_pubrels(ids.ids(&self.client_id, IdKind::Released));
-        let received = ids.ids(&self.client_id, IdKind::Received);
+        self.resend_pubrels(ids.ids(self.client_id(), IdKind::Released));
+        let received = ids.ids(self.client_id(), IdKind::Received);
         if !received.is_empty() {
             self.ext().qos2_seen.extend(received);
         }
-        self.consumer.inflight.lock().keep_original(resends.queued);
-        self.resend_retained(resends.retained);
-    }
-
-    /// MQTT-4.4.0-1: retained deliveries the last connection left
-    /// unacknowledged go again with their packet ids and DUP=1, unless
-    /// they expired meanwhile (MQTT-3.3.2-5).
-    fn resend_retained(&self, resends: Vec<(u16, Box<RetainedSent>)>) {
-        let (c, level) = (&self.consumer, self.level);
-        let mut inf = c.inflight.lock();
-        for (pkid, r) in resends {
-            let left = time_left(&r.message);
-            if left == Some(Duration::ZERO) {
-                continue;
-            }
-            let m = &r.message;
-            let props = (level == 5).then(|| retained_props(m, left, r.sub_id));
-            let mut fits = true;
-            self.out.push(|o| {
-                let flags = (true, r.qos, true);
-                let (key, body) = (m.routing_key(), &m.body);
-                fits = codec::write_delivery(
-                    o,
-                    level,
-                    flags,
-                    key,
-                    pkid,
-                    props.as_ref(),
-                    body,
-                    c.max_packet,
-                );
-            });
-            if fits {
-                inf.by_id.insert(pkid, Sent::Retained(r));
-            }
+        // MQTT-4.4.0-1 with MQTT-4.6.0-1: the PUBLISHes left unacknowledged
+        // go again in the order first sent. The retained ones sent before
+        // the first requeued delivery go now; the queue's redeliveries
+        // bring the rest (`MqttConsumer::packet_id`), and `flush_resends`
+        // what is left after the queue's first dispatch.
+        let mut inf = self.consumer.inflight.lock();
+        inf.keep_resends(resends);
+        for (id, r) in inf.leading_retained() {
+            self.consumer.write_resent(&mut inf, id, r);
         }
     }
 
@@ -183,7 +148,7 @@ impl Conn {
         let level = self.level;
         let mut inf = self.consumer.inflight.lock();
         for id in ids {
-            inf.by_id.insert(id, Sent::Released);
+            inf.insert(id, Sent::Released);
             self.out
                 .push(|o| codec::write_ack(o, level, AckKind::PubRel, id, ReasonCode::Success));
         }
@@ -192,7 +157,7 @@ impl Conn {
     /// A persistent session delivers with the options its subscriptions
     /// were granted, kept on their bindings.
     pub(super) fn restore_subscriptions(&self) {
-        let qname = session_queue_name(&self.client_id);
+        let qname = session_queue_name(self.client_id());
         let (Ok(q), Ok(x)) = (
             self.vhost.queue(&qname),
             self.vhost.exchange(&self.cfg.exchange),

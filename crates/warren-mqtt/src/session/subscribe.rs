@@ -114,10 +114,10 @@ impl Conn {
             return self.subscribe_shared(f, rest, id);
         }
         if !valid_filter(&f.filter) {
-            tracing::warn!(client_id = %self.client_id, filter = %f.filter, "MQTT: invalid topic filter");
+            tracing::warn!(client_id = %self.client_id(), filter = %f.filter, "MQTT: invalid topic filter");
             return self.filter_invalid();
         }
-        let qname = session_queue_name(&self.client_id);
+        let qname = session_queue_name(self.client_id());
         if !self.may_subscribe(&qname) {
             return self.not_authorized();
         }
@@ -134,7 +134,7 @@ impl Conn {
         let args = sub.binding_args();
         let key = filter_to_key(&f.filter);
         if let Err(e) = self.vhost.bind_queue(&q.name, &x.name, &key, &args, 0) {
-            tracing::warn!(client_id = %self.client_id, "MQTT subscribe failed: {e}");
+            tracing::warn!(client_id = %self.client_id(), "MQTT subscribe failed: {e}");
             return ReasonCode::UnspecifiedError;
         }
         // A resubscription replaces the old one: new binding first, then
@@ -190,7 +190,7 @@ impl Conn {
         }
         let spec = ConsumerSpec {
             tag: Arc::from(f.filter.as_str()),
-            channel_id: self.conn_id,
+            channel_id: self.conn_id(),
             no_ack: false,
             exclusive: false,
             priority: 0,
@@ -210,7 +210,7 @@ impl Conn {
     /// SUBACK code for a subscription whose queue could not be made: 0x97
     /// quota exceeded (5.0) when the vhost's `max-queues` refused it.
     fn queue_refused(&self, e: &CoreError) -> ReasonCode {
-        tracing::warn!(peer = %self.peer(), user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id, "MQTT subscribe failed: {e}");
+        tracing::warn!(peer = %self.peer(), user = %self.guard.user, vhost = %self.vhost.name, client_id = %self.client_id(), "MQTT subscribe failed: {e}");
         match e {
             CoreError::LimitReached(_) if self.level == 5 => ReasonCode::QuotaExceeded,
             _ => ReasonCode::V4_SUBACK_FAILURE,
@@ -248,7 +248,7 @@ impl Conn {
 
     /// Stop consuming a shared group's queue; the last member removes it.
     pub(super) fn leave_shared(&self, q: &Arc<Queue>, filter: &str) {
-        if q.remove_consumer(self.conn_id, filter) {
+        if q.remove_consumer(self.conn_id(), filter) {
             self.vhost.remove_queue(q);
         }
     }
