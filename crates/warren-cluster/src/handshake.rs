@@ -86,7 +86,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let mut got = [0u8; PROOF];
     s.read_exact(&mut got).await?;
     verify(secret, &mine, Role::Dialer, &got)?;
-    s.write_all(&proof(secret, &hello[8..], Role::Listener)).await?;
+    s.write_all(&proof(secret, &hello[8..], Role::Listener))
+        .await?;
     Ok(())
 }
 
@@ -104,6 +105,9 @@ mod tests {
         let d = dial(&mut a, b"wrong").await;
         drop(a);
         assert!(matches!(d, Err(ClusterError::BadSecret)));
-        assert!(matches!(listener.await.unwrap(), Err(ClusterError::BadSecret)));
+        assert!(matches!(
+            listener.await.unwrap(),
+            Err(ClusterError::BadSecret)
+        ));
     }
 }

@@ -12,8 +12,8 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::AnyError;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::AnyError;
 use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 use parking_lot::Mutex;
 
@@ -55,11 +55,15 @@ fn frames(bytes: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
     while bytes.len() - at >= 8 {
         let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else { break };
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
         if crc32fast::hash(body) != crc {
             break;
         }
-        let Ok(e) = serde_json::from_slice(body) else { break };
+        let Ok(e) = serde_json::from_slice(body) else {
+            break;
+        };
         out.push(e);
         at += 8 + len;
     }
@@ -86,7 +90,10 @@ impl LogStore {
         file.read_to_end(&mut bytes).map_err(state)?;
         let (list, good) = frames(&bytes);
         if good < bytes.len() {
-            tracing::warn!("cluster log: {} torn or corrupt tail bytes cut", bytes.len() - good);
+            tracing::warn!(
+                "cluster log: {} torn or corrupt tail bytes cut",
+                bytes.len() - good
+            );
             file.set_len(good as u64).map_err(state)?;
         }
         let purged: Option<LogId<NodeId>> = load_json(&dir.join("purged"))?.flatten();
@@ -195,7 +202,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut bytes = Vec::new();
         let mut batch = Vec::new();
         for e in entries {
-            frame(&e, &mut bytes).map_err(|err| StorageError::from(StorageIOError::write_logs(AnyError::new(&err))))?;
+            frame(&e, &mut bytes).map_err(|err| {
+                StorageError::from(StorageIOError::write_logs(AnyError::new(&err)))
+            })?;
             batch.push(e);
         }
         let written = inner
@@ -217,7 +226,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut inner = self.inner.lock();
         inner.entries.split_off(&log_id.index);
-        inner.rewrite().map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))
+        inner
+            .rewrite()
+            .map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -227,7 +238,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.purged = Some(log_id);
         let keep = inner.entries.split_off(&(log_id.index + 1));
         inner.entries = keep;
-        inner.rewrite().map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))
+        inner
+            .rewrite()
+            .map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))
     }
 }
 

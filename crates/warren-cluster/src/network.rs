@@ -52,7 +52,12 @@ pub struct Peer {
 
 impl Peer {
     /// A peer at `addr`, dialed on first use.
-    pub fn new(addr: &str, target: Option<NodeId>, secret: Arc<[u8]>, contacts: Arc<Contacts>) -> Peer {
+    pub fn new(
+        addr: &str,
+        target: Option<NodeId>,
+        secret: Arc<[u8]>,
+        contacts: Arc<Contacts>,
+    ) -> Peer {
         Peer {
             addr: addr.to_string(),
             target,
@@ -95,7 +100,9 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, Member, RaftError<NodeId, E>>> {
         match self.call(&req, option.hard_ttl()).await {
-            Ok(Response::Failed(t)) => Err(RPCError::Network(NetworkError::new(&ClusterError::Remote(t)))),
+            Ok(Response::Failed(t)) => Err(RPCError::Network(NetworkError::new(
+                &ClusterError::Remote(t),
+            ))),
             Ok(r) => Ok(r),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
@@ -126,7 +133,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self.raft_call(Request::InstallSnapshot(rpc), &option).await? {
+        match self
+            .raft_call(Request::InstallSnapshot(rpc), &option)
+            .await?
+        {
             Response::InstallSnapshot(r) => Ok(r),
             other => Err(RPCError::Network(unexpected(&other))),
         }
@@ -156,6 +166,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
-        Peer::new(&node.addr, Some(target), self.secret.clone(), self.contacts.clone())
+        Peer::new(
+            &node.addr,
+            Some(target),
+            self.secret.clone(),
+            self.contacts.clone(),
+        )
     }
 }

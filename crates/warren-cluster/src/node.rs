@@ -47,7 +47,10 @@ impl Cluster {
     /// Start this node's part: open the log, start the engine, listen on the
     /// cluster port, found or join the cluster, and install the replicator
     /// in `broker`. Call after start-up recovery.
-    pub async fn start(cfg: ClusterConfig, broker: Arc<Broker>) -> Result<Arc<Cluster>, ClusterError> {
+    pub async fn start(
+        cfg: ClusterConfig,
+        broker: Arc<Broker>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let listener = TcpListener::bind(&cfg.bind).await?;
         let log = LogStore::open(&cfg.dir)?;
         let sm = StateMachine::open(broker.clone(), &cfg.dir)?;
@@ -81,7 +84,10 @@ impl Cluster {
             "cluster '{}': listening on {}", cluster.cfg.name, cluster.cfg.bind
         );
         tokio::spawn(crate::server::serve(listener, cluster.clone()));
-        tokio::spawn(crate::watch::leader_changes(cluster.clone(), broker.clone()));
+        tokio::spawn(crate::watch::leader_changes(
+            cluster.clone(),
+            broker.clone(),
+        ));
         cluster.clone().form().await;
         broker.set_replicator(cluster.clone());
         Ok(cluster)
@@ -98,7 +104,15 @@ impl Cluster {
                 // are learnt later), which openraft allows.
                 let members: BTreeMap<NodeId, Member> = founders
                     .iter()
-                    .map(|a| (node_id(a), Member { addr: a.clone(), name: String::new() }))
+                    .map(|a| {
+                        (
+                            node_id(a),
+                            Member {
+                                addr: a.clone(),
+                                name: String::new(),
+                            },
+                        )
+                    })
                     .collect();
                 tracing::info!("founding cluster '{}' with {:?}", self.cfg.name, founders);
                 if let Err(e) = self.raft.initialize(members).await {
@@ -127,7 +141,10 @@ impl Cluster {
     /// Ask `addr` (following it to the leader) to add this node as a voter.
     async fn join_at(&self, addr: &str) -> Result<(), ClusterError> {
         let req = Request::Join(self.id, self.me.clone());
-        match self.ask_leader(addr, &req, Instant::now() + self.cfg.commit_timeout * 4).await? {
+        match self
+            .ask_leader(addr, &req, Instant::now() + self.cfg.commit_timeout * 4)
+            .await?
+        {
             Response::Joined => {
                 tracing::info!("joined the cluster through {addr}");
                 Ok(())
@@ -137,7 +154,12 @@ impl Cluster {
     }
 
     /// Send `req` to `addr`, then to whichever node it names as leader.
-    async fn ask_leader(&self, addr: &str, req: &Request, deadline: Instant) -> Result<Response, ClusterError> {
+    async fn ask_leader(
+        &self,
+        addr: &str,
+        req: &Request,
+        deadline: Instant,
+    ) -> Result<Response, ClusterError> {
         let mut at = addr.to_string();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -155,9 +177,15 @@ impl Cluster {
 
     /// One request to `addr` on an idle pooled connection (or a new one),
     /// so a slow forwarded proposal does not hold up a status query.
-    async fn call(&self, addr: &str, req: &Request, ttl: Duration) -> Result<Response, ClusterError> {
+    async fn call(
+        &self,
+        addr: &str,
+        req: &Request,
+        ttl: Duration,
+    ) -> Result<Response, ClusterError> {
         let idle = self.peers.lock().get_mut(addr).and_then(Vec::pop);
-        let mut peer = idle.unwrap_or_else(|| Peer::new(addr, None, self.secret.clone(), self.contacts.clone()));
+        let mut peer = idle
+            .unwrap_or_else(|| Peer::new(addr, None, self.secret.clone(), self.contacts.clone()));
         let r = peer.call(req, ttl).await;
         if r.is_ok() {
             let mut pool = self.peers.lock();
@@ -174,12 +202,17 @@ impl Cluster {
     pub(crate) async fn announce(&self) {
         let named = {
             let m = self.raft.metrics().borrow().clone();
-            m.membership_config.membership().get_node(&self.id).map(|n| n.name.clone())
+            m.membership_config
+                .membership()
+                .get_node(&self.id)
+                .map(|n| n.name.clone())
         };
         if named.is_none_or(|n| n == self.me.name) {
             return;
         }
-        let Some(leader) = self.leader_addr() else { return };
+        let Some(leader) = self.leader_addr() else {
+            return;
+        };
         let deadline = Instant::now() + self.cfg.commit_timeout;
         let req = Request::Join(self.id, self.me.clone());
         let r = if leader == self.me.addr {
@@ -209,7 +242,10 @@ impl Cluster {
         let others: Vec<String> = {
             let m = self.raft.metrics().borrow().clone();
             let ms = m.membership_config.membership();
-            ms.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+            ms.nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(_, n)| n.addr.clone())
+                .collect()
         };
         let req = Request::Notice(n);
         for addr in others {
@@ -266,7 +302,10 @@ impl Cluster {
                 return Err(CoreError::Unavailable(format!("cluster: {err}")));
             };
             if let Some(leader) = fwd.leader_node.as_ref().filter(|n| n.addr != self.me.addr) {
-                match self.call(&leader.addr, &Request::Propose(cmd.clone()), left).await {
+                match self
+                    .call(&leader.addr, &Request::Propose(cmd.clone()), left)
+                    .await
+                {
                     Ok(Response::Committed(i)) => return Ok(i),
                     Ok(Response::Failed(t)) => return Err(CoreError::Unavailable(t)),
                     _ => {}
@@ -317,7 +356,11 @@ impl Cluster {
             // A founder announcing its name: the members learn it.
             Some(n) if n != member => {
                 let nodes = BTreeMap::from([(id, member)]);
-                if let Err(e) = self.raft.change_membership(ChangeMembers::SetNodes(nodes), true).await {
+                if let Err(e) = self
+                    .raft
+                    .change_membership(ChangeMembers::SetNodes(nodes), true)
+                    .await
+                {
                     return Response::Failed(e.to_string());
                 }
             }
@@ -332,7 +375,11 @@ impl Cluster {
         if voter {
             return Response::Joined;
         }
-        match self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true).await {
+        match self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+        {
             Ok(_) => Response::Joined,
             Err(e) => Response::Failed(e.to_string()),
         }
@@ -388,13 +435,17 @@ impl Cluster {
     async fn commit_and_wait(&self, cmd: Command) -> Result<(), CoreError> {
         let deadline = Instant::now() + self.cfg.commit_timeout;
         let index = self.propose(cmd, deadline).await?;
-        let left = deadline.saturating_duration_since(Instant::now()).max(RETRY);
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(RETRY);
         self.raft
             .wait(Some(left))
             .applied_index_at_least(Some(index), "change applied here")
             .await
             .map(drop)
-            .map_err(|e| CoreError::Unavailable(format!("cluster: committed but not yet applied here: {e}")))
+            .map_err(|e| {
+                CoreError::Unavailable(format!("cluster: committed but not yet applied here: {e}"))
+            })
     }
 
     fn find(&self, node: &str) -> Option<NodeId> {
@@ -411,8 +462,11 @@ impl Cluster {
 
 impl Replicate for Cluster {
     fn broadcast(&self, notice: Notice) {
-        let Some(this) = self.this.upgrade() else { return };
-        self.runtime.spawn(async move { this.send_notice(notice).await });
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        self.runtime
+            .spawn(async move { this.send_notice(notice).await });
     }
 
     fn commit(&self, change: Change) -> Result<(), CoreError> {
@@ -425,7 +479,10 @@ impl Replicate for Cluster {
             return self.local_status();
         };
         let asked = self.block(async {
-            match self.call(&leader, &Request::Status, Duration::from_secs(1)).await {
+            match self
+                .call(&leader, &Request::Status, Duration::from_secs(1))
+                .await
+            {
                 Ok(Response::Status(s)) => Ok(Some(*s)),
                 _ => Ok(None),
             }
@@ -436,7 +493,8 @@ impl Replicate for Cluster {
     }
 
     fn join(&self, addr: &str) -> Result<(), CoreError> {
-        let initialized = self.block(async { Ok(self.raft.is_initialized().await.unwrap_or(true)) })?;
+        let initialized =
+            self.block(async { Ok(self.raft.is_initialized().await.unwrap_or(true)) })?;
         if initialized {
             return Err(CoreError::PreconditionFailed(format!(
                 "node {} is already a member of cluster '{}'; only a node started without founding one (its address not among cluster.seeds) can join another",

@@ -36,9 +36,12 @@ pub async fn serve(listener: TcpListener, cluster: Arc<Cluster>) {
 async fn connection(mut s: TcpStream, cluster: &Cluster) -> Result<(), crate::ClusterError> {
     let peer = s.peer_addr()?;
     s.set_nodelay(true)?;
-    let proved = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut s, cluster.secret()))
-        .await
-        .unwrap_or(Err(crate::ClusterError::Timeout("cluster handshake")));
+    let proved = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake::accept(&mut s, cluster.secret()),
+    )
+    .await
+    .unwrap_or(Err(crate::ClusterError::Timeout("cluster handshake")));
     if let Err(e) = proved {
         tracing::warn!(%peer, "cluster connection refused: {e}");
         return Err(e);

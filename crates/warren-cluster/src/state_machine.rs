@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::AnyError;
 use openraft::storage::RaftStateMachine;
+use openraft::AnyError;
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
@@ -70,7 +70,9 @@ impl Flusher {
         loop {
             self.wake.notified().await;
             tokio::time::sleep(FLUSH_DELAY).await;
-            let Some(p) = self.pending.lock().take() else { continue };
+            let Some(p) = self.pending.lock().take() else {
+                continue;
+            };
             let (broker, path) = (broker.clone(), dir.join("applied"));
             let saved = tokio::task::spawn_blocking(move || {
                 // Definitions first: the progress file never runs ahead of them.
@@ -110,6 +112,8 @@ impl StateMachine {
             .is_some_and(|p| p.imported)
     }
 
+    // The error type is openraft's, returned as the storage traits require.
+    #[allow(clippy::result_large_err)]
     fn save(&self) -> Result<(), StorageError<NodeId>> {
         save_json(&self.dir.join("applied"), &self.progress, false)
             .map_err(|e| StorageError::from(StorageIOError::write_state_machine(AnyError::new(&e))))
@@ -125,7 +129,6 @@ impl StateMachine {
             Command::Import(_) => {}
         }
     }
-
 }
 
 /// A snapshot being built: the definitions and progress taken together on
@@ -148,7 +151,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: self.progress.membership.clone(),
-            snapshot_id: applied.map_or("0-0".into(), |l| format!("{}-{}", l.leader_id.term, l.index)),
+            snapshot_id: applied.map_or("0-0".into(), |l| {
+                format!("{}-{}", l.leader_id.term, l.index)
+            }),
         };
         let stored = Stored {
             meta: meta.clone(),
@@ -214,8 +219,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let defs: Definitions = serde_json::from_slice(&data)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
+        let defs: Definitions = serde_json::from_slice(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
         tracing::info!("installing cluster snapshot {}", meta.snapshot_id);
         self.broker.apply_import(&defs);
         self.broker.flush_definitions();
@@ -227,15 +236,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_json(&self.dir.join("snapshot"), &stored, true)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))
+        save_json(&self.dir.join("snapshot"), &stored, true).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
+        })
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let stored: Option<Stored> = load_json(&self.dir.join("snapshot"))
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))?;
+        let stored: Option<Stored> = load_json(&self.dir.join("snapshot")).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
+        })?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),

@@ -36,12 +36,20 @@ pub fn of(c: &Cluster, m: &RaftMetrics<NodeId, Member>, contacts: &Contacts) -> 
                 .and_then(|r| r.get(id))
                 .map(|l| l.map_or(0, |l| l.index));
             NodeStatus {
-                name: if me { c.member().name.clone() } else { shown(n) },
+                name: if me {
+                    c.member().name.clone()
+                } else {
+                    shown(n)
+                },
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
                 running: me || contacts.recent(*id, window),
                 leader: m.current_leader == Some(*id),
-                lag: if leading { matched.map(|i| last.saturating_sub(i)) } else { None },
+                lag: if leading {
+                    matched.map(|i| last.saturating_sub(i))
+                } else {
+                    None
+                },
             }
         })
         .collect();

@@ -17,7 +17,11 @@ pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
     loop {
         let (leader, term, leading) = {
             let m = rx.borrow_and_update();
-            (m.current_leader, m.current_term, m.state == ServerState::Leader)
+            (
+                m.current_leader,
+                m.current_term,
+                m.state == ServerState::Leader,
+            )
         };
         if (leader, term) != last {
             last = (leader, term);
@@ -43,7 +47,13 @@ pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
 fn names(s: &warren_core::replicate::ClusterStatus) -> String {
     s.nodes
         .iter()
-        .map(|n| format!("{} ({})", n.name, if n.running { "up" } else { "not heard from" }))
+        .map(|n| {
+            format!(
+                "{} ({})",
+                n.name,
+                if n.running { "up" } else { "not heard from" }
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -53,8 +63,13 @@ fn names(s: &warren_core::replicate::ClusterStatus) -> String {
 async fn import(cluster: &Cluster, broker: &Broker) {
     let defs = broker.definitions();
     let deadline = tokio::time::Instant::now() + cluster.config().commit_timeout;
-    match cluster.propose(Command::Import(Box::new(defs)), deadline).await {
-        Ok(i) => tracing::info!("this node's definitions are the cluster's first state (log index {i})"),
+    match cluster
+        .propose(Command::Import(Box::new(defs)), deadline)
+        .await
+    {
+        Ok(i) => {
+            tracing::info!("this node's definitions are the cluster's first state (log index {i})")
+        }
         Err(e) => tracing::warn!("founding import not committed yet: {e}"),
     }
 }

@@ -40,7 +40,11 @@ pub(crate) async fn join(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("'addr' (a cluster address) is required"))?;
     c.join(addr)?;
-    tracing::info!(user = caller.name, addr, "joined a cluster through the management API");
+    tracing::info!(
+        user = caller.name,
+        addr,
+        "joined a cluster through the management API"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -53,13 +57,19 @@ pub(crate) async fn forget(
 ) -> Result<StatusCode, ApiError> {
     let c = s.broker.cluster().ok_or_else(not_clustered)?;
     c.forget(&node)?;
-    tracing::info!(user = caller.name, node, "cluster member removed through the management API");
+    tracing::info!(
+        user = caller.name,
+        node,
+        "cluster member removed through the management API"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The other members, for /api/nodes (this node's own row has its figures).
 pub(crate) fn other_nodes(b: &Broker, me: &str) -> Vec<Value> {
-    let Some(c) = b.cluster() else { return Vec::new() };
+    let Some(c) = b.cluster() else {
+        return Vec::new();
+    };
     c.status()
         .nodes
         .into_iter()
@@ -72,23 +82,47 @@ pub(crate) fn other_nodes(b: &Broker, me: &str) -> Vec<Value> {
 pub(crate) fn metrics(o: &mut Out, b: &Broker) {
     let Some(c) = b.cluster() else { return };
     let s = c.status();
-    o.family("warren_raft_term", "gauge", "Current Raft term of the definitions group.");
+    o.family(
+        "warren_raft_term",
+        "gauge",
+        "Current Raft term of the definitions group.",
+    );
     o.sample("warren_raft_term", "", s.term);
-    o.family("warren_raft_commit_index", "gauge", "Highest log index applied on this node.");
+    o.family(
+        "warren_raft_commit_index",
+        "gauge",
+        "Highest log index applied on this node.",
+    );
     o.sample("warren_raft_commit_index", "", s.commit_index);
-    o.family("warren_raft_last_log_index", "gauge", "Last index in this node's Raft log.");
+    o.family(
+        "warren_raft_last_log_index",
+        "gauge",
+        "Last index in this node's Raft log.",
+    );
     o.sample("warren_raft_last_log_index", "", s.last_log_index);
-    o.family("warren_raft_leader", "gauge", "1 for the member that is the Raft leader.");
+    o.family(
+        "warren_raft_leader",
+        "gauge",
+        "1 for the member that is the Raft leader.",
+    );
     for n in &s.nodes {
         let l = format!("node=\"{}\"", label(&n.name));
         o.sample("warren_raft_leader", &l, u8::from(n.leader));
     }
-    o.family("warren_raft_peer_lag", "gauge", "Entries a member lags behind the leader's log.");
+    o.family(
+        "warren_raft_peer_lag",
+        "gauge",
+        "Entries a member lags behind the leader's log.",
+    );
     for n in s.nodes.iter().filter(|n| n.lag.is_some()) {
         let l = format!("node=\"{}\"", label(&n.name));
         o.sample("warren_raft_peer_lag", &l, n.lag.unwrap_or(0));
     }
-    o.family("warren_cluster_node_running", "gauge", "1 for a member heard from recently.");
+    o.family(
+        "warren_cluster_node_running",
+        "gauge",
+        "1 for a member heard from recently.",
+    );
     for n in &s.nodes {
         let l = format!("node=\"{}\"", label(&n.name));
         o.sample("warren_cluster_node_running", &l, u8::from(n.running));

@@ -163,8 +163,14 @@ async fn takeovers_from_other_nodes(broker: Arc<Broker>, shared: Arc<session::Sh
     let mut notices = broker.notices();
     loop {
         match notices.recv().await {
-            Ok(Notice::MqttClientConnected { vhost, client_id, node }) => {
-                shared.takeover.taken_elsewhere(&(vhost, client_id), &node);
+            Ok(Notice::MqttClientConnected {
+                vhost,
+                client_id,
+                node,
+            }) => {
+                shared
+                    .takeover
+                    .taken_elsewhere(&takeover::Key::new(&vhost, &client_id), &node);
             }
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => tracing::warn!("{n} cluster notices missed"),

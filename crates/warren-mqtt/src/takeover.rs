@@ -120,7 +120,7 @@ impl Takeover {
     pub fn taken_elsewhere(&self, key: &Key, node: &str) {
         let live = self.sessions.lock().get(key).and_then(|s| s.conn.clone());
         if let Some(old) = live {
-            tracing::info!(client_id = %key.1, node, "MQTT client connected on another node; ending its session here");
+            tracing::info!(client_id = %key.client_id(), node, "MQTT client connected on another node; ending its session here");
             old.request_close(TAKEOVER);
         }
     }

@@ -82,13 +82,19 @@ impl Broker {
     /// In a cluster: the vhost's whole limit set, checked here, replicated.
     fn propose_vhost_limits(&self, r: &dyn Replicate, vhost: &str, limits: LimitMap) -> Result<()> {
         crate::limits::VhostLimits::default().replace(&limits)?;
-        r.commit(Change::VhostLimits { vhost: vhost.into(), limits })
+        r.commit(Change::VhostLimits {
+            vhost: vhost.into(),
+            limits,
+        })
     }
 
     /// In a cluster: the user's whole limit set, checked here, replicated.
     fn propose_user_limits(&self, r: &dyn Replicate, user: &str, limits: LimitMap) -> Result<()> {
         UserLimits::validate(&limits)?;
-        r.commit(Change::UserLimits { user: user.into(), limits })
+        r.commit(Change::UserLimits {
+            user: user.into(),
+            limits,
+        })
     }
 
     /// Make `m` the whole set of `user`'s limits (a committed cluster change).

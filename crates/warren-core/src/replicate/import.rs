@@ -47,7 +47,11 @@ impl Broker {
             self.put_user_hash(&u.name, &u.password_hash, u.tags.clone());
         }
         let keep: HashSet<&str> = target.users.iter().map(|u| u.name.as_str()).collect();
-        for u in current.users.iter().filter(|u| !keep.contains(u.name.as_str())) {
+        for u in current
+            .users
+            .iter()
+            .filter(|u| !keep.contains(u.name.as_str()))
+        {
             self.delete_user(&u.name);
         }
         let perms = target.permissions.clone().unwrap_or_default();
@@ -67,29 +71,51 @@ impl Broker {
     }
 
     fn import_topology(&self, current: &Definitions, target: &Definitions) {
-        for b in current.bindings.iter().filter(|b| !target.bindings.contains(b)) {
+        for b in current
+            .bindings
+            .iter()
+            .filter(|b| !target.bindings.contains(b))
+        {
             self.with_vhost(&b.vhost, |v| v.unbind_def(b));
         }
         for q in current.queues.iter().filter(|q| !target.queues.contains(q)) {
-            self.with_vhost(&q.vhost, |v| v.delete_queue(&q.name, false, false, 0).map(drop));
+            self.with_vhost(&q.vhost, |v| {
+                v.delete_queue(&q.name, false, false, 0).map(drop)
+            });
         }
-        for x in current.exchanges.iter().filter(|x| !target.exchanges.contains(x)) {
+        for x in current
+            .exchanges
+            .iter()
+            .filter(|x| !target.exchanges.contains(x))
+        {
             self.with_vhost(&x.vhost, |v| v.delete_exchange(&x.name, false));
         }
         for x in &target.exchanges {
-            self.with_vhost(&x.vhost, |v| v.declare_exchange(&vhost::exchange_declare_of(x)).map(drop));
+            self.with_vhost(&x.vhost, |v| {
+                v.declare_exchange(&vhost::exchange_declare_of(x)).map(drop)
+            });
         }
         for q in &target.queues {
-            self.with_vhost(&q.vhost, |v| v.declare_queue(&vhost::queue_declare_of(q), 0).map(drop));
+            self.with_vhost(&q.vhost, |v| {
+                v.declare_queue(&vhost::queue_declare_of(q), 0).map(drop)
+            });
         }
-        for b in target.bindings.iter().filter(|b| !current.bindings.contains(b)) {
+        for b in target
+            .bindings
+            .iter()
+            .filter(|b| !current.bindings.contains(b))
+        {
             self.with_vhost(&b.vhost, |v| v.bind_def(b));
         }
     }
 
     fn import_limits(&self, current: &Definitions, target: &Definitions) {
         let none = Default::default();
-        for v in current.vhost_limits.keys().chain(target.vhost_limits.keys()) {
+        for v in current
+            .vhost_limits
+            .keys()
+            .chain(target.vhost_limits.keys())
+        {
             let m = target.vhost_limits.get(v).unwrap_or(&none);
             if current.vhost_limits.get(v) != Some(m) {
                 let _ = self.replace_vhost_limits(v, m);

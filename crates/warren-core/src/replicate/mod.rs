@@ -256,7 +256,8 @@ impl Broker {
                     .declare_queue(&vhost::queue_declare_of(q), 0)?;
             }
             Change::DeleteQueue { vhost, name } => {
-                self.known_vhost(vhost)?.delete_queue(name, false, false, 0)?;
+                self.known_vhost(vhost)?
+                    .delete_queue(name, false, false, 0)?;
             }
             Change::Bind(b) => self.known_vhost(&b.vhost)?.bind_def(b)?,
             Change::Unbind(b) => self.known_vhost(&b.vhost)?.unbind_def(b)?,

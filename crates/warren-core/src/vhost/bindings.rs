@@ -10,9 +10,9 @@ use warren_store::BindingDef;
 use super::definitions::args_from_b64;
 use super::{Topology, VHost};
 use crate::error::{CoreError, Result};
-use crate::replicate::{Change, Replicate};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
+use crate::replicate::{Change, Replicate};
 use crate::value::Table;
 
 /// One binding, as listed to operators.

@@ -73,7 +73,10 @@ pub(crate) async fn overview(State(s): State<MgmtState>, caller: Authed<Read>) -
 pub(crate) async fn nodes(State(s): State<MgmtState>, _caller: Authed<Read>) -> Reply {
     let p = fds();
     let a = s.broker.alarms.figures();
-    let me = s.broker.cluster().map_or(NODE.to_string(), |c| c.status().node);
+    let me = s
+        .broker
+        .cluster()
+        .map_or(NODE.to_string(), |c| c.status().node);
     let others = crate::cluster::other_nodes(&s.broker, &me);
     let mut nodes = vec![json!({
         "name": me,

@@ -315,8 +315,8 @@ async fn admit(ctx: &Ctx<'_>, c: &Connect) -> Result<Conn, Refused> {
         ctx.shared.takeover.take_over(&key).await;
         if let Some(cluster) = ctx.broker.cluster() {
             cluster.broadcast(warren_core::replicate::Notice::MqttClientConnected {
-                vhost: key.0,
-                client_id: key.1,
+                vhost: vhost.name.to_string(),
+                client_id: c.client_id.clone(),
                 node: String::new(),
             });
         }

@@ -17,7 +17,11 @@ pub(crate) fn status(cli: &Cli, c: &Client) -> Result<(), CtlError> {
     println!("Cluster status of node {} ...", cell(&s["node"]));
     println!("Cluster name: {}", cell(&s["cluster_name"]));
     println!("Leader: {}", cell(&s["leader"]));
-    println!("Raft term {}, commit index {}", cell(&s["term"]), cell(&s["commit_index"]));
+    println!(
+        "Raft term {}, commit index {}",
+        cell(&s["term"]),
+        cell(&s["commit_index"])
+    );
     println!("Nodes:");
     for n in s["nodes"].as_array().into_iter().flatten() {
         println!("  {}", node_line(n));
@@ -26,15 +30,31 @@ pub(crate) fn status(cli: &Cli, c: &Client) -> Result<(), CtlError> {
 }
 
 fn node_line(n: &Value) -> String {
-    let flag = |k: &str, word: &str| if n[k].as_bool() == Some(true) { format!(" {word}") } else { String::new() };
-    let lag = n["lag"].as_u64().map_or(String::new(), |l| format!(" lag {l}"));
+    let flag = |k: &str, word: &str| {
+        if n[k].as_bool() == Some(true) {
+            format!(" {word}")
+        } else {
+            String::new()
+        }
+    };
+    let lag = n["lag"]
+        .as_u64()
+        .map_or(String::new(), |l| format!(" lag {l}"));
     format!(
         "{} ({}){}{}{}{lag}",
         cell(&n["name"]),
         cell(&n["addr"]),
-        if n["running"].as_bool() == Some(true) { " running" } else { " not running" },
+        if n["running"].as_bool() == Some(true) {
+            " running"
+        } else {
+            " not running"
+        },
         flag("leader", "leader"),
-        if n["voter"].as_bool() == Some(false) { " learner" } else { "" },
+        if n["voter"].as_bool() == Some(false) {
+            " learner"
+        } else {
+            ""
+        },
     )
 }
 
