@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use warren_core::replicate::ClusterStatus;
+use warren_core::replicate::{ClusterStatus, NodeStatus};
 use warren_core::Broker;
 
 use crate::auth::{Admin, Authed, Read};
@@ -100,31 +100,42 @@ pub(crate) fn metrics(o: &mut Out, b: &Broker) {
         "Last index in this node's Raft log.",
     );
     o.sample("warren_raft_last_log_index", "", s.last_log_index);
-    o.family(
+    per_node(
+        o,
         "warren_raft_leader",
-        "gauge",
         "1 for the member that is the Raft leader.",
+        &s.nodes,
+        |n| Some(u64::from(n.leader)),
     );
-    for n in &s.nodes {
-        let l = format!("node=\"{}\"", label(&n.name));
-        o.sample("warren_raft_leader", &l, u8::from(n.leader));
-    }
-    o.family(
+    per_node(
+        o,
         "warren_raft_peer_lag",
-        "gauge",
         "Entries a member lags behind the leader's log.",
+        &s.nodes,
+        |n| n.lag,
     );
-    for n in s.nodes.iter().filter(|n| n.lag.is_some()) {
-        let l = format!("node=\"{}\"", label(&n.name));
-        o.sample("warren_raft_peer_lag", &l, n.lag.unwrap_or(0));
-    }
-    o.family(
+    per_node(
+        o,
         "warren_cluster_node_running",
-        "gauge",
         "1 for a member heard from recently.",
+        &s.nodes,
+        |n| Some(u64::from(n.running)),
     );
-    for n in &s.nodes {
-        let l = format!("node=\"{}\"", label(&n.name));
-        o.sample("warren_cluster_node_running", &l, u8::from(n.running));
+}
+
+/// One gauge family with a sample per member (`node` label); members
+/// `value` gives nothing for are left out.
+fn per_node(
+    o: &mut Out,
+    name: &str,
+    help: &str,
+    nodes: &[NodeStatus],
+    value: impl Fn(&NodeStatus) -> Option<u64>,
+) {
+    o.family(name, "gauge", help);
+    for n in nodes {
+        if let Some(v) = value(n) {
+            o.sample(name, &format!("node=\"{}\"", label(&n.name)), v);
+        }
     }
 }
