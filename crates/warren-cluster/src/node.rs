@@ -412,6 +412,7 @@ impl Cluster {
         &self.cfg
     }
 
+    /// This node's Raft id.
     pub(crate) fn id(&self) -> NodeId {
         self.id
     }

@@ -1,6 +1,7 @@
 //! Watching the engine: leader changes go to the log, and the first leader
 //! of a new cluster offers its own definitions as the cluster's first state.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::ServerState;
@@ -14,13 +15,22 @@ use crate::types::Command;
 pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
     let mut rx = cluster.raft().metrics();
     let mut last: (Option<u64>, u64) = (None, 0);
+    // Known once seen, so the progress file is not read at every heartbeat.
+    let mut imported = false;
+    let announcing = Arc::new(AtomicBool::new(false));
     loop {
-        let (leader, term, leading) = {
+        let (leader, term, leading, unnamed) = {
             let m = rx.borrow_and_update();
+            let me = m
+                .membership_config
+                .membership()
+                .get_node(&cluster.id())
+                .cloned();
             (
                 m.current_leader,
                 m.current_term,
                 m.state == ServerState::Leader,
+                me.is_some_and(|n| n.name != cluster.member().name),
             )
         };
         if (leader, term) != last {
@@ -31,12 +41,16 @@ pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
                 None => tracing::warn!(term, "cluster has no leader; members: {}", names(&s)),
             }
         }
-        if leading && !StateMachine::imported(&cluster.config().dir) {
-            import(&cluster, &broker).await;
+        if leading && !imported {
+            imported =
+                StateMachine::imported(&cluster.config().dir) || import(&cluster, &broker).await;
         }
-        if leader.is_some() {
-            let c = cluster.clone();
-            tokio::spawn(async move { c.announce().await });
+        if leader.is_some() && unnamed && !announcing.swap(true, Ordering::AcqRel) {
+            let (c, flag) = (cluster.clone(), announcing.clone());
+            tokio::spawn(async move {
+                c.announce().await;
+                flag.store(false, Ordering::Release);
+            });
         }
         if rx.changed().await.is_err() {
             return;
@@ -59,8 +73,8 @@ fn names(s: &warren_core::replicate::ClusterStatus) -> String {
 }
 
 /// The founding leader's definitions become the cluster's (the state
-/// machine applies only the first import in the log).
-async fn import(cluster: &Cluster, broker: &Broker) {
+/// machine applies only the first import in the log). True once committed.
+async fn import(cluster: &Cluster, broker: &Broker) -> bool {
     let defs = broker.definitions();
     let deadline = tokio::time::Instant::now() + cluster.config().commit_timeout;
     match cluster
@@ -68,8 +82,12 @@ async fn import(cluster: &Cluster, broker: &Broker) {
         .await
     {
         Ok(i) => {
-            tracing::info!("this node's definitions are the cluster's first state (log index {i})")
+            tracing::info!("this node's definitions are the cluster's first state (log index {i})");
+            true
         }
-        Err(e) => tracing::warn!("founding import not committed yet: {e}"),
+        Err(e) => {
+            tracing::warn!("founding import not committed yet: {e}");
+            false
+        }
     }
 }
