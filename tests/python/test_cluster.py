@@ -101,6 +101,11 @@ def test_minority_refuses_changes_and_heals(cluster):
     assert a.api("/api/queues/%2F/minority-q")[0] == 404
     code, body = a.api("/api/vhosts/minority-vhost", method="PUT")
     assert code == 503 and "no quorum" in body["reason"]
+    assert a.api("/api/vhosts/minority-vhost")[0] == 404
+    # Deleting is refused the same way, and the user stays.
+    code, body = a.api("/api/users/guest", method="DELETE")
+    assert code == 503 and "no quorum" in body["reason"]
+    assert a.api("/api/users/guest")[0] == 200
     assert "cannot commit definition changes" in a.log()
     # Heal: the others return; the cluster agrees and takes changes again.
     b.start()

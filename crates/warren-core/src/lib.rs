@@ -146,32 +146,21 @@ impl Broker {
         (v, true)
     }
 
-    /// Create a vhost if missing and return it.
-    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+    /// Create a vhost if missing and return it. In a cluster it is made
+    /// through the group; the error says why it was not (no quorum).
+    pub fn add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
         if let Some(v) = self.vhost(name) {
-            return v;
+            return Ok(v);
         }
         if let Some(r) = replicate::proposer(&self.replicator) {
-            match r.commit(Change::AddVhost(name.into())) {
-                Ok(()) => return self.vhost_or_create(name).0,
-                Err(e) => tracing::error!(vhost = name, "vhost not created: {e}"),
-            }
+            r.commit(Change::AddVhost(name.into()))?;
+            return Ok(self.vhost_or_create(name).0);
         }
         let (v, created) = self.vhost_or_create(name);
         if created {
             self.save_definitions();
         }
-        v
-    }
-
-    /// Create a vhost, replicated in a cluster; the error says why not.
-    pub fn try_add_vhost(&self, name: &str) -> Result<Arc<VHost>> {
-        if let Some(r) = replicate::proposer(&self.replicator) {
-            if self.vhost(name).is_none() {
-                r.commit(Change::AddVhost(name.into()))?;
-            }
-        }
-        Ok(self.add_vhost(name))
+        Ok(v)
     }
 
     /// Add or replace a user (password hashed here) and persist it.
@@ -207,16 +196,14 @@ impl Broker {
     }
 
     /// Delete a user with its permissions; its connections are closed.
-    pub fn delete_user(&self, name: &str) -> bool {
+    /// False when there was no such user.
+    pub fn delete_user(&self, name: &str) -> Result<bool> {
         let found = self.users.get(name).is_some();
         if let Some(r) = replicate::proposer(&self.replicator) {
             if found {
-                if let Err(e) = r.commit(Change::DeleteUser(name.into())) {
-                    tracing::error!(user = name, "user not deleted: {e}");
-                    return false;
-                }
+                r.commit(Change::DeleteUser(name.into()))?;
             }
-            return found;
+            return Ok(found);
         }
         if self.users.delete(name) {
             self.limits.forget_user(name);
@@ -227,7 +214,7 @@ impl Broker {
             }
             self.save_definitions();
         }
-        found
+        Ok(found)
     }
 
     /// Grant `user` rights in `vhost` and persist them.
@@ -252,32 +239,37 @@ impl Broker {
         Ok(())
     }
 
-    /// Revoke `user`'s rights in `vhost` and persist that.
-    pub fn clear_permissions(&self, vhost: &str, user: &str) -> bool {
+    /// Revoke `user`'s rights in `vhost` and persist that; false when it
+    /// had none.
+    pub fn clear_permissions(&self, vhost: &str, user: &str) -> Result<bool> {
         if let Some(r) = replicate::proposer(&self.replicator) {
             let had = self.users.has_permission(vhost, user);
-            let change = Change::ClearPermission {
-                vhost: vhost.into(),
-                user: user.into(),
-            };
-            return had && r.commit(change).is_ok();
+            if had {
+                let (vhost, user) = (vhost.into(), user.into());
+                r.commit(Change::ClearPermission { vhost, user })?;
+            }
+            return Ok(had);
         }
         let had = self.users.clear_permission(vhost, user);
         if had {
             self.save_definitions();
         }
-        had
+        Ok(had)
     }
 
     /// Delete a vhost with everything in it (queues and their stored
     /// messages); its connections are closed, as RabbitMQ does.
-    pub fn delete_vhost(&self, name: &str) -> bool {
+    /// False when there was no such vhost.
+    pub fn delete_vhost(&self, name: &str) -> Result<bool> {
         if let Some(r) = replicate::proposer(&self.replicator) {
             let found = self.vhost(name).is_some();
-            return found && r.commit(Change::DeleteVhost(name.into())).is_ok();
+            if found {
+                r.commit(Change::DeleteVhost(name.into()))?;
+            }
+            return Ok(found);
         }
         let Some(v) = self.vhosts.write().remove(name) else {
-            return false;
+            return Ok(false);
         };
         for c in self.registry.list() {
             if &*c.vhost == name {
@@ -294,7 +286,7 @@ impl Broker {
         self.orphan_bindings.lock().retain(|b| b.vhost != name);
         tracing::info!(vhost = name, "vhost deleted");
         self.save_definitions();
-        true
+        Ok(true)
     }
 
     /// Look a vhost up.

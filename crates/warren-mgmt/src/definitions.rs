@@ -173,7 +173,7 @@ impl Import {
 fn import_vhosts(run: &mut Import, s: &MgmtState, d: &Json_) {
     for v in items(d, "vhosts") {
         let name = text(v, "name");
-        let r = warren_core::check_name("vhost", name).map(|()| s.broker.add_vhost(name));
+        let r = warren_core::check_name("vhost", name).and_then(|()| s.broker.add_vhost(name));
         run.applied(r, || format!("vhost '{name}'"));
     }
 }
@@ -183,13 +183,17 @@ fn import_users(run: &mut Import, s: &MgmtState, d: &Json_) {
     for u in items(d, "users") {
         let name = text(u, "name");
         let tags = parse_tags(u.get("tags"));
-        if let Some(pw) = u.get("password").and_then(|p| p.as_str()) {
-            b.put_user(name, pw, tags);
+        let saved = if let Some(pw) = u.get("password").and_then(|p| p.as_str()) {
+            b.try_put_user_hash(name, &warren_core::auth::hash_password(pw), tags)
         } else if let Err(why) = check_hash_algorithm(u) {
             run.errors.push(format!("user '{name}': {why}"));
             continue;
         } else {
-            b.put_user_hash(name, text(u, "password_hash"), tags);
+            b.try_put_user_hash(name, text(u, "password_hash"), tags)
+        };
+        if let Err(e) = saved {
+            run.errors.push(format!("user '{name}': {e}"));
+            continue;
         }
         if let Err(e) = import_user_limits(s, name, u) {
             run.errors.push(e.to_string());

@@ -254,7 +254,7 @@ mod tests {
         let b = Broker::new(None);
         b.put_user("u", "p", vec![]);
         b.merge_user_limits("u", &map("max-channels", 1)).unwrap();
-        b.delete_user("u");
+        b.delete_user("u").unwrap();
         b.put_user("u", "p", vec![]);
         assert!(b.user_limits().is_empty());
         b.merge_user_limits("u", &map("max-channels", 1)).unwrap();

@@ -34,11 +34,12 @@ impl Broker {
     }
 
     fn import_vhosts(&self, current: &Definitions, target: &Definitions) {
+        // Applying: these act locally and cannot be refused by the group.
         for v in &target.vhosts {
-            self.add_vhost(v);
+            let _ = self.add_vhost(v);
         }
         for v in current.vhosts.iter().filter(|v| !target.vhosts.contains(v)) {
-            self.delete_vhost(v);
+            let _ = self.delete_vhost(v);
         }
     }
 
@@ -52,7 +53,7 @@ impl Broker {
             .iter()
             .filter(|u| !keep.contains(u.name.as_str()))
         {
-            self.delete_user(&u.name);
+            let _ = self.delete_user(&u.name);
         }
         let perms = target.permissions.clone().unwrap_or_default();
         for p in &perms {
@@ -65,7 +66,7 @@ impl Broker {
         }
         for p in current.permissions.iter().flatten() {
             if !perms.iter().any(|t| t.vhost == p.vhost && t.user == p.user) {
-                self.clear_permissions(&p.vhost, &p.user);
+                let _ = self.clear_permissions(&p.vhost, &p.user);
             }
         }
     }

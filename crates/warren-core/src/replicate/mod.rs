@@ -228,21 +228,21 @@ impl Broker {
     fn apply_locally(&self, change: &Change) -> Result<()> {
         match change {
             Change::AddVhost(v) => {
-                self.add_vhost(v);
+                self.add_vhost(v)?;
             }
             Change::DeleteVhost(v) => {
-                self.delete_vhost(v);
+                self.delete_vhost(v)?;
             }
             Change::PutUser(u) => self.put_user_hash(&u.name, &u.password_hash, u.tags.clone()),
             Change::DeleteUser(u) => {
-                self.delete_user(u);
+                self.delete_user(u)?;
             }
             Change::SetPermission(p) => {
                 let perm = auth::Permission::new(&p.configure, &p.write, &p.read)?;
                 self.set_permissions(&p.vhost, &p.user, perm)?;
             }
             Change::ClearPermission { vhost, user } => {
-                self.clear_permissions(vhost, user);
+                self.clear_permissions(vhost, user)?;
             }
             Change::DeclareExchange(x) => {
                 let v = self.known_vhost(&x.vhost)?;

@@ -36,7 +36,7 @@ pub(crate) async fn vhost_put(
 ) -> Done {
     warren_core::check_name("vhost", &vhost)?;
     let new = s.broker.vhost(&vhost).is_none();
-    s.broker.try_add_vhost(&vhost)?;
+    s.broker.add_vhost(&vhost)?;
     if new {
         tracing::info!(
             user = caller.name,
@@ -52,7 +52,7 @@ pub(crate) async fn vhost_delete(
     Path(vhost): Path<String>,
     caller: Authed<Admin>,
 ) -> Done {
-    if !s.broker.delete_vhost(&vhost) {
+    if !s.broker.delete_vhost(&vhost)? {
         return Err(ApiError::no("vhost", &vhost));
     }
     tracing::info!(
@@ -119,7 +119,7 @@ pub(crate) async fn user_delete(
     Path(user): Path<String>,
     caller: Authed<Admin>,
 ) -> Done {
-    if !s.broker.delete_user(&user) {
+    if !s.broker.delete_user(&user)? {
         return Err(ApiError::no("user", &user));
     }
     tracing::info!(
@@ -171,7 +171,7 @@ pub(crate) async fn permission_delete(
     Path((vhost, user)): Path<(String, String)>,
     caller: Authed<Admin>,
 ) -> Done {
-    if !s.broker.clear_permissions(&vhost, &user) {
+    if !s.broker.clear_permissions(&vhost, &user)? {
         return Err(ApiError::not_found("no such permission"));
     }
     tracing::info!(
