@@ -27,6 +27,9 @@ pub enum ClusterError {
     /// The peer answered with a failure.
     #[error("peer: {0}")]
     Remote(String),
+    /// A message-link frame made no sense.
+    #[error("cluster message link: {0}")]
+    Link(&'static str),
     /// No answer in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod files;
 mod handshake;
+mod link;
 mod log_store;
 mod network;
 mod node;
@@ -30,6 +31,7 @@ pub use types::{node_id, NodeId};
 /// The decoders of what arrives from outside (the link's frames, the log
 /// file at start-up), for fuzzing.
 pub mod decode {
+    pub use crate::link::frame::{decode as decode_link_frame, split as split_link_frame};
     pub use crate::log_store::intact_len;
     pub use crate::wire::{decode_request, MAX_FRAME};
 }

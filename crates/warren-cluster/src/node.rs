@@ -14,6 +14,7 @@ use warren_core::{Broker, CoreError};
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::link::Links;
 use crate::log_store::LogStore;
 use crate::network::{Contacts, Network, Peer};
 use crate::state_machine::StateMachine;
@@ -41,6 +42,8 @@ pub struct Cluster {
     broker: std::sync::Weak<Broker>,
     /// Itself, for tasks it spawns from `&self`.
     this: std::sync::Weak<Cluster>,
+    /// The message link to the other nodes (set once at start).
+    links: std::sync::OnceLock<Arc<Links>>,
 }
 
 impl Cluster {
@@ -78,7 +81,11 @@ impl Cluster {
             runtime: tokio::runtime::Handle::current(),
             broker: Arc::downgrade(&broker),
             this: this.clone(),
+            links: std::sync::OnceLock::new(),
         });
+        let links = Links::new(&cluster, &broker);
+        let _ = cluster.links.set(links.clone());
+        broker.set_link(links);
         tracing::info!(
             node = %cluster.me, id, seeds = ?cluster.cfg.seeds,
             "cluster '{}': listening on {}", cluster.cfg.name, cluster.cfg.bind
@@ -275,6 +282,22 @@ impl Cluster {
     /// This node's name.
     pub(crate) fn member(&self) -> &Member {
         &self.me
+    }
+
+    /// The message link.
+    pub(crate) fn links(&self) -> &Arc<Links> {
+        self.links.get().expect("set at start")
+    }
+
+    /// The cluster address of the member named `name`.
+    pub(crate) fn addr_of(&self, name: &str) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let ms = m.membership_config.membership();
+        let addr = ms
+            .nodes()
+            .find(|(_, n)| n.name == name)
+            .map(|(_, n)| n.addr.clone());
+        addr
     }
 
     /// The leader's address, if this node knows one.

@@ -48,6 +48,10 @@ async fn connection(mut s: TcpStream, cluster: &Cluster) -> Result<(), crate::Cl
     }
     loop {
         let req: Request = read_frame(&mut s).await?;
+        if let Request::Link(from) = req {
+            cluster.links().accept(s, from);
+            return Ok(());
+        }
         let resp = handle(cluster, req).await;
         write_frame(&mut s, &resp).await?;
     }
@@ -79,5 +83,6 @@ async fn handle(cluster: &Cluster, req: Request) -> Response {
             cluster.notice_received(n);
             Response::Joined
         }
+        Request::Link(_) => Response::Failed("a message link is not a request".into()),
     }
 }

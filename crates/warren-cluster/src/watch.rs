@@ -11,7 +11,8 @@ use crate::node::Cluster;
 use crate::state_machine::StateMachine;
 use crate::types::Command;
 
-/// Log every change of leader or term; import once, as the first leader.
+/// Log every change of leader or term; import once, as the first leader;
+/// keep a message link to every member.
 pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
     let mut rx = cluster.raft().metrics();
     let mut last: (Option<u64>, u64) = (None, 0);
@@ -19,8 +20,14 @@ pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
     let mut imported = false;
     let announcing = Arc::new(AtomicBool::new(false));
     loop {
-        let (leader, term, leading, unnamed) = {
+        let (leader, term, leading, unnamed, members) = {
             let m = rx.borrow_and_update();
+            let members: Vec<String> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, n)| n.name.clone())
+                .collect();
             let me = m
                 .membership_config
                 .membership()
@@ -31,8 +38,11 @@ pub async fn leader_changes(cluster: Arc<Cluster>, broker: Arc<Broker>) {
                 m.current_term,
                 m.state == ServerState::Leader,
                 me.is_some_and(|n| n.name != cluster.member().name),
+                members,
             )
         };
+        // Message links to every named member, before a queue needs one.
+        cluster.links().connect_all(members);
         if (leader, term) != last {
             last = (leader, term);
             let s = cluster.local_status();
@@ -75,7 +85,11 @@ fn names(s: &warren_core::replicate::ClusterStatus) -> String {
 /// The founding leader's definitions become the cluster's (the state
 /// machine applies only the first import in the log). True once committed.
 async fn import(cluster: &Cluster, broker: &Broker) -> bool {
-    let defs = broker.definitions();
+    let mut defs = broker.definitions();
+    // Queues of the single node that founds the cluster live on it.
+    for q in defs.queues.iter_mut().filter(|q| q.home.is_none()) {
+        q.home = Some(cluster.member().name.clone());
+    }
     let deadline = tokio::time::Instant::now() + cluster.config().commit_timeout;
     match cluster
         .propose(Command::Import(Box::new(defs)), deadline)

@@ -36,6 +36,9 @@ pub enum Request {
     Status,
     /// An event for this node to act on (see `Notice`).
     Notice(warren_core::replicate::Notice),
+    /// Turn this connection into the named node's message link (binary
+    /// frames from here on; see `link`).
+    Link(String),
 }
 
 /// The answer to a [`Request`]; errors travel as text, since the asking

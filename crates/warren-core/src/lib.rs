@@ -15,6 +15,7 @@ pub mod message;
 pub mod props;
 pub mod queue;
 pub mod registry;
+pub mod remote;
 pub mod replicate;
 pub mod retained;
 pub mod session_ids;
@@ -71,6 +72,8 @@ pub struct Broker {
     /// The cluster's consensus group, when clustered: definitions changes
     /// go through it (see [`replicate`]).
     replicator: replicate::Slot,
+    /// The cluster's message link to queues homed elsewhere ([`remote`]).
+    link: remote::LinkSlot,
     /// Notices from other cluster members (see [`replicate::Notice`]).
     notices: tokio::sync::broadcast::Sender<replicate::Notice>,
 }
@@ -108,6 +111,7 @@ impl Broker {
             orphans: Mutex::new(Vec::new()),
             orphan_bindings: Mutex::new(Vec::new()),
             replicator: replicate::Slot::default(),
+            link: remote::LinkSlot::default(),
             notices: tokio::sync::broadcast::channel(1024).0,
         });
         b.vhost_or_create("/");
@@ -142,6 +146,7 @@ impl Broker {
         let pages = self.store.as_ref().map(|s| s.pages.clone());
         let v = VHost::new_shared(name, self.types.clone(), log, pages, hook);
         v.set_replicator_slot(self.replicator.clone());
+        v.set_link_slot(self.link.clone());
         vhosts.insert(name.to_string(), v.clone());
         (v, true)
     }

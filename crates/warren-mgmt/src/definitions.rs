@@ -269,6 +269,8 @@ fn import_queues(run: &mut Import, s: &MgmtState, d: &Json_) {
             auto_delete: flag(q, "auto_delete", false),
             args,
             server_named: false,
+            // RabbitMQ's HTTP API places a queue on the node named here.
+            home: q.get("node").and_then(|n| n.as_str()).map(str::to_string),
         };
         let r = warren_core::check_name("queue", name).and_then(|()| v.declare_queue(&declare, 0));
         run.applied(r, || format!("queue '{name}' in '{vhost}'"));

@@ -104,6 +104,9 @@ pub struct QueueDef {
     pub auto_delete: bool,
     /// Arguments as an AMQP field table, base64.
     pub arguments: String,
+    /// The cluster node the queue lives on (none outside a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
 /// A binding between durable ends.

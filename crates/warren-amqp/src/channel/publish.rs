@@ -118,7 +118,7 @@ impl Channel {
         if let Some(m) = returned {
             self.send_return(&m);
         }
-        self.confirms.record(routed.rejected, routed.sync_seq);
+        self.confirms.record(&routed);
         Ok(())
     }
 

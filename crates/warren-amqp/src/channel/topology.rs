@@ -133,6 +133,7 @@ impl Channel {
             exclusive: d.exclusive,
             auto_delete: d.auto_delete,
             args: to_table(&d.arguments),
+            home: None,
         };
         let (q, messages, consumers) = ctx.vhost.declare_queue(&decl, ctx.conn_id)?;
         self.last_queue = Some(q.name.to_string());

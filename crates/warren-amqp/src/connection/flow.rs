@@ -53,7 +53,14 @@ impl Conn {
         warren_net::pace_publisher(backlogged).await;
     }
 
-    /// Send the confirms the store's sync progress allows, on every channel.
+    /// True when some channel still owes confirms (they may wait for a
+    /// queue's home node).
+    pub(super) fn confirms_pending(&mut self) -> bool {
+        self.channels.iter_mut().any(|ch| ch.has_pending_confirms())
+    }
+
+    /// Send the confirms the store's sync progress (and, for publishes
+    /// forwarded to other nodes, the links' progress) allows, on every channel.
     pub(super) fn flush_confirms(&mut self, sync: Option<&watch::Receiver<SyncState>>) {
         let state = match sync {
             Some(rx) => *rx.borrow(),
@@ -63,9 +70,10 @@ impl Conn {
                 failed: 0,
             },
         };
+        let link = self.broker.link().map(|l| &**l);
         for ch in self.channels.iter_mut() {
             if ch.has_pending_confirms() && !ch.closing {
-                ch.flush_confirms(state);
+                ch.flush_confirms(state, link);
             }
         }
     }

@@ -28,6 +28,8 @@ struct Watches {
     /// Group-commit progress of the store drives publisher confirms.
     sync: Option<watch::Receiver<SyncState>>,
     has_store: bool,
+    /// Confirms from the homes of queues on other nodes (clustered only).
+    remote: Option<watch::Receiver<u64>>,
     close_asked: bool,
     alarms: watch::Receiver<warren_core::alarm::AlarmSet>,
     handshake_deadline: Instant,
@@ -58,6 +60,7 @@ impl Conn {
             shutting_down: false,
             has_store: sync.is_some(),
             sync,
+            remote: self.broker.link().map(|l| l.confirmations()),
             close_asked: false,
             alarms: self.alarms.subscribe(),
             handshake_deadline: Instant::now() + self.cfg.handshake_timeout,
@@ -103,6 +106,7 @@ impl Conn {
         let info = self.registration.as_ref().map(|r| r.info.clone());
         let timeout = self.read_timeout_in(self.phase, w.handshake_deadline);
         let forced = AMQPHardError::CONNECTIONFORCED;
+        let remote_pending = w.remote.is_some() && self.confirms_pending();
         tokio::select! {
             // While blocked by an alarm the socket is not read (and
             // missed heartbeats are not counted), as in RabbitMQ.
@@ -119,6 +123,12 @@ impl Conn {
                 w.close_asked = true;
                 tracing::info!(peer = %self.peer, user = %self.user, "closing AMQP connection: {reason}");
                 self.close_connection(AmqpError::connection(forced, reason));
+            }
+            r = async { w.remote.as_mut().expect("link").changed().await }, if remote_pending => {
+                if r.is_err() {
+                    w.remote = None;
+                }
+                self.flush_confirms(w.sync.as_ref());
             }
             r = async { w.sync.as_mut().expect("store").changed().await }, if w.has_store => {
                 if r.is_err() {

@@ -57,6 +57,7 @@ impl Queue {
             inner.ready.push_front(d);
             break;
         }
+        self.top_up(inner);
     }
 
     /// Offer `d` to consumer `idx`; on success account for the delivery.
@@ -72,10 +73,12 @@ impl Queue {
         // Log before handing over: afterwards the delivery is gone.
         let stored = d.message.store_id != 0 && self.store.is_some();
         let for_log = stored.then(|| d.clone());
+        let seq = d.seq;
         c.consumer.offer(self, d)?;
         inner.stats.delivered += 1;
         if no_ack {
             self.acked.fetch_add(1, Ordering::Relaxed);
+            self.settled_on_handover(seq);
         } else {
             self.unacked.fetch_add(1, Ordering::Relaxed);
         }
@@ -117,6 +120,7 @@ impl Queue {
             .windows(2)
             .all(|w| w[0].priority == w[1].priority);
         inner.had_consumer = true;
+        self.subscribe_locked(&inner);
         self.dispatch_locked(&mut inner);
         Ok(())
     }
@@ -137,6 +141,9 @@ impl Queue {
         if inner.rr >= inner.consumers.len() {
             inner.rr = 0;
         }
+        if inner.consumers.is_empty() {
+            self.unsubscribe_locked(&mut inner);
+        }
         before != inner.consumers.len()
             && inner.consumers.is_empty()
             && inner.had_consumer
@@ -154,6 +161,9 @@ impl Queue {
 
     /// Consumer count.
     pub fn consumer_count(&self) -> u32 {
+        if let Some(s) = self.stats_remote() {
+            return s.consumers as u32;
+        }
         self.lock().consumers.len() as u32
     }
 }

@@ -21,6 +21,7 @@ mod expires;
 mod forget;
 mod paged;
 mod ready;
+mod remote;
 mod restore;
 mod ttl;
 
@@ -169,6 +170,10 @@ pub struct Queue {
     ttl_sweeper: TaskSlot,
     /// The vhost, for dead-lettering (set when the queue is added).
     pub(crate) home: OnceLock<Weak<VHost>>,
+    /// The cluster node the queue lives on, when declared in a cluster.
+    home_node: Option<Arc<str>>,
+    /// Set on every node but the home: this queue is its proxy.
+    remote: OnceLock<crate::remote::Remote>,
 }
 
 /// Ready messages beyond which a queue with consumers asks publishers to
@@ -216,6 +221,8 @@ impl Queue {
             dead: DeadLetters::default(),
             ttl_sweeper: TaskSlot::default(),
             home: OnceLock::new(),
+            home_node: None,
+            remote: OnceLock::new(),
             inner: Mutex::new(Inner {
                 ready: Ready::new(limits.max_priority),
                 consumers: Vec::new(),
@@ -306,6 +313,13 @@ impl Queue {
 
     /// Append a message and hand it to a consumer if one has credit.
     pub fn enqueue(self: &Arc<Self>, message: Message) -> Enqueued {
+        if self.is_proxy() {
+            return match self.forward(&message) {
+                crate::remote::Forwarded::Sent(_) => Enqueued::Accepted,
+                crate::remote::Forwarded::Backlogged(_) => Enqueued::Backlogged,
+                crate::remote::Forwarded::Refused => Enqueued::Rejected,
+            };
+        }
         let mut inner = self.lock();
         if self.is_deleted() {
             self.forget(&message);
@@ -379,6 +393,11 @@ impl Queue {
     /// Messages rejected without requeue: dead-lettered if the queue has a
     /// DLX, then settled.
     pub fn reject<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+        let deliveries = deliveries.into_iter();
+        if self.is_proxy() {
+            self.settle_remote(crate::remote::Settle::Reject, deliveries);
+            return;
+        }
         let mut n = 0;
         for d in deliveries {
             n += 1;
@@ -391,6 +410,12 @@ impl Queue {
     /// basic.get: the next ready message and how many remain after it.
     pub fn get(&self, no_ack: bool) -> Option<(Delivery, u32)> {
         self.touch();
+        if let Some(got) = self.get_remote(no_ack) {
+            return got.unwrap_or_else(|e| {
+                tracing::warn!(queue = %self.name, vhost = %self.vhost, "basic.get at the queue's home failed: {e}");
+                None
+            });
+        }
         let mut inner = self.lock();
         self.drop_expired(&mut inner);
         let d = inner.ready.pop_front()?;
@@ -409,6 +434,11 @@ impl Queue {
     /// Delivered messages were acknowledged (or rejected without requeue).
     /// Takes no queue lock, so acks never wait behind publishers.
     pub fn settle<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+        let deliveries = deliveries.into_iter();
+        if self.is_proxy() {
+            self.settle_remote(crate::remote::Settle::Ack, deliveries);
+            return;
+        }
         let mut n = 0;
         for d in deliveries {
             n += 1;
@@ -420,6 +450,11 @@ impl Queue {
 
     /// Put delivered messages back at their original positions, marked redelivered.
     pub fn requeue(self: &Arc<Self>, deliveries: impl IntoIterator<Item = Delivery>) {
+        if self.is_proxy() {
+            let ds: Vec<Delivery> = deliveries.into_iter().collect();
+            self.settle_remote(crate::remote::Settle::Requeue, &ds);
+            return;
+        }
         let mut inner = self.lock();
         let mut n = 0;
         for mut d in deliveries {
@@ -437,6 +472,12 @@ impl Queue {
 
     /// Drop all ready messages; returns how many.
     pub fn purge(&self) -> u32 {
+        if let Some(r) = self.remote.get() {
+            return r.home.purge(self).unwrap_or_else(|e| {
+                tracing::warn!(queue = %self.name, vhost = %self.vhost, "purge at the queue's home failed: {e}");
+                0
+            });
+        }
         let mut inner = self.lock();
         let n = inner.ready.len();
         let left = inner.ready.drain(|d| self.forget(&d.message));
@@ -447,6 +488,9 @@ impl Queue {
 
     /// Ready message count (after dropping expired heads).
     pub fn message_count(&self) -> u32 {
+        if let Some(s) = self.stats_remote() {
+            return s.ready as u32;
+        }
         let mut inner = self.lock();
         self.drop_expired(&mut inner);
         inner.ready.len() as u32
@@ -454,6 +498,9 @@ impl Queue {
 
     /// Counters for listing.
     pub fn stats(&self) -> QueueStats {
+        if let Some(s) = self.stats_remote() {
+            return s;
+        }
         let inner = self.lock();
         QueueStats {
             ready: inner.ready.len(),
@@ -471,6 +518,7 @@ impl Queue {
     pub(crate) fn delete(self: &Arc<Self>) -> u32 {
         let (n, consumers, left) = {
             let mut inner = self.lock();
+            self.unsubscribe_locked(&mut inner);
             self.deleted.store(true, Ordering::Release);
             let n = inner.ready.len() as u32;
             let left = inner.ready.drain(|d| self.forget(&d.message));

@@ -29,6 +29,9 @@ pub struct QueueDeclare {
     pub args: Table,
     /// The name was made up by the server (it may use the `amq.` prefix).
     pub server_named: bool,
+    /// The cluster node it lives on (a replicated declare names it; none
+    /// means this node).
+    pub home: Option<String>,
 }
 
 /// Parameters of exchange.declare.
@@ -237,18 +240,7 @@ impl VHost {
         }
         self.check_queue_limit(&topo, &name)?;
         let owner = d.exclusive.then_some(conn);
-        let q = Arc::new(
-            Queue::new(
-                &self.name,
-                &name,
-                d.durable,
-                owner,
-                d.auto_delete,
-                d.args.clone(),
-            )?
-            .with_store(self.log.clone())
-            .with_pages(self.pages.clone()),
-        );
+        let q = self.new_queue(&name, d, owner)?;
         if q.durable && owner.is_none() {
             if let Some(r) = self.proposer() {
                 drop(topo);
@@ -266,6 +258,32 @@ impl VHost {
             self.changed();
         }
         Ok((q, 0, 0))
+    }
+
+    /// The queue a declare makes: a proxy when it lives on another node.
+    fn new_queue(&self, name: &str, d: &QueueDeclare, owner: Option<u64>) -> Result<Arc<Queue>> {
+        let q = Queue::new(
+            &self.name,
+            name,
+            d.durable,
+            owner,
+            d.auto_delete,
+            d.args.clone(),
+        )?
+        .with_home(d.home.as_deref());
+        let link = self
+            .cluster_link()
+            .filter(|l| d.home.as_deref().is_some_and(|h| h != l.node()));
+        let Some(link) = link else {
+            return Ok(Arc::new(
+                q.with_store(self.log.clone())
+                    .with_pages(self.pages.clone()),
+            ));
+        };
+        let home = link.home(d.home.as_deref().unwrap_or_default());
+        let made = q.make_proxy(home);
+        debug_assert!(made, "a new queue is empty");
+        Ok(Arc::new(q))
     }
 
     /// A redeclare must match the queue's flags and the arguments RabbitMQ

@@ -53,6 +53,7 @@ impl VHost {
                 name: q.name.to_string(),
                 auto_delete: q.auto_delete,
                 arguments: args_b64(&q.current_args()),
+                home: q.home_node().map(str::to_string),
             })
             .collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -114,6 +115,7 @@ pub fn queue_declare_of(q: &QueueDef) -> QueueDeclare {
         args: args_from_b64(&q.arguments),
         // Recorded names were accepted once; amq.gen- ones included.
         server_named: true,
+        home: q.home.clone(),
     }
 }
 
@@ -158,6 +160,11 @@ impl VHost {
             name: name.to_string(),
             auto_delete: d.auto_delete,
             arguments: args_b64(&d.args),
+            // Declared here: it lives here, unless the declare names a home.
+            home: d
+                .home
+                .clone()
+                .or_else(|| self.cluster_link().map(|l| l.node().to_string())),
         }
     }
 }

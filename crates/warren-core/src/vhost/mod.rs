@@ -70,6 +70,8 @@ pub struct VHost {
     /// The cluster's replicator slot, shared with the broker (unset for a
     /// vhost made outside a broker).
     replicator: std::sync::OnceLock<crate::replicate::Slot>,
+    /// The cluster's message link slot, shared with the broker.
+    link: std::sync::OnceLock<crate::remote::LinkSlot>,
 }
 
 /// Called, without locks held, after a durable definition changed.
@@ -104,6 +106,7 @@ impl VHost {
             me: Weak::new(),
             limits: Arc::default(),
             replicator: std::sync::OnceLock::new(),
+            link: std::sync::OnceLock::new(),
         };
         for (n, t) in [
             ("", "direct"),
@@ -127,6 +130,16 @@ impl VHost {
     /// Share the broker's replicator slot (see [`crate::replicate`]).
     pub(crate) fn set_replicator_slot(&self, slot: crate::replicate::Slot) {
         let _ = self.replicator.set(slot);
+    }
+
+    /// Share the broker's link slot (see [`crate::remote`]).
+    pub(crate) fn set_link_slot(&self, slot: crate::remote::LinkSlot) {
+        let _ = self.link.set(slot);
+    }
+
+    /// The cluster's message link, when clustered.
+    pub(crate) fn cluster_link(&self) -> Option<&Arc<dyn crate::remote::Link>> {
+        self.link.get()?.get()
     }
 
     /// Where to propose a durable definitions change; `None` acts locally.

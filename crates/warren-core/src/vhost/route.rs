@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use warren_store::QueueKey;
 
 use super::VHost;
@@ -12,6 +13,7 @@ use crate::error::Result;
 use crate::exchange::{BindingId, Destination, Exchange};
 use crate::message::Message;
 use crate::queue::{Enqueued, Queue};
+use crate::remote::{Forwarded, RemoteSeq};
 
 /// Scratch space for routing, owned by a channel so publishing never allocates.
 #[derive(Default)]
@@ -30,7 +32,7 @@ pub struct RouteScratch {
 unsafe impl Send for RouteScratch {}
 
 /// What a publish did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routed {
     /// Queues that accepted the message.
     pub queues: usize,
@@ -40,6 +42,47 @@ pub struct Routed {
     pub backlogged: bool,
     /// The message went to the store; confirm once this sequence is synced.
     pub sync_seq: Option<u64>,
+    /// Forwarded to queues homed on other nodes: confirm once each link's
+    /// home has (see [`crate::remote`]). Inline for up to two homes.
+    pub remote: SmallVec<[RemoteSeq; 2]>,
+}
+
+impl Routed {
+    /// Account for a local queue's answer.
+    fn tally(&mut self, e: Enqueued) {
+        match e {
+            Enqueued::Accepted => self.queues += 1,
+            Enqueued::Backlogged => {
+                self.queues += 1;
+                self.backlogged = true;
+            }
+            Enqueued::Rejected => self.rejected = true,
+        }
+    }
+
+    /// Account for a publish forwarded to a queue's home.
+    fn forwarded(&mut self, f: Forwarded) {
+        match f {
+            Forwarded::Sent(s) => {
+                self.queues += 1;
+                self.wait_remote(s);
+            }
+            Forwarded::Backlogged(s) => {
+                self.queues += 1;
+                self.backlogged = true;
+                self.wait_remote(s);
+            }
+            Forwarded::Refused => self.rejected = true,
+        }
+    }
+
+    /// Wait for `s` too (one entry per link: later sequences cover earlier).
+    fn wait_remote(&mut self, s: RemoteSeq) {
+        match self.remote.iter_mut().find(|r| r.link == s.link) {
+            Some(r) => r.seq = r.seq.max(s.seq),
+            None => self.remote.push(s),
+        }
+    }
 }
 
 impl VHost {
@@ -116,6 +159,7 @@ impl VHost {
             if let Some(log) = &self.log {
                 let keys: Vec<QueueKey> = queues
                     .iter()
+                    .filter(|q| !q.is_proxy())
                     .filter_map(|q| q.store().map(|(_, k)| k.clone()))
                     .collect();
                 if !keys.is_empty() {
@@ -130,18 +174,18 @@ impl VHost {
         let Some((last, rest)) = queues.split_last() else {
             return r;
         };
-        let mut tally = |e: Enqueued| match e {
-            Enqueued::Accepted => r.queues += 1,
-            Enqueued::Backlogged => {
-                r.queues += 1;
-                r.backlogged = true;
-            }
-            Enqueued::Rejected => r.rejected = true,
-        };
         for q in rest {
-            tally(q.enqueue(msg.clone()));
+            if q.is_proxy() {
+                r.forwarded(q.forward(&msg));
+            } else {
+                r.tally(q.enqueue(msg.clone()));
+            }
         }
-        tally(last.enqueue(msg));
+        if last.is_proxy() {
+            r.forwarded(last.forward(&msg));
+        } else {
+            r.tally(last.enqueue(msg));
+        }
         r
     }
 

@@ -76,6 +76,11 @@ pub(crate) async fn queue_put(
             auto_delete: flag(&body, "auto_delete", false),
             args: json_to_table(body.get("arguments")),
             server_named: false,
+            // As RabbitMQ's HTTP API: the node the queue lives on.
+            home: body
+                .get("node")
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
         },
         0,
     )?;

@@ -50,7 +50,8 @@ fn queue_json(v: &VHost, q: &warren_core::Queue, r: QueueRates) -> Json_ {
     json!({
         "name": q.name.as_ref(),
         "vhost": v.name.as_ref(),
-        "node": NODE,
+        // In a cluster, the node the queue lives on.
+        "node": q.home_node().unwrap_or(NODE),
         "type": "classic",
         "state": "running",
         "durable": q.durable,
