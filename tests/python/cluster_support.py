@@ -1,5 +1,6 @@
 """Helpers for cluster tests: several real Warren nodes that found a cluster
 from seeds, on 127.0.0.1 or each in a network namespace of its own."""
+import random
 import socket
 import subprocess
 import time
@@ -25,9 +26,24 @@ def ctl(node, *args):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range: a node killed and started
+    again rebinds its cluster port, which an outgoing connection (its
+    peers redial it) must not have taken meanwhile."""
+    lo = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = min(lo, int(f.read().split()[0]) - 2000)
+    except OSError:
+        pass
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 8000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 class Cluster:

@@ -226,3 +226,41 @@ def test_mqtt_session_homed_on_one_node_resumes_on_another(cluster):
     finally:
         second.loop_stop()
         second.disconnect()
+
+
+def test_mqtt_qos1_puback_waits_for_the_home_and_reports_its_loss(cluster):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    a, b, _ = cluster.nodes
+    declare_on(b, "route.mqtt", exchange="amq.topic", key="plant.*.level")
+    eventually(lambda: passive_ok(a, "route.mqtt"), what="queue on a")
+    acks = {}
+    acked = threading.Event()
+    cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="plant-sensor", protocol=mqtt.MQTTv5)
+
+    def on_publish(_c, _u, mid, rc, _props):
+        acks[mid] = rc
+        acked.set()
+    cl.on_publish = on_publish
+    ok = threading.Event()
+    cl.on_connect = lambda *args: ok.set()
+    cl.connect("127.0.0.1", a.mqtt_port, keepalive=30)
+    cl.loop_start()
+    try:
+        assert ok.wait(10)
+        info = cl.publish("plant/tank1/level", b"73", qos=1)
+        assert acked.wait(10), "no PUBACK"
+        assert acks[info.mid] == ReasonCode(mqtt.PacketTypes.PUBACK, "Success")
+        # Acknowledged means the home node has it.
+        assert api_queue(b, "route.mqtt")["messages"] == 1
+        b.kill9()
+        def refused():
+            acked.clear()
+            info = cl.publish("plant/tank1/level", b"74", qos=1)
+            assert acked.wait(10), "no PUBACK while the home is down"
+            return acks[info.mid].value == 0x80
+        eventually(refused, what="PUBACK 0x80 while the home is down")
+    finally:
+        cl.loop_stop()
+        cl.disconnect()

@@ -31,7 +31,10 @@ pub use types::{node_id, NodeId};
 /// The decoders of what arrives from outside (the link's frames, the log
 /// file at start-up), for fuzzing.
 pub mod decode {
-    pub use crate::link::frame::{decode as decode_link_frame, split as split_link_frame};
+    pub use crate::link::frame::{
+        decode as decode_link_frame, message as link_message, split as split_link_frame,
+        Frame as LinkFrame,
+    };
     pub use crate::log_store::intact_len;
     pub use crate::wire::{decode_request, MAX_FRAME};
 }

@@ -138,7 +138,7 @@ impl VHost {
     }
 
     /// The cluster's message link, when clustered.
-    pub(crate) fn cluster_link(&self) -> Option<&Arc<dyn crate::remote::Link>> {
+    pub fn cluster_link(&self) -> Option<&Arc<dyn crate::remote::Link>> {
         self.link.get()?.get()
     }
 

@@ -45,6 +45,9 @@ pub struct Routed {
     /// Forwarded to queues homed on other nodes: confirm once each link's
     /// home has (see [`crate::remote`]). Inline for up to two homes.
     pub remote: SmallVec<[RemoteSeq; 2]>,
+    /// Not forwarded to a queue's home node: unreachable, or the link over
+    /// its limit (the publish is also `rejected`, so it is nacked).
+    pub unreachable: bool,
 }
 
 impl Routed {
@@ -72,7 +75,10 @@ impl Routed {
                 self.backlogged = true;
                 self.wait_remote(s);
             }
-            Forwarded::Refused => self.rejected = true,
+            Forwarded::Refused => {
+                self.rejected = true;
+                self.unreachable = true;
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use warren_core::auth::{Access, Resource};
 use warren_core::registry::ConnStats;
+use warren_core::remote::RemoteSeq;
 use warren_core::session_ids::IdKind;
 use warren_core::vhost::Routed;
 use warren_core::{CoreError, DecodeError, Exchange, RouteScratch, SyncState};
@@ -33,6 +34,9 @@ pub(super) struct Publisher {
     pub(super) pending: Vec<(AckKind, u16, ReasonCode)>,
     /// The store sequence `pending` waits for.
     pub(super) sync_seq: u64,
+    /// And the confirms of the homes of queues on other cluster nodes it
+    /// waits for (one per link: the highest sequence).
+    pub(super) remote: Vec<RemoteSeq>,
     /// The store's sync progress (none without a store).
     pub(super) sync_rx: Option<watch::Receiver<SyncState>>,
 }
@@ -122,7 +126,7 @@ impl Conn {
         let waiting = self
             .publisher
             .as_ref()
-            .is_some_and(|p| !p.pending.is_empty());
+            .is_some_and(|p| !p.pending.is_empty() || !p.remote.is_empty());
         if sync.is_none() && !waiting {
             let level = self.level;
             self.out
@@ -241,6 +245,7 @@ impl Conn {
                 publish_ok: None,
                 pending: Vec::new(),
                 sync_seq: 0,
+                remote: Vec::new(),
                 sync_rx: sync.clone(),
             })
         })
@@ -286,6 +291,14 @@ impl Conn {
         let retained = p.retain.then(|| msg.clone());
         let routed = self.vhost.publish(x, msg, &mut pb.scratch)?;
         self.backlogged |= routed.backlogged;
+        if p.qos > 0 {
+            for r in &routed.remote {
+                match pb.remote.iter_mut().find(|w| w.link == r.link) {
+                    Some(w) => w.seq = w.seq.max(r.seq),
+                    None => pb.remote.push(*r),
+                }
+            }
+        }
         // The retained copy is stored too (every QoS, as mosquitto and
         // RabbitMQ do); the acknowledgement waits for the later record.
         let kept = retained.and_then(|m| self.vhost.retained.put(m));
@@ -297,7 +310,10 @@ impl Conn {
 /// when a queue refused it (`x-overflow: reject-publish`), 0x10 when no
 /// subscription took it (a retained one is still kept, so that is success).
 fn ack_code(routed: &Routed, retained: bool) -> ReasonCode {
-    if routed.rejected {
+    if routed.unreachable {
+        // A queue's home node is down: not a quota, an error.
+        ReasonCode::UnspecifiedError
+    } else if routed.rejected {
         ReasonCode::QuotaExceeded
     } else if routed.queues == 0 && !retained {
         ReasonCode::NoMatchingSubscribers

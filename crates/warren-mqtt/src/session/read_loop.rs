@@ -51,7 +51,9 @@ impl Conn {
                 match self.drain(buf) {
                     Step::End(end) => return end,
                     Step::Sync => {
-                        self.ack_when_synced().await;
+                        if let Some(end) = self.ack_when_synced().await {
+                            return end;
+                        }
                         continue;
                     }
                     Step::Read => {}
@@ -136,13 +138,14 @@ impl Conn {
     }
 
     /// Send the acknowledgements left in `Publisher::pending` once the
-    /// store has synced up to their sequence.
-    async fn ack_when_synced(&mut self) {
-        let Some(pb) = self.publisher.as_deref_mut() else {
-            return;
-        };
+    /// store has synced up to their sequence, and the homes of queues on
+    /// other nodes have confirmed. A publish a home lost is answered 0x80
+    /// in 5.0; 3.1.1 has no failed PUBACK, so the connection ends and the
+    /// client sends it again.
+    async fn ack_when_synced(&mut self) -> Option<End> {
+        let pb = self.publisher.as_deref_mut()?;
         if pb.pending.is_empty() {
-            return;
+            return None;
         }
         let seq = pb.sync_seq;
         if let Some(rx) = pb.sync_rx.as_mut() {
@@ -152,7 +155,25 @@ impl Conn {
                 Box::pin(wait_synced(rx, seq)).await;
             }
         }
+        let remote = std::mem::take(&mut pb.remote);
+        let lost = match self.vhost.cluster_link() {
+            Some(link) if !remote.is_empty() => !Box::pin(wait_remote(link, &remote)).await,
+            _ => false,
+        };
         let level = self.level;
+        let pb = self.publisher.as_deref_mut()?;
+        if lost {
+            if level != 5 {
+                pb.pending.clear();
+                return Some(self.disconnect(
+                    ReasonCode::UnspecifiedError,
+                    "a queue's home node did not confirm a publish",
+                ));
+            }
+            for p in pb.pending.iter_mut().filter(|p| !p.2.is_failure()) {
+                p.2 = ReasonCode::UnspecifiedError;
+            }
+        }
         let n = pb.pending.len() as u64;
         self.out.push(|o| {
             for &(kind, pkid, code) in &pb.pending {
@@ -161,6 +182,7 @@ impl Conn {
         });
         pb.pending.clear();
         ConnStats::add(&self.registration.info.stats.confirmed, n);
+        None
     }
 
     /// The connection was asked to close: by a takeover, the keep-alive
@@ -264,6 +286,43 @@ impl Conn {
 }
 
 /// Until the store has synced up to `seq` (or is gone).
+/// How long a publish waits for the homes of queues on other nodes.
+const REMOTE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait until every link in `waits` confirmed up to its sequence; false
+/// when one lost it (or did not answer in time).
+async fn wait_remote(
+    link: &std::sync::Arc<dyn warren_core::remote::Link>,
+    waits: &[warren_core::remote::RemoteSeq],
+) -> bool {
+    let mut rx = link.confirmations();
+    let check = || {
+        let mut done = true;
+        for w in waits {
+            let s = link.synced(w.link);
+            if w.seq <= s.failed {
+                return Some(false);
+            }
+            done &= w.seq <= s.synced;
+        }
+        done.then_some(true)
+    };
+    let wait = async {
+        loop {
+            rx.borrow_and_update();
+            if let Some(ok) = check() {
+                return ok;
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    tokio::time::timeout(REMOTE_CONFIRM_TIMEOUT, wait)
+        .await
+        .unwrap_or(false)
+}
+
 async fn wait_synced(rx: &mut watch::Receiver<SyncState>, seq: u64) {
     while rx.borrow_and_update().synced < seq {
         if rx.changed().await.is_err() {
