@@ -109,6 +109,35 @@ pub struct Counters {
     pub acked: u64,
 }
 
+impl From<warren_core::queue::QueueStats> for Counters {
+    fn from(s: warren_core::queue::QueueStats) -> Counters {
+        Counters {
+            ready: s.ready as u64,
+            unacked: s.unacked as u64,
+            consumers: s.consumers as u64,
+            ready_bytes: s.ready_bytes as u64,
+            published: s.published,
+            delivered: s.delivered,
+            acked: s.acked,
+        }
+    }
+}
+
+impl From<Counters> for warren_core::queue::QueueStats {
+    fn from(c: Counters) -> Self {
+        warren_core::queue::QueueStats {
+            ready: c.ready as usize,
+            unacked: c.unacked as usize,
+            consumers: c.consumers as usize,
+            ready_bytes: c.ready_bytes as usize,
+            published: c.published,
+            delivered: c.delivered,
+            acked: c.acked,
+            ..Default::default()
+        }
+    }
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

@@ -370,16 +370,7 @@ impl Serving {
                 if q.home_node() != Some(&*self.node) || q.is_proxy() {
                     continue;
                 }
-                let s = q.stats();
-                let c = Counters {
-                    ready: s.ready as u64,
-                    unacked: s.unacked as u64,
-                    consumers: s.consumers as u64,
-                    ready_bytes: s.ready_bytes as u64,
-                    published: s.published,
-                    delivered: s.delivered,
-                    acked: s.acked,
-                };
+                let c = Counters::from(q.stats());
                 out.push((v.name.clone(), q.name.clone(), c));
             }
         }

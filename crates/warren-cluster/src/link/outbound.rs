@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use warren_core::message::Message;
-use warren_core::queue::{Delivery, Queue, QueueStats};
+use warren_core::queue::{Delivery, Queue};
 use warren_core::remote::{Forwarded, Home, RemoteSeq, Settle};
 use warren_core::{CoreError, SyncState};
 use warren_net::outbox::Outbox;
@@ -263,16 +263,7 @@ impl Outbound {
                     .upgrade()
                     .and_then(|l| l.queue(frame::name(&vhost).ok()?, frame::name(&queue).ok()?));
                 if let Some(q) = q {
-                    q.remote_stats(QueueStats {
-                        ready: c.ready as usize,
-                        unacked: c.unacked as usize,
-                        consumers: c.consumers as usize,
-                        ready_bytes: c.ready_bytes as usize,
-                        published: c.published,
-                        delivered: c.delivered,
-                        acked: c.acked,
-                        ..QueueStats::default()
-                    });
+                    q.remote_stats(c.into());
                 }
             }
             Frame::Ended { sub } => {
