@@ -150,12 +150,6 @@ impl Outbox {
         !inner.closed && inner.buf.len() <= HIGH_WATER
     }
 
-    /// Bytes waiting to be written (a producer without a queue to park,
-    /// such as a cluster link's publishes, bounds itself with this).
-    pub fn buffered(&self) -> usize {
-        self.inner.lock().buf.len()
-    }
-
     /// True once closed: nothing pushed is sent any more.
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed

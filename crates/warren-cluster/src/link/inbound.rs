@@ -258,7 +258,10 @@ impl Serving {
             }
         }
         let v = self.broker.vhost(std::str::from_utf8(&key.0).ok()?)?;
-        let q = self.queue(&key.0, &key.1)?;
+        let q = v.queue(std::str::from_utf8(&key.1).ok()?).ok()?;
+        if q.is_proxy() {
+            return None;
+        }
         if self.cache.len() > 4096 {
             self.cache.clear();
         }

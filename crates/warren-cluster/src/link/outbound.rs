@@ -330,15 +330,15 @@ impl Home for Outbound {
         let Some(out) = self.outbox() else {
             return Forwarded::Refused;
         };
-        let buffered = out.buffered();
-        if buffered > HARD_LIMIT {
-            return Forwarded::Refused;
-        }
-        let mut seq = 0;
-        // Numbered under the outbox's lock, so sequence order is wire order.
+        let (mut seq, mut buffered) = (0, 0);
+        // One lock: the limit is checked and the publish numbered under
+        // the outbox's lock, so sequence order is wire order.
         out.push(|b| {
-            seq = self.issued.fetch_add(1, Ordering::AcqRel) + 1;
-            frame::publish(b, seq, &queue.vhost, &queue.name, msg);
+            buffered = b.len();
+            if buffered <= HARD_LIMIT {
+                seq = self.issued.fetch_add(1, Ordering::AcqRel) + 1;
+                frame::publish(b, seq, &queue.vhost, &queue.name, msg);
+            }
         });
         if seq == 0 {
             return Forwarded::Refused;
